@@ -1,0 +1,60 @@
+"""The ``chainpush`` command line: one subcommand per service, plus the dev stack.
+
+Each subcommand lives in the module that owns it and registers itself through
+``register(subparsers)``; this entry point only configures logging and dispatches.
+Environment variables are read by each subcommand's argument defaults (``CHAINPUSH_*``), here at
+the entry point and nowhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+#: modules that own subcommands, each with ``register(subparsers) -> None``; the registered
+#: parser sets ``func(args) -> int``.
+COMMAND_MODULES = (
+    "watcher.compile",
+    "chainpush.devstack",
+    "watcher.cli",
+    "push.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chainpush",
+        description="Watch smart contracts on an Ethereum node and push their events to browsers.",
+    )
+    parser.add_argument(
+        "--log-level", default=os.environ.get("CHAINPUSH_LOG_LEVEL", "INFO"),
+        help="logging level (env CHAINPUSH_LOG_LEVEL; default INFO)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(name) is None:
+            continue
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Shared fixtures: real servers on free loopback ports, started the way the dev stack starts them.
+
+* ``anvil`` (per test): a fresh anvil with HTTP+WS on one port and an IPC socket.
+* ``redis_server`` (per session) + ``redis_url`` (per test, flushed first).
+* ``mongo_server`` (per session) + ``mongo_uri`` / ``mongo_db_name`` (per test: its own database).
+* ``unit``: the time unit (seconds) every test timeout is a multiple of;
+  ``CHAINPUSH_TEST_TIME_UNIT`` scales it on slow machines.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from chainpush import procs
+
+ROOT = Path(__file__).resolve().parent.parent
+UNIT_S = float(os.environ.get("CHAINPUSH_TEST_TIME_UNIT", "1.0"))
+
+
+@pytest.fixture(scope="session")
+def unit() -> float:
+    """Seconds per time unit; tests express every timeout as ``k * unit``."""
+    return UNIT_S
+
+
+@dataclass(frozen=True, slots=True)
+class Anvil:
+    server: procs.Server
+    port: int
+    ipc_path: Path
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+
+def start_test_anvil(tmp_path: Path, *extra: str) -> Anvil:
+    port = procs.free_port()
+    # unix socket paths are limited to ~107 bytes: keep it short
+    ipc = Path("/tmp") / f"cp-anvil-{uuid.uuid4().hex[:10]}.ipc"
+    server = procs.start_anvil(port=port, state_dir=tmp_path, ipc_path=ipc, extra=extra)
+    return Anvil(server=server, port=port, ipc_path=ipc)
+
+
+@pytest.fixture
+def anvil(tmp_path: Path) -> Iterator[Anvil]:
+    node = start_test_anvil(tmp_path / "anvil")
+    yield node
+    node.server.stop()
+    node.ipc_path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[procs.Server]:
+    server = procs.start_redis(port=procs.free_port(), state_dir=tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: procs.Server) -> str:
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[procs.Server]:
+    server = procs.start_mongo(port=procs.free_port(), state_dir=tmp_path_factory.mktemp("mongo"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mongo_uri(mongo_server: procs.Server) -> str:
+    return mongo_server.url
+
+
+@pytest.fixture
+def mongo_db_name() -> str:
+    """A database of this test's own (nx-27017 keeps one SQLite file per database)."""
+    return f"cp_test_{uuid.uuid4().hex[:12]}"
