@@ -108,7 +108,9 @@ def find_nx27017() -> str:
 # --- health checks ---------------------------------------------------------------------------
 
 
-def rpc_call(url: str, method: str, params: list[object] | None = None, timeout_s: float = 2.0) -> object:
+def rpc_call(
+    url: str, method: str, params: list[object] | None = None, timeout_s: float = 2.0
+) -> object:
     """One JSON-RPC call over HTTP with the standard library (no web3 import here)."""
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []})
     req = urllib.request.Request(
