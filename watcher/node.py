@@ -14,6 +14,7 @@ to start one, a node on another chain raises ``ChainMismatch``.
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import logging
@@ -252,3 +253,18 @@ def endpoints_from_specs(specs: Sequence[str], *, timeout_s: float = 10.0) -> li
     if not specs:
         raise ConfigError("at least one node endpoint is required")
     return [Endpoint.parse(s, timeout_s=timeout_s) for s in specs]
+
+
+def add_endpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``--rpc`` / ``--ws`` / ``--ipc`` options every node-facing command takes."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--rpc", metavar="URL",
+        help=f"HTTP JSON-RPC endpoint (default $CHAINPUSH_RPC or {DEFAULT_RPC})",
+    )
+    group.add_argument("--ws", metavar="URL", help="websocket endpoint, e.g. ws://127.0.0.1:8545")
+    group.add_argument("--ipc", metavar="PATH", help="IPC socket path, e.g. /tmp/anvil.ipc")
+
+
+def endpoint_from_arguments(args: argparse.Namespace) -> Endpoint:
+    return Endpoint.from_args(rpc=args.rpc, ws=args.ws, ipc=args.ipc)

@@ -1,0 +1,252 @@
+"""The local dev stack: a real node, a real Redis and a MongoDB-protocol server, on loopback.
+
+``chainpush dev up`` starts (idempotently) anvil (HTTP + WS on one port, plus an IPC socket),
+redis-server and nx-27017, waits until each answers, and records what runs in
+``<state dir>/stack.json``; ``status`` health-checks it; ``down`` stops every process group it
+started, leaving nothing behind. ``MONGO_URI`` (or ``CHAINPUSH_MONGO_URI``) pointing at a real
+MongoDB replaces nx-27017; ``CHAINPUSH_REDIS_URL`` pointing at a running Redis replaces ours.
+
+Ports: the configured ones (defaults 8545 / 6390 / 27018) when free; a free port otherwise, which
+``stack.json`` and ``chainpush dev env`` report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from chainpush import procs
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STATE_DIR = procs.ROOT / ".chainpush" / "dev"
+STATE_FILE = "stack.json"
+
+
+@dataclass(frozen=True, slots=True)
+class DevStackConfig:
+    """What ``dev up`` starts. Ports are preferences: a taken port is replaced by a free one."""
+
+    state_dir: Path = DEFAULT_STATE_DIR
+    node_port: int = 8545
+    redis_port: int = 6390
+    mongo_port: int = 27018
+    block_time_s: float | None = 1.0
+    external_mongo_uri: str | None = None
+    external_redis_url: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("node_port", "redis_port", "mongo_port"):
+            port = getattr(self, name)
+            if not 0 < port < 65536:
+                raise ValueError(f"{name} must be in 1..65535, got {port}")
+        if self.block_time_s is not None and self.block_time_s <= 0:
+            raise ValueError(
+                f"block_time_s must be > 0 or None (automine), got {self.block_time_s}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceState:
+    name: str
+    pid: int | None  # None: an external service we did not start
+    url: str
+    log: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StackState:
+    """The contents of ``stack.json``: how to reach each running service."""
+
+    node: ServiceState
+    ws_url: str
+    ipc_path: str
+    redis: ServiceState
+    mongo: ServiceState
+
+    @property
+    def services(self) -> tuple[ServiceState, ServiceState, ServiceState]:
+        return (self.node, self.redis, self.mongo)
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point every chainpush command at this stack."""
+        return {
+            "CHAINPUSH_RPC": self.node.url,
+            "CHAINPUSH_WS": self.ws_url,
+            "CHAINPUSH_IPC": self.ipc_path,
+            "CHAINPUSH_REDIS_URL": self.redis.url,
+            "CHAINPUSH_MONGO_URI": self.mongo.url,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> StackState:
+        return cls(
+            node=ServiceState(**raw["node"]), ws_url=raw["ws_url"], ipc_path=raw["ipc_path"],
+            redis=ServiceState(**raw["redis"]), mongo=ServiceState(**raw["mongo"]),
+        )
+
+
+def load_state(state_dir: Path = DEFAULT_STATE_DIR) -> StackState | None:
+    """The recorded stack, or None when ``dev up`` has not run (or ``down`` since)."""
+    path = state_dir / STATE_FILE
+    if not path.exists():
+        return None
+    return StackState.from_dict(json.loads(path.read_text()))
+
+
+def healthy(service: ServiceState) -> bool:
+    if service.pid is not None and not procs.pid_alive(service.pid):
+        return False
+    if service.name == "anvil":
+        return procs.anvil_healthy(service.url)
+    if service.name == "redis":
+        hostport = service.url.split("://", 1)[1].split("/", 1)[0]
+        host, _, port = hostport.rpartition(":")
+        return procs.redis_healthy(host.split("@")[-1] or "127.0.0.1", int(port))
+    return procs.mongo_healthy(service.url)
+
+
+def _port(preferred: int) -> int:
+    if procs.port_open("127.0.0.1", preferred):
+        chosen = procs.free_port()
+        logger.info("port %d is taken; using %d", preferred, chosen)
+        return chosen
+    return preferred
+
+
+def up(config: DevStackConfig) -> StackState:
+    """Start what is not running; return the stack. Idempotent: a healthy stack is left alone."""
+    current = load_state(config.state_dir)
+    if current is not None:
+        if all(healthy(s) for s in current.services):
+            logger.info("dev stack already up (%s)", config.state_dir / STATE_FILE)
+            return current
+        logger.info("dev stack partly down: restarting it")
+        down(config.state_dir)
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    started: list[procs.Server] = []
+    try:
+        node_port = _port(config.node_port)
+        ipc = config.state_dir / "anvil.ipc"
+        ipc.unlink(missing_ok=True)
+        anvil = procs.start_anvil(
+            port=node_port, state_dir=config.state_dir, ipc_path=ipc,
+            block_time_s=config.block_time_s,
+        )
+        started.append(anvil)
+        node = ServiceState("anvil", anvil.pid, anvil.url, str(anvil.log_path))
+        if config.external_redis_url:
+            redis = ServiceState("redis", None, config.external_redis_url, None)
+        else:
+            srv = procs.start_redis(port=_port(config.redis_port), state_dir=config.state_dir)
+            started.append(srv)
+            redis = ServiceState("redis", srv.pid, srv.url, str(srv.log_path))
+        if config.external_mongo_uri:
+            mongo = ServiceState("mongo", None, config.external_mongo_uri, None)
+        else:
+            srv = procs.start_mongo(port=_port(config.mongo_port), state_dir=config.state_dir)
+            started.append(srv)
+            mongo = ServiceState("mongo", srv.pid, srv.url, str(srv.log_path))
+    except BaseException:
+        for server in reversed(started):
+            server.stop()
+        raise
+    state = StackState(
+        node=node, ws_url=f"ws://127.0.0.1:{node_port}", ipc_path=str(ipc), redis=redis,
+        mongo=mongo,
+    )
+    (config.state_dir / STATE_FILE).write_text(json.dumps(asdict(state), indent=2) + "\n")
+    for service in state.services:
+        if not healthy(service):
+            down(config.state_dir)
+            raise procs.StackError(f"{service.name} at {service.url} does not answer")
+    return state
+
+
+def down(state_dir: Path = DEFAULT_STATE_DIR) -> int:
+    """Stop every process the stack started; return how many were running."""
+    state = load_state(state_dir)
+    if state is None:
+        return 0
+    stopped = 0
+    for service in reversed(state.services):
+        if service.pid is not None and procs.pid_alive(service.pid):
+            procs.stop_pid(service.pid)
+            stopped += 1
+    (state_dir / STATE_FILE).unlink(missing_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        Path(state.ipc_path).unlink()
+    return stopped
+
+
+# --- CLI -------------------------------------------------------------------------------------
+
+
+def _config_from_args(args: argparse.Namespace) -> DevStackConfig:
+    return DevStackConfig(
+        state_dir=Path(args.state_dir),
+        node_port=args.node_port,
+        redis_port=args.redis_port,
+        mongo_port=args.mongo_port,
+        block_time_s=args.block_time or None,
+        external_mongo_uri=os.environ.get("MONGO_URI") or os.environ.get("CHAINPUSH_MONGO_URI"),
+        external_redis_url=os.environ.get("CHAINPUSH_REDIS_URL"),
+    )
+
+
+def _print_state(state: StackState) -> None:
+    for service in state.services:
+        mark = "up" if healthy(service) else "DOWN"
+        pid = f"pid {service.pid}" if service.pid else "external"
+        print(f"{service.name:6} {mark:4} {service.url}  ({pid})")
+    print(f"{'ws':6} {'':4} {state.ws_url}")
+    print(f"{'ipc':6} {'':4} {state.ipc_path}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    state_dir = Path(args.state_dir)
+    if args.action == "up":
+        try:
+            state = up(_config_from_args(args))
+        except (procs.StackError, ValueError) as exc:
+            print(f"chainpush dev up: {exc}", file=sys.stderr)
+            return 1
+        _print_state(state)
+        return 0
+    if args.action == "down":
+        print(f"stopped {down(state_dir)} process(es)")
+        return 0
+    recorded = load_state(state_dir)
+    if recorded is None:
+        print("dev stack is not running (chainpush dev up starts it)")
+        return 3
+    if args.action == "env":
+        for key, value in recorded.env().items():
+            print(f"export {key}={value}")
+        return 0
+    _print_state(recorded)
+    return 0 if all(healthy(s) for s in recorded.services) else 1
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "dev", help="start/stop the local dev stack (anvil, redis-server, nx-27017)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("action", choices=["up", "down", "status", "env"])
+    parser.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR))
+    parser.add_argument("--node-port", type=int, default=8545)
+    parser.add_argument("--redis-port", type=int, default=6390)
+    parser.add_argument("--mongo-port", type=int, default=27018)
+    parser.add_argument(
+        "--block-time", type=float, default=1.0,
+        help="seconds between blocks (0: mine one block per transaction)",
+    )
+    parser.set_defaults(func=_run)
