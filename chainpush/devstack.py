@@ -138,20 +138,24 @@ def up(config: DevStackConfig) -> StackState:
         ipc.unlink(missing_ok=True)
         anvil = procs.start_anvil(
             port=node_port, state_dir=config.state_dir, ipc_path=ipc,
-            block_time_s=config.block_time_s,
+            block_time_s=config.block_time_s, detach=True,
         )
         started.append(anvil)
         node = ServiceState("anvil", anvil.pid, anvil.url, str(anvil.log_path))
         if config.external_redis_url:
             redis = ServiceState("redis", None, config.external_redis_url, None)
         else:
-            srv = procs.start_redis(port=_port(config.redis_port), state_dir=config.state_dir)
+            srv = procs.start_redis(
+                port=_port(config.redis_port), state_dir=config.state_dir, detach=True
+            )
             started.append(srv)
             redis = ServiceState("redis", srv.pid, srv.url, str(srv.log_path))
         if config.external_mongo_uri:
             mongo = ServiceState("mongo", None, config.external_mongo_uri, None)
         else:
-            srv = procs.start_mongo(port=_port(config.mongo_port), state_dir=config.state_dir)
+            srv = procs.start_mongo(
+                port=_port(config.mongo_port), state_dir=config.state_dir, detach=True
+            )
             started.append(srv)
             mongo = ServiceState("mongo", srv.pid, srv.url, str(srv.log_path))
     except BaseException:

@@ -217,23 +217,40 @@ def stop_pid(pid: int, timeout_s: float = 5.0, proc: subprocess.Popen[bytes] | N
 
 def spawn(
     name: str, argv: Sequence[str], log_path: Path, url: str, healthy: Callable[[], bool],
-    timeout_s: float = 20.0,
+    timeout_s: float = 20.0, detach: bool = False,
 ) -> Server:
-    """Start ``argv`` in a new session, logging to ``log_path``; wait until ``healthy()``."""
+    """Start ``argv`` in a new session, logging to ``log_path``; wait until ``healthy()``.
+
+    ``detach=True`` is for daemons that outlive this process (the dev stack): the server is
+    started through ``sh -c 'setsid … &'`` so it is re-parented to init at once (no zombie, no
+    Popen left to reap) and its pid is also its process-group id.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
+    proc: subprocess.Popen[bytes] | None = None
+    if detach:
+        launcher = subprocess.run(
+            ["/bin/sh", "-c", 'setsid "$@" >>"$CP_LOG" 2>&1 </dev/null & echo $!', "sh", *argv],
+            env={**os.environ, "CP_LOG": str(log_path)}, capture_output=True, text=True,
+            check=True, timeout=10,
         )
-    server = Server(name=name, proc=proc, pid=proc.pid, url=url, log_path=log_path)
+        pid = int(launcher.stdout.strip())
+    else:
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        pid = proc.pid
+    server = Server(name=name, proc=proc, pid=pid, url=url, log_path=log_path)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        exited = proc.poll() is not None if proc is not None else not pid_alive(pid)
+        if exited:
             tail = log_path.read_text(errors="replace")[-2000:]
-            raise StackError(f"{name} exited with code {proc.returncode} at start; log:\n{tail}")
+            code = proc.returncode if proc is not None else "?"
+            raise StackError(f"{name} exited with code {code} at start; log:\n{tail}")
         if healthy():
-            logger.info("%s up at %s (pid %d)", name, url, proc.pid)
+            logger.info("%s up at %s (pid %d)", name, url, pid)
             return server
         time.sleep(0.05)
     server.stop()
@@ -243,7 +260,7 @@ def spawn(
 
 def start_anvil(
     *, port: int, state_dir: Path, ipc_path: Path | None = None, block_time_s: float | None = None,
-    chain_id: int = 31337, extra: Sequence[str] = (),
+    chain_id: int = 31337, extra: Sequence[str] = (), detach: bool = False,
 ) -> Server:
     """Start anvil on 127.0.0.1:``port`` (HTTP and WS share it) and, if given, an IPC socket."""
     argv = [find_anvil(), "--host", "127.0.0.1", "--port", str(port), "--chain-id", str(chain_id)]
@@ -253,10 +270,12 @@ def start_anvil(
         argv += ["--block-time", str(block_time_s)]
     argv += list(extra)
     url = f"http://127.0.0.1:{port}"
-    return spawn("anvil", argv, state_dir / "anvil.log", url, lambda: anvil_healthy(url))
+    return spawn(
+        "anvil", argv, state_dir / "anvil.log", url, lambda: anvil_healthy(url), detach=detach
+    )
 
 
-def start_redis(*, port: int, state_dir: Path) -> Server:
+def start_redis(*, port: int, state_dir: Path, detach: bool = False) -> Server:
     """Start redis-server on 127.0.0.1:``port`` with persistence off (the dev stack's scratch)."""
     data = state_dir / "redis"
     data.mkdir(parents=True, exist_ok=True)
@@ -266,11 +285,11 @@ def start_redis(*, port: int, state_dir: Path) -> Server:
     ]
     return spawn(
         "redis", argv, state_dir / "redis.log", f"redis://127.0.0.1:{port}/0",
-        lambda: redis_healthy("127.0.0.1", port),
+        lambda: redis_healthy("127.0.0.1", port), detach=detach,
     )
 
 
-def start_mongo(*, port: int, state_dir: Path) -> Server:
+def start_mongo(*, port: int, state_dir: Path, detach: bool = False) -> Server:
     """Start nx-27017 (MongoDB wire protocol over SQLite) on 127.0.0.1:``port``.
 
     Data lives in ``state_dir/mongo`` and survives restarts, SIGKILL included.
@@ -282,4 +301,6 @@ def start_mongo(*, port: int, state_dir: Path) -> Server:
         str(data / "nx.pid"), "--log-file", str(state_dir / "mongo-server.log"),
     ]
     uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
-    return spawn("mongo", argv, state_dir / "mongo.log", uri, lambda: mongo_healthy(uri))
+    return spawn(
+        "mongo", argv, state_dir / "mongo.log", uri, lambda: mongo_healthy(uri), detach=detach
+    )

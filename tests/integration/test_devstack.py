@@ -1,0 +1,92 @@
+"""`chainpush dev up|status|down` as a user runs it: real processes, idempotent, no orphans."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chainpush import devstack, procs
+
+pytestmark = pytest.mark.integration
+
+
+def chainpush(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "chainpush.cli", *args], capture_output=True, text=True,
+        timeout=60, env=env,
+    )
+
+
+def test_up_status_down_leaves_nothing_behind(tmp_path: Path) -> None:
+    state_dir = tmp_path / "dev"
+    ports = [procs.free_port() for _ in range(3)]
+    flags = [
+        "--state-dir", str(state_dir), "--node-port", str(ports[0]),
+        "--redis-port", str(ports[1]), "--mongo-port", str(ports[2]),
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in ("MONGO_URI", "CHAINPUSH_MONGO_URI",
+                                                            "CHAINPUSH_REDIS_URL")}
+    first = chainpush("dev", "up", *flags, env=env)
+    assert first.returncode == 0, first.stderr
+    state = devstack.load_state(state_dir)
+    assert state is not None
+    try:
+        pids = [s.pid for s in state.services]
+        assert all(pid is not None and procs.pid_alive(pid) for pid in pids)
+        assert state.node.url == f"http://127.0.0.1:{ports[0]}"
+        assert procs.rpc_call(state.node.url, "eth_chainId") == "0x7a69"
+        assert procs.redis_healthy("127.0.0.1", ports[1])
+        assert procs.mongo_healthy(state.mongo.url)
+        assert Path(state.ipc_path).exists()
+
+        # idempotent: a second `up` keeps the same processes
+        again = chainpush("dev", "up", *flags, env=env)
+        assert again.returncode == 0, again.stderr
+        assert "already up" in again.stderr
+        assert json.loads((state_dir / "stack.json").read_text())["node"]["pid"] == pids[0]
+
+        status = chainpush("dev", "status", "--state-dir", str(state_dir))
+        assert status.returncode == 0
+        assert status.stdout.count(" up ") == 3
+
+        env_out = chainpush("dev", "env", "--state-dir", str(state_dir)).stdout
+        assert f"export CHAINPUSH_RPC=http://127.0.0.1:{ports[0]}" in env_out
+    finally:
+        down = chainpush("dev", "down", "--state-dir", str(state_dir))
+    assert down.returncode == 0
+    assert "stopped 3 process(es)" in down.stdout
+    assert not any(procs.pid_alive(pid) for pid in pids if pid is not None)
+    assert not any(procs.port_open("127.0.0.1", port) for port in ports)
+    assert not Path(state.ipc_path).exists()
+    after = chainpush("dev", "status", "--state-dir", str(state_dir))
+    assert after.returncode == 3
+    assert "not running" in after.stdout
+
+
+def test_up_restarts_a_stack_with_a_dead_member(tmp_path: Path) -> None:
+    state_dir = tmp_path / "dev"
+    config = devstack.DevStackConfig(
+        state_dir=state_dir, node_port=procs.free_port(), redis_port=procs.free_port(),
+        mongo_port=procs.free_port(), block_time_s=None,
+    )
+    state = devstack.up(config)
+    try:
+        assert state.redis.pid is not None
+        procs.stop_pid(state.redis.pid)
+        assert not devstack.healthy(state.redis)
+        healed = devstack.up(config)
+        assert all(devstack.healthy(s) for s in healed.services)
+        assert healed.redis.pid != state.redis.pid
+        assert not procs.pid_alive(state.node.pid or 0)  # the old stack was stopped whole
+    finally:
+        devstack.down(state_dir)
+
+
+def test_bad_port_is_refused_with_the_setting_named() -> None:
+    with pytest.raises(ValueError, match=r"redis_port must be in 1\.\.65535, got 0"):
+        devstack.DevStackConfig(redis_port=0)

@@ -1,0 +1,68 @@
+"""Connecting to a real anvil over HTTP, websocket and IPC, sync and async; clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chainpush import procs
+from tests.conftest import Anvil
+from watcher.errors import ChainMismatch, NodeUnreachable
+from watcher.node import Endpoint, connect, connect_async, disconnect_async
+
+pytestmark = pytest.mark.integration
+
+
+def endpoints(node: Anvil) -> list[Endpoint]:
+    return [
+        Endpoint("http", node.http_url),
+        Endpoint("ws", node.ws_url),
+        Endpoint("ipc", str(node.ipc_path)),
+    ]
+
+
+def test_sync_connect_every_transport(anvil: Anvil) -> None:
+    for endpoint in endpoints(anvil):
+        w3 = connect(endpoint, expected_chain_id=31337)
+        assert w3.eth.chain_id == 31337
+        assert len(w3.eth.accounts) == 10
+
+
+async def test_async_connect_every_transport(anvil: Anvil) -> None:
+    for endpoint in endpoints(anvil):
+        w3 = await connect_async(endpoint, expected_chain_id=31337)
+        try:
+            assert await w3.eth.chain_id == 31337
+            assert (await w3.eth.get_block("latest"))["number"] == 0
+        finally:
+            await disconnect_async(w3)
+
+
+def test_wrong_chain_is_refused(anvil: Anvil) -> None:
+    with pytest.raises(ChainMismatch, match="serves chain id 31337, expected 1"):
+        connect(Endpoint("http", anvil.http_url), expected_chain_id=1)
+
+
+def unreachable(tmp_path: Path) -> list[Endpoint]:
+    port = procs.free_port()
+    return [
+        Endpoint("http", f"http://127.0.0.1:{port}", timeout_s=2),
+        Endpoint("ws", f"ws://127.0.0.1:{port}", timeout_s=2),
+        Endpoint("ipc", str(tmp_path / "missing.ipc"), timeout_s=2),
+    ]
+
+
+def test_unreachable_node_says_how_to_start_one(tmp_path: Path) -> None:
+    for endpoint in unreachable(tmp_path):
+        with pytest.raises(NodeUnreachable) as info:
+            connect(endpoint)
+        message = str(info.value)
+        assert message.startswith(f"cannot reach node at {endpoint.kind} {endpoint.target}")
+        assert "chainpush dev up" in message
+
+
+async def test_unreachable_node_async(tmp_path: Path) -> None:
+    for endpoint in unreachable(tmp_path):
+        with pytest.raises(NodeUnreachable, match="cannot reach node at"):
+            await connect_async(endpoint)
