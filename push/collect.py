@@ -1,0 +1,146 @@
+"""Collect: store each record in MongoDB, give it a gap-free offset per topic, then dispatch.
+
+Theory of operation
+-------------------
+For each record (docs/seams.md §1), in the order given:
+
+1. ``events``: insert ``{_id: message id, ...record}``. A duplicate key means the message was
+   stored before (a replay, or a retry whose first attempt landed): not an error.
+2. For each topic of the record (:func:`push.records.topics_of`), a ``messages`` row
+   ``{topic, offset, msg_id, record}``. The offset is ``max(offset) + 1`` for the topic; the unique
+   index ``(topic, offset)`` arbitrates between concurrent writers (the loser re-reads the max and
+   tries again) and the unique index ``(topic, msg_id)`` makes a replay find the row it already
+   has, so a replay is re-dispatched with its original offset and never gets a new one. No counter
+   document exists that a crash could advance without a message: offsets stay gap-free.
+3. Only when every row of the record is stored, the stored messages go to dispatch.
+
+MongoDB slow or down: each step is retried with backoff until it succeeds (logged with the tries
+left); :meth:`Collector.accept` does not return meanwhile, which is the back-pressure the watcher
+sees. Nothing is dropped and nothing unstored is dispatched. A crash between steps is repaired by
+the replay the watcher does from its checkpoint: every step is idempotent.
+
+Within one Collector, ``accept`` calls are serialised (a lock) so offsets follow record order;
+several Collectors (processes) may write the same database safely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, Protocol
+
+from push.metrics import Metrics
+from push.records import StoredMessage, message_id, topics_of
+from push.retry import RetryPolicy
+from push.store import MessageStore
+
+logger = logging.getLogger(__name__)
+
+
+class Dispatch(Protocol):
+    """Where stored messages go next (:class:`push.dispatch.Dispatcher`)."""
+
+    async def publish(self, messages: Sequence[StoredMessage]) -> None: ...
+
+
+class Collector:
+    """The watcher's ``Sink``: ``await accept(batch)`` returns once the batch is stored.
+
+    Use as ``async with Collector(mongo_uri=..., database=...) as collector``; pass ``store`` to
+    share an open :class:`MessageStore` instead (it is then not closed by :meth:`aclose`).
+    """
+
+    def __init__(
+        self, *, mongo_uri: str | None = None, database: str | None = None,
+        store: MessageStore | None = None, dispatch: Dispatch | None = None,
+        retry: RetryPolicy | None = None, metrics: Metrics | None = None,
+    ) -> None:
+        self.metrics = metrics or Metrics()
+        self.metrics.counter("chainpush_collect_records_total", "records accepted by collect")
+        self.metrics.counter("chainpush_collect_replays_total", "records that were already stored")
+        self.metrics.counter("chainpush_collect_messages_total", "(topic, message) rows stored")
+        self.metrics.counter("chainpush_mongo_errors_total", "transient MongoDB errors (retried)")
+        if store is None:
+            if mongo_uri is None or database is None:
+                raise ValueError("Collector needs mongo_uri and database, or an open store")
+            store = MessageStore(
+                mongo_uri, database, retry=retry,
+                on_error=lambda: self.metrics.inc("chainpush_mongo_errors_total"),
+            )
+            self._owns_store = True
+        else:
+            self._owns_store = False
+        self.store = store
+        self.dispatch = dispatch
+        self._lock = asyncio.Lock()
+        #: next offset to try per topic: a hint only, the unique index is the arbiter.
+        self._next: dict[str, int] = {}
+
+    async def __aenter__(self) -> Collector:
+        if self._owns_store:
+            await self.store.ensure_indexes()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns_store:
+            await self.store.aclose()
+
+    async def run(self) -> None:
+        """Collect has no loop of its own (the watcher drives it); wait until cancelled."""
+        await asyncio.Event().wait()
+
+    async def accept(self, batch: Sequence[dict[str, object]]) -> None:
+        """Store every record of ``batch`` in order, dispatching each once it is stored.
+
+        Raises :class:`push.errors.InvalidRecord` (before storing anything) if a record does not
+        follow the seam; retries MongoDB errors until they succeed.
+        """
+        plans = [(record, message_id(record), topics_of(record)) for record in batch]
+        async with self._lock:
+            for record, msg_id, topics in plans:
+                stored = await self._store_one(record, msg_id, topics)
+                if self.dispatch is not None:
+                    await self.dispatch.publish(stored)
+
+    async def _store_one(
+        self, record: Mapping[str, Any], msg_id: str, topics: list[str]
+    ) -> list[StoredMessage]:
+        self.metrics.inc("chainpush_collect_records_total")
+        fresh = await self.store.store_event(msg_id, {**record, "topics": topics})
+        if not fresh:
+            self.metrics.inc("chainpush_collect_replays_total")
+            logger.debug("record %s already stored: replaying its rows", msg_id)
+        stored: list[StoredMessage] = []
+        for topic in topics:
+            offset = None if fresh else await self.store.offset_of(topic, msg_id)
+            if offset is None:
+                offset = await self._insert(topic, msg_id, record)
+            stored.append(StoredMessage(topic=topic, offset=offset, msg_id=msg_id, record=record))
+        return stored
+
+    async def _insert(self, topic: str, msg_id: str, record: Mapping[str, Any]) -> int:
+        offset = self._next.get(topic)
+        if offset is None:
+            offset = await self.store.max_offset(topic) + 1
+        while True:
+            result = await self.store.insert_message(
+                StoredMessage(topic=topic, offset=offset, msg_id=msg_id, record=record)
+            )
+            if result == "inserted":
+                self.metrics.inc("chainpush_collect_messages_total")
+                self._next[topic] = offset + 1
+                return offset
+            if result == "exists":
+                existing = await self.store.offset_of(topic, msg_id)
+                if existing is not None:
+                    return existing
+            # another writer took this offset: start again from the true maximum
+            offset = await self.store.max_offset(topic) + 1

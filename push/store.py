@@ -1,0 +1,183 @@
+"""MongoDB adapter: the ``events`` and ``messages`` collections of docs/seams.md §2.
+
+Every operation is idempotent, so a retry after an ambiguous failure (the write may have landed)
+is safe: inserts that find their key already present report it instead of failing. Transient
+driver errors are retried with backoff (:mod:`push.retry`); callers are blocked meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, Literal
+
+import pymongo
+import pymongo.errors
+from pymongo import AsyncMongoClient
+
+from chainpush.constants import EVENTS, MESSAGES
+from push.records import StoredMessage
+from push.retry import RetryPolicy, retrying
+
+logger = logging.getLogger(__name__)
+
+#: driver errors worth retrying: the server is down, slow, or switching primaries.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    pymongo.errors.AutoReconnect,
+    pymongo.errors.ConnectionFailure,
+    pymongo.errors.NetworkTimeout,
+    pymongo.errors.ServerSelectionTimeoutError,
+    pymongo.errors.ExecutionTimeout,
+    pymongo.errors.WTimeoutError,
+)
+
+InsertResult = Literal["inserted", "offset_taken", "exists"]
+
+
+class MessageStore:
+    """Async context manager over one MongoDB database; ``aclose()`` closes the client."""
+
+    def __init__(
+        self, uri: str, database: str, *, retry: RetryPolicy | None = None,
+        timeout_ms: int = 2000, on_error: Callable[[], None] | None = None,
+    ) -> None:
+        self._client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
+            socketTimeoutMS=timeout_ms * 5, retryWrites=False,
+        )
+        self._db = self._client[database]
+        self._events = self._db[EVENTS]
+        self._messages = self._db[MESSAGES]
+        self._retry = retry or RetryPolicy()
+        self._on_error = on_error
+
+    async def __aenter__(self) -> MessageStore:
+        await self.ensure_indexes()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def _do(self, what: str, op: Callable[[], Any]) -> Any:
+        return await retrying(
+            what, op, policy=self._retry, retry_on=TRANSIENT, logger=logger,
+            on_error=self._on_error,
+        )
+
+    async def ensure_indexes(self) -> None:
+        async def create() -> None:
+            await self._messages.create_index(
+                [("topic", pymongo.ASCENDING), ("offset", pymongo.ASCENDING)], unique=True
+            )
+            await self._messages.create_index(
+                [("topic", pymongo.ASCENDING), ("msg_id", pymongo.ASCENDING)], unique=True
+            )
+
+        await self._do("mongo create indexes", create)
+
+    async def ping(self) -> bool:
+        try:
+            await self._client.admin.command("ping")
+        except pymongo.errors.PyMongoError:
+            return False
+        return True
+
+    # --- events ------------------------------------------------------------------------------
+
+    async def store_event(self, msg_id: str, doc: Mapping[str, Any]) -> bool:
+        """Insert ``doc`` under ``_id=msg_id``; True if new, False if it was already stored."""
+
+        async def op() -> bool:
+            try:
+                await self._events.insert_one({"_id": msg_id, **doc})
+            except pymongo.errors.DuplicateKeyError:
+                return False
+            return True
+
+        return bool(await self._do(f"mongo insert event {msg_id}", op))
+
+    # --- messages ----------------------------------------------------------------------------
+
+    async def offset_of(self, topic: str, msg_id: str) -> int | None:
+        """The offset ``msg_id`` already has under ``topic``, or None."""
+
+        async def op() -> int | None:
+            row = await self._messages.find_one({"topic": topic, "msg_id": msg_id}, {"offset": 1})
+            return None if row is None else int(row["offset"])
+
+        result: int | None = await self._do(f"mongo find {msg_id} in {topic}", op)
+        return result
+
+    async def max_offset(self, topic: str) -> int:
+        """The highest offset of ``topic`` (0 when empty)."""
+
+        async def op() -> int:
+            row = await self._messages.find_one(
+                {"topic": topic}, {"offset": 1}, sort=[("offset", pymongo.DESCENDING)]
+            )
+            return 0 if row is None else int(row["offset"])
+
+        return int(await self._do(f"mongo max offset of {topic}", op))
+
+    async def insert_message(self, message: StoredMessage) -> InsertResult:
+        """Insert one (topic, offset) row; the unique indexes arbitrate between writers.
+
+        ``"offset_taken"``: another message holds that offset, pick the next one.
+        ``"exists"``: this message is already stored under the topic (a replay or a retry
+        whose first attempt landed); read its offset with :meth:`offset_of`.
+        """
+
+        async def op() -> InsertResult:
+            try:
+                await self._messages.insert_one({
+                    "topic": message.topic, "offset": message.offset, "msg_id": message.msg_id,
+                    "record": dict(message.record),
+                })
+            except pymongo.errors.DuplicateKeyError:
+                # which index refused? the message's own row decides; nx-27017 and mongod word
+                # the error differently, so ask rather than parse.
+                row = await self._messages.find_one(
+                    {"topic": message.topic, "msg_id": message.msg_id}, {"offset": 1}
+                )
+                return "offset_taken" if row is None else "exists"
+            return "inserted"
+
+        result: InsertResult = await self._do(
+            f"mongo insert {message.msg_id} into {message.topic}", op
+        )
+        return result
+
+    async def read_range(
+        self, topic: str, first: int, last: int | None = None, *, limit: int = 500
+    ) -> list[StoredMessage]:
+        """Messages of ``topic`` with ``first <= offset <= last`` in offset order, at most
+        ``limit``."""
+        bounds: dict[str, int] = {"$gte": first}
+        if last is not None:
+            bounds["$lte"] = last
+
+        async def op() -> list[StoredMessage]:
+            cursor = self._messages.find({"topic": topic, "offset": bounds}).sort(
+                "offset", pymongo.ASCENDING
+            ).limit(limit)
+            return [
+                StoredMessage(
+                    topic=row["topic"], offset=int(row["offset"]), msg_id=row["msg_id"],
+                    record=row["record"],
+                )
+                async for row in cursor
+            ]
+
+        result: list[StoredMessage] = await self._do(f"mongo read {topic} from {first}", op)
+        return result
+
+    async def max_offsets(self, topics: Iterable[str]) -> dict[str, int]:
+        """Highest offset per topic (0 when empty)."""
+        return {topic: await self.max_offset(topic) for topic in topics}
