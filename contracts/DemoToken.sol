@@ -83,11 +83,13 @@ contract DemoToken {
 
     // --- dapp events ---
 
+    /// @notice Send `text` and `data` to the wallet `to` (emits `Message`).
     function sendMessage(address to, string calldata text, bytes calldata data) external {
         if (to == address(0)) revert ZeroAddress();
         emit Message(msg.sender, to, text, data);
     }
 
+    /// @notice Emits one `Batch` over `ids` and `recipients` (equal lengths).
     function batch(uint256[] calldata ids, address[] calldata recipients, string calldata note)
         external
     {
@@ -95,10 +97,12 @@ contract DemoToken {
         emit Batch(msg.sender, ids, recipients, note);
     }
 
-    function tag(bytes32 tag_, string calldata label, int256 delta, bool flag) external {
-        emit Tagged(tag_, label, delta, flag, msg.sig);
+    /// @notice Emits `Tagged`; `selector` is this function's selector (msg.sig).
+    function emitTagged(bytes32 tag, string calldata label, int256 delta, bool flag) external {
+        emit Tagged(tag, label, delta, flag, msg.sig);
     }
 
+    /// @notice Records an order for `amount` with `memo`; emits `Order` with a fresh id.
     function placeOrder(uint256 amount, string calldata memo) external returns (uint256 id) {
         id = nextOrderId++;
         emit Order(id, OrderInfo({maker: msg.sender, amount: amount, memo: memo}));
