@@ -323,7 +323,7 @@ def parse_version(banner: str, *, where: str) -> str:
     match = re.search(solcx.wrapper.VERSION_REGEX, banner)
     if match is None:
         raise CompileError(f"{where} --version printed no solc version: {banner.strip()!r}")
-    return "".join(match.groups())
+    return match.group(0)
 
 
 def _banner(solc_binary: Path) -> str:
