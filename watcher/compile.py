@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import hashlib
 import json
 import logging
@@ -315,6 +316,16 @@ def write_outputs(out_dir: Path, files: Mapping[str, str]) -> list[Path]:
 
 def solc_version(solc_binary: Path) -> str:
     """``X.Y.Z+commit.HASH`` of ``solc_binary`` (platform suffix dropped: same for wasm/native)."""
+    try:
+        st = solc_binary.resolve().stat()
+    except OSError as exc:
+        raise CompileError(f"cannot run solc at {solc_binary}: {exc}") from exc
+    # Asking the shim costs ~0.5 s (it loads the wasm compiler); ask once per binary.
+    return _cached_version(solc_binary.resolve(), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_version(solc_binary: Path, mtime_ns: int, size: int) -> str:
     return parse_version(_banner(solc_binary), where=str(solc_binary))
 
 
