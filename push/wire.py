@@ -1,0 +1,247 @@
+"""The wire protocol between a push node and a browser: frames, error codes, close codes.
+
+Pure: parses client frames into values and renders server frames as JSON text. Every input to
+:func:`parse_client_frame` yields a :data:`ClientFrame` or raises :class:`ProtocolError` whose
+``code`` is one of :data:`ERROR_CODES`; nothing else escapes. docs/protocol.md is the prose
+version of this module and must change with it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from push.errors import ProtocolError
+from push.records import StoredMessage
+
+# --- close codes (RFC 6455 §7.4: 4000-4999 are for applications) -----------------------------
+
+CLOSE_GOING_AWAY = 1001  #: the node is shutting down: reconnect (to any node) and resume
+CLOSE_TOO_BIG = 1009  #: a client frame exceeded ``max_frame_bytes`` (sent by websockets itself)
+CLOSE_INTERNAL = 1011  #: unexpected server error: reconnect and resume
+CLOSE_BAD_FIRST_FRAME = 4000  #: the first frame was not a valid ``auth`` frame
+CLOSE_AUTH_FAILED = 4001  #: the token is invalid (bad signature, malformed, wrong issuer)
+CLOSE_AUTH_TIMEOUT = 4002  #: no ``auth`` frame within ``auth_timeout_s``
+CLOSE_TOKEN_EXPIRED = 4003  #: the token expired (at auth, or later while connected)
+CLOSE_SLOW_CONSUMER = 4008  #: the send queue exceeded its bound: reconnect and resume
+CLOSE_IDLE = 4009  #: no frame and no pong within ``idle_timeout_s``
+CLOSE_RATE_LIMITED = 4029  #: client frames above the per-connection rate
+
+CLOSE_REASONS: dict[int, str] = {
+    CLOSE_GOING_AWAY: "node shutting down",
+    CLOSE_TOO_BIG: "frame too big",
+    CLOSE_INTERNAL: "internal error",
+    CLOSE_BAD_FIRST_FRAME: "first frame must be auth",
+    CLOSE_AUTH_FAILED: "authentication failed",
+    CLOSE_AUTH_TIMEOUT: "authentication timeout",
+    CLOSE_TOKEN_EXPIRED: "token expired",
+    CLOSE_SLOW_CONSUMER: "slow consumer",
+    CLOSE_IDLE: "idle timeout",
+    CLOSE_RATE_LIMITED: "too many frames",
+}
+
+#: error frame codes: the connection stays open after each of these.
+ERROR_CODES = frozenset({
+    "bad_frame",  # binary frame, or not UTF-8
+    "bad_json",  # not parseable JSON
+    "bad_message",  # JSON, but not an object of a known shape (the message says which field)
+    "unknown_type",  # an object whose ``type`` is not a client frame type
+    "forbidden_topic",  # the token does not grant that topic
+    "unknown_topic",  # not a topic of the form contract:X, state:X or user:0x…
+    "not_subscribed",  # unsubscribe from a topic that was not subscribed
+    "too_many_subscriptions",  # above ``max_subscriptions`` per connection
+    "unavailable",  # history could not be read right now; retry the subscribe
+})
+
+TOPIC_KINDS = ("contract", "state", "user")
+MAX_TOPIC_CHARS = 200
+MAX_REF_CHARS = 100
+
+# --- client frames ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    token: str
+    type: Literal["auth"] = "auth"
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    topic: str
+    since: int | None = None  #: last offset the client has; None = live only
+    filter: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    ref: str | None = None
+    type: Literal["subscribe"] = "subscribe"
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    topic: str
+    ref: str | None = None
+    type: Literal["unsubscribe"] = "unsubscribe"
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    ref: str | None = None
+    type: Literal["ping"] = "ping"
+
+
+ClientFrame = Auth | Subscribe | Unsubscribe | Ping
+
+
+def valid_topic(topic: str) -> bool:
+    kind, sep, name = topic.partition(":")
+    return bool(sep) and kind in TOPIC_KINDS and 0 < len(name) and len(topic) <= MAX_TOPIC_CHARS
+
+
+def _ref(obj: Mapping[str, Any]) -> str | None:
+    ref = obj.get("ref")
+    if ref is None:
+        return None
+    if not isinstance(ref, str) or len(ref) > MAX_REF_CHARS:
+        raise ProtocolError("bad_message", f"ref must be a string of at most {MAX_REF_CHARS} "
+                            f"characters, got {type(ref).__name__}")
+    return ref
+
+
+def _topic(obj: Mapping[str, Any], ref: str | None) -> str:
+    topic = obj.get("topic")
+    if not isinstance(topic, str):
+        raise ProtocolError("bad_message", f"topic must be a string, got {type(topic).__name__}",
+                            ref)
+    if not valid_topic(topic):
+        raise ProtocolError(
+            "unknown_topic", "topic must be contract:<Name>, state:<Name> or user:<0xaddress> "
+            f"(at most {MAX_TOPIC_CHARS} characters)", ref,
+        )
+    return topic
+
+
+def _filter(raw: object, ref: str | None) -> dict[str, tuple[Any, ...]]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ProtocolError("bad_message", f"filter must be an object, got {type(raw).__name__}",
+                            ref)
+    out: dict[str, tuple[Any, ...]] = {}
+    for key, value in raw.items():
+        if not (key in ("event", "status", "kind") or key.startswith("args.")):
+            raise ProtocolError(
+                "bad_message", f"filter key must be event, status, kind or args.<path>, "
+                f"got {key[:50]!r}", ref,
+            )
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(isinstance(v, str | bool | int) for v in values):
+            raise ProtocolError(
+                "bad_message", f"filter {key[:50]!r} must be a string, number, boolean or a "
+                "non-empty list of them", ref,
+            )
+        out[key] = tuple(values)
+    return out
+
+
+def parse_client_frame(data: str | bytes) -> ClientFrame:
+    """Parse one websocket frame from a client; raise :class:`ProtocolError` if it is invalid."""
+    if isinstance(data, bytes):
+        raise ProtocolError("bad_frame", "binary frames are not accepted: send JSON text")
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("bad_json", f"frame is not valid JSON: {str(exc)[:80]}") from exc
+    if not isinstance(obj, dict):
+        raise ProtocolError("bad_message", f"frame must be a JSON object, got {type(obj).__name__}")
+    ref = _ref(obj)
+    kind = obj.get("type")
+    if kind == "auth":
+        token = obj.get("token")
+        if not isinstance(token, str) or not token:
+            raise ProtocolError("bad_message", "auth.token must be a non-empty string", ref)
+        return Auth(token=token)
+    if kind == "subscribe":
+        topic = _topic(obj, ref)
+        since = obj.get("since")
+        if since is not None and (
+            isinstance(since, bool) or not isinstance(since, int) or since < 0
+        ):
+            shown = repr(since)[:50]
+            raise ProtocolError("bad_message", f"since must be an integer >= 0, got {shown}", ref)
+        return Subscribe(topic=topic, since=since, filter=_filter(obj.get("filter"), ref), ref=ref)
+    if kind == "unsubscribe":
+        return Unsubscribe(topic=_topic(obj, ref), ref=ref)
+    if kind == "ping":
+        return Ping(ref=ref)
+    if not isinstance(kind, str):
+        raise ProtocolError("bad_message", "frame needs a string field type", ref)
+    raise ProtocolError("unknown_type", f"unknown frame type {kind[:50]!r}", ref)
+
+
+def client_frame(frame: ClientFrame) -> str:
+    """Render a client frame (for clients written in Python: tests, the benchmark)."""
+    obj: dict[str, Any] = {"type": frame.type}
+    if isinstance(frame, Auth):
+        obj["token"] = frame.token
+    elif isinstance(frame, Subscribe):
+        obj["topic"] = frame.topic
+        if frame.since is not None:
+            obj["since"] = frame.since
+        if frame.filter:
+            obj["filter"] = {k: list(v) for k, v in frame.filter.items()}
+    elif isinstance(frame, Unsubscribe):
+        obj["topic"] = frame.topic
+    if frame.type != "auth" and frame.ref is not None:
+        obj["ref"] = frame.ref
+    return json.dumps(obj, separators=(",", ":"))
+
+
+# --- server frames ---------------------------------------------------------------------------
+
+ServerType = Literal["welcome", "subscribed", "unsubscribed", "message", "error", "pong"]
+
+
+def _dump(obj: Mapping[str, Any]) -> str:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+
+
+def welcome(*, user: str, node: str, topics: list[str], wallets: list[str], expires_at: int,
+            heartbeat_s: float) -> str:
+    return _dump({"type": "welcome", "user": user, "node": node, "topics": topics,
+                  "wallets": wallets, "expires_at": expires_at, "heartbeat_s": heartbeat_s})
+
+
+def subscribed(*, topic: str, since: int, head: int, ref: str | None) -> str:
+    """``since``: offsets above it follow; ``head``: the topic's last offset at subscribe time."""
+    return _dump({"type": "subscribed", "topic": topic, "since": since, "head": head, "ref": ref})
+
+
+def unsubscribed(*, topic: str, ref: str | None) -> str:
+    return _dump({"type": "unsubscribed", "topic": topic, "ref": ref})
+
+
+def message(msg: StoredMessage) -> str:
+    """The frame carrying one stored message; the same text goes to every subscriber."""
+    return _dump({"type": "message", "topic": msg.topic, "offset": msg.offset, "id": msg.msg_id,
+                  "record": msg.record})
+
+
+def error(code: str, text: str, ref: str | None = None) -> str:
+    assert code in ERROR_CODES, code
+    return _dump({"type": "error", "code": code, "message": text, "ref": ref})
+
+
+def pong(ref: str | None = None) -> str:
+    return _dump({"type": "pong", "ref": ref})
+
+
+def parse_server_frame(data: str | bytes) -> dict[str, Any]:
+    """Parse a server frame (client side); raise :class:`ProtocolError` if it is not one."""
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("bad_json", f"server frame is not JSON: {str(exc)[:80]}") from exc
+    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+        raise ProtocolError("bad_message", "server frame must be an object with a string type")
+    return obj
