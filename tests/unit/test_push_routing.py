@@ -21,7 +21,8 @@ def test_live_nodes_split_by_expiry() -> None:
 
 
 def test_plan_one_copy_per_node() -> None:
-    m = [StoredMessage("contract:A", 1, "x/pending", {}), StoredMessage(f"user:{A}", 4, "x/pending", {})]
+    m = [StoredMessage("contract:A", 1, "x/pending", {}),
+         StoredMessage(f"user:{A}", 4, "x/pending", {})]
     routes = {"contract:A": ["n1", "n2"], f"user:{A}": ["n2"]}
     assert plan(m, routes) == {"n1": [m[0]], "n2": [m[0], m[1]]}
     assert plan(m, {}) == {}

@@ -20,7 +20,8 @@ json_values = st.recursive(
 frame_like = st.fixed_dictionaries(
     {"type": st.sampled_from(["auth", "subscribe", "unsubscribe", "ping", "ack", ""])},
     optional={
-        "token": json_values, "topic": st.sampled_from(["contract:A", "user:0x1", "x", ""]) | json_values,
+        "token": json_values,
+        "topic": st.sampled_from(["contract:A", "user:0x1", "x", ""]) | json_values,
         "since": json_values, "filter": json_values, "ref": json_values,
     },
 )
