@@ -44,7 +44,7 @@ from typing import Any, Final, Literal
 import solcx
 import solcx.install
 import solcx.wrapper
-from solcx.exceptions import SolcError
+from solcx.exceptions import SolcError, SolcInstallationError, UnknownOption, UnknownValue
 
 from watcher.errors import CompileError, ConfigError, InvalidABI
 
@@ -355,16 +355,19 @@ def find_solc(explicit: str | Path | None = None) -> Path:
     is our shim or another wasm wrapper. The shim needs ``node`` and ``npm install``.
     """
     if explicit is not None:
-        path = Path(explicit)
+        path = Path(shutil.which(explicit) or explicit)  # a bare name is looked up on PATH
         if not path.is_file() or not os.access(path, os.X_OK):
             raise CompileError(f"--solc {explicit}: not an executable file")
         return path
     candidates: list[Path] = []
-    try:
-        installed = solcx.get_installed_solc_versions()
-    except Exception as exc:  # solcx raises its own errors for an unreadable ~/.solcx
-        logger.debug("solcx installs unreadable: %s", exc)
-        installed = []
+    installed = []
+    # solcx creates ~/.solcx when asked; a read-only `--check` should not touch $HOME
+    solcx_dir = Path(os.environ.get("SOLCX_BINARY_PATH") or Path.home() / ".solcx")
+    if solcx_dir.is_dir():
+        try:
+            installed = solcx.get_installed_solc_versions()
+        except (OSError, SolcInstallationError) as exc:
+            logger.info("ignoring py-solc-x installs in %s: %s", solcx_dir, exc)
     for installed_version in installed:
         if str(installed_version) == SOLC_VERSION:
             candidates.append(Path(solcx.install.get_executable(installed_version)))
@@ -420,6 +423,8 @@ def compile_contracts(
         errors = getattr(exc, "error_dict", None)
         if errors:
             raise CompileError(f"solc rejected the sources:\n{format_errors(errors)}") from exc
+        raise CompileError(f"solc at {binary} failed: {exc}") from exc
+    except (UnknownOption, UnknownValue) as exc:  # a solc too old for standard JSON options
         raise CompileError(f"solc at {binary} failed: {exc}") from exc
     except (OSError, json.JSONDecodeError) as exc:
         raise CompileError(f"solc at {binary} gave no usable output: {exc}") from exc

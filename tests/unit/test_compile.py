@@ -300,8 +300,9 @@ def fake_solc(directory: Path, banner: str) -> Path:
 
 
 @pytest.fixture
-def no_solcx_installs(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("solcx.get_installed_solc_versions", lambda: [])
+def no_solcx_installs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "solcx").mkdir()
+    monkeypatch.setenv("SOLCX_BINARY_PATH", str(tmp_path / "solcx"))
 
 
 def path_with(monkeypatch: pytest.MonkeyPatch, directory: Path) -> None:
@@ -331,9 +332,33 @@ def test_find_solc_falls_back_to_the_shim(
     assert wc.find_solc() == wc.SHIM
 
 
-def test_find_solc_explicit(tmp_path: Path) -> None:
+def test_find_solc_uses_a_solcx_install_of_the_pinned_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    installs = tmp_path / "solcx"
+    fake_solc(installs / "other", "Version: 0.8.20+commit.a1b79de6.Linux.g++").rename(
+        installs / "solc-v0.8.20"
+    )
+    pinned = fake_solc(installs / "pinned", "Version: 0.8.37+commit.f401782d.Linux.g++")
+    pinned = pinned.rename(installs / f"solc-v{wc.SOLC_VERSION}")
+    monkeypatch.setenv("SOLCX_BINARY_PATH", str(installs))
+    assert wc.find_solc() == pinned
+
+
+def test_find_solc_leaves_home_alone_without_solcx_installs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("SOLCX_BINARY_PATH", raising=False)
+    wc.find_solc()
+    assert not (tmp_path / ".solcx").exists()
+
+
+def test_find_solc_explicit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     native = fake_solc(tmp_path, "Version: 0.8.1+commit.df193b15.Linux.g++")
     assert wc.find_solc(native) == native  # explicit wins, whatever its version
+    path_with(monkeypatch, tmp_path)
+    assert wc.find_solc("solc") == native  # a bare name is looked up on PATH
     (tmp_path / "plain").write_text("")
     with pytest.raises(CompileError, match="not an executable file"):
         wc.find_solc(tmp_path / "plain")
