@@ -1,0 +1,153 @@
+"""What the watcher has emitted for the blocks it may still have to retract: the ledger.
+
+Each unfinalized canonical block (the cursor's window) holds the records found in it and, per
+record, the status last emitted for it (``None``: not yet). Emission rules, per contract with
+``K`` confirmations:
+
+* ``K == 0``: ``pending`` as soon as the block is added;
+* ``K > 0``: ``confirmed`` once ``tip - block_number >= K`` (or when the block is finalized);
+* a reorg orphaning the block emits ``removed`` for every record already emitted, then forgets
+  the block; a record never emitted is dropped silently.
+
+Because the emitted status is stored with the checkpoint, a restart neither re-emits nor misses
+a transition. State records ride along as records of the block they were read at; the last
+known value of each view call (``last_state``) therefore follows reorgs for free. Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from watcher.cursor import Header
+from watcher.record import Record, StateRecord, Status, record_from_dict
+
+
+@dataclass(slots=True)
+class _Entry:
+    record: Record
+    emitted: Status | None
+
+
+@dataclass(slots=True)
+class _Block:
+    number: int
+    hash: str
+    entries: list[_Entry]
+
+
+class Ledger:
+    """Per-block emitted statuses; every method returns the records to hand to the sink."""
+
+    def __init__(
+        self, confirmations: Mapping[str, int], *, final_state: Mapping[str, Any] | None = None
+    ) -> None:
+        self._k = dict(confirmations)
+        self._blocks: dict[str, _Block] = {}
+        self._waiting: set[str] = set()  # hashes of blocks with records not yet emitted
+        self.final_state: dict[str, Any] = dict(final_state or {})
+
+    def confirmations(self, contract: str) -> int:
+        return self._k.get(contract, 0)
+
+    def add_block(self, header: Header, records: Sequence[Record]) -> list[Record]:
+        """Track ``header``'s records; returns the ``pending`` ones (contracts with K = 0)."""
+        out: list[Record] = []
+        entries: list[_Entry] = []
+        for rec in records:
+            if self.confirmations(rec.contract) == 0:
+                emitted = rec.with_status("pending")
+                out.append(emitted)
+                entries.append(_Entry(emitted, "pending"))
+            else:
+                entries.append(_Entry(rec, None))
+                self._waiting.add(header.hash)
+        self._blocks[header.hash] = _Block(header.number, header.hash, entries)
+        return out
+
+    def confirm(self, tip: int) -> list[Record]:
+        """Records that reached their confirmations now that the tip is at ``tip``."""
+        out: list[Record] = []
+        for h in sorted(self._waiting, key=lambda x: self._blocks[x].number):
+            block = self._blocks[h]
+            left = False
+            for e in block.entries:
+                if e.emitted is None:
+                    if tip - block.number >= self.confirmations(e.record.contract):
+                        e.emitted = "confirmed"
+                        e.record = e.record.with_status("confirmed")
+                        out.append(e.record)
+                    else:
+                        left = True
+            if not left:
+                self._waiting.discard(h)
+        return out
+
+    def orphan(self, headers: Iterable[Header]) -> list[Record]:
+        """Retract everything emitted for ``headers`` (orphaned by a reorg) and forget them."""
+        out: list[Record] = []
+        for header in headers:
+            block = self._blocks.pop(header.hash, None)
+            self._waiting.discard(header.hash)
+            if block is None:
+                continue
+            out.extend(e.record.with_status("removed") for e in block.entries if e.emitted)
+        return out
+
+    def finalize(self, header: Header) -> list[Record]:
+        """``header`` left the window: emit what still waited (it is final now), forget it."""
+        block = self._blocks.pop(header.hash, None)
+        self._waiting.discard(header.hash)
+        if block is None:
+            return []
+        out: list[Record] = []
+        for e in block.entries:
+            if e.emitted is None:
+                e.record = e.record.with_status("confirmed")
+                out.append(e.record)
+            if isinstance(e.record, StateRecord):
+                self.final_state[e.record.key] = e.record.value
+        return out
+
+    def finalize_all(self) -> list[Record]:
+        """Finalize every tracked block, oldest first (the watcher jumps ahead by backfill)."""
+        out: list[Record] = []
+        for block in sorted(self._blocks.values(), key=lambda b: b.number):
+            out.extend(self.finalize(Header(block.number, block.hash, "", 0)))
+        return out
+
+    def last_state(self, key: str) -> tuple[bool, Any]:
+        """The latest known value of a view call: (found, value)."""
+        for block in sorted(self._blocks.values(), key=lambda b: -b.number):
+            for e in reversed(block.entries):
+                if isinstance(e.record, StateRecord) and e.record.key == key:
+                    return True, e.record.value
+        if key in self.final_state:
+            return True, self.final_state[key]
+        return False, None
+
+    def records(self, block_hash: str) -> list[Record]:
+        block = self._blocks.get(block_hash)
+        return [e.record for e in block.entries] if block else []
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "blocks": [
+                {"number": b.number, "hash": b.hash,
+                 "entries": [{"record": e.record.to_dict(), "emitted": e.emitted}
+                             for e in b.entries]}
+                for b in sorted(self._blocks.values(), key=lambda b: b.number)
+            ],
+            "final_state": self.final_state,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any], confirmations: Mapping[str, int]) -> Ledger:
+        ledger = cls(confirmations, final_state=doc.get("final_state") or {})
+        for b in doc.get("blocks", []):
+            entries = [_Entry(record_from_dict(e["record"]), e["emitted"]) for e in b["entries"]]
+            ledger._blocks[b["hash"]] = _Block(int(b["number"]), b["hash"], entries)
+            if any(e.emitted is None for e in entries):
+                ledger._waiting.add(b["hash"])
+        return ledger

@@ -1,0 +1,156 @@
+"""The records the watcher hands to collect (``docs/seams.md`` §1), as frozen dataclasses.
+
+``EventRecord`` is one decoded log in one status; ``StateRecord`` is one observed value of a view
+function. ``to_dict()`` gives the JSON-safe ``RecordDict`` that crosses the seam; ``from_dict()``
+reads it back (the watcher keeps unconfirmed records in its checkpoint to retract them after a
+restart). A record's *message id* is ``id + "/" + status``: each status transition of one event is
+stored and delivered exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from typing import Any, Literal, TypedDict, cast
+
+Status = Literal["pending", "confirmed", "removed"]
+Kind = Literal["event", "state"]
+STATUSES: tuple[Status, ...] = ("pending", "confirmed", "removed")
+
+
+class RecordDict(TypedDict):
+    """The JSON-safe record of ``docs/seams.md`` §1."""
+
+    kind: Kind
+    id: str
+    chain_id: int
+    contract: str
+    address: str
+    event: str
+    args: dict[str, Any]
+    block_number: int
+    block_hash: str
+    block_timestamp: int
+    tx_hash: str | None
+    log_index: int
+    status: Status
+
+
+def event_id(chain_id: int, block_hash: str, log_index: int) -> str:
+    """Stable id of a log: ``<chain id>:<block hash>:<log index>``."""
+    return f"{chain_id}:{block_hash}:{log_index}"
+
+
+def state_key(contract: str, function: str, inputs: list[Any]) -> str:
+    """``<Contract>.<fn>(<args>)`` with the inputs as compact JSON (``CallDemo.get()``)."""
+    rendered = ",".join(json.dumps(i, separators=(",", ":"), sort_keys=True) for i in inputs)
+    return f"{contract}.{function}({rendered})"
+
+
+def message_id(record: RecordDict) -> str:
+    """``id + "/" + status``: the key collect stores one message under."""
+    return f"{record['id']}/{record['status']}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventRecord:
+    """One decoded log of a watched contract, in one status."""
+
+    chain_id: int
+    contract: str
+    address: str
+    event: str
+    args: dict[str, Any]
+    block_number: int
+    block_hash: str
+    block_timestamp: int
+    tx_hash: str
+    log_index: int
+    status: Status = "pending"
+
+    @property
+    def id(self) -> str:
+        return event_id(self.chain_id, self.block_hash, self.log_index)
+
+    @property
+    def message_id(self) -> str:
+        return f"{self.id}/{self.status}"
+
+    def with_status(self, status: Status) -> EventRecord:
+        return replace(self, status=status)
+
+    def to_dict(self) -> RecordDict:
+        return {
+            "kind": "event", "id": self.id, "chain_id": self.chain_id, "contract": self.contract,
+            "address": self.address, "event": self.event, "args": self.args,
+            "block_number": self.block_number, "block_hash": self.block_hash,
+            "block_timestamp": self.block_timestamp, "tx_hash": self.tx_hash,
+            "log_index": self.log_index, "status": self.status,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateRecord:
+    """The value a view function returned at one block (emitted when it changed)."""
+
+    chain_id: int
+    contract: str
+    address: str
+    function: str
+    inputs: list[Any]
+    value: Any
+    block_number: int
+    block_hash: str
+    block_timestamp: int
+    status: Status = "pending"
+
+    @property
+    def key(self) -> str:
+        return state_key(self.contract, self.function, self.inputs)
+
+    @property
+    def id(self) -> str:
+        return f"{self.chain_id}:{self.block_hash}:state:{self.key}"
+
+    @property
+    def message_id(self) -> str:
+        return f"{self.id}/{self.status}"
+
+    def with_status(self, status: Status) -> StateRecord:
+        return replace(self, status=status)
+
+    def to_dict(self) -> RecordDict:
+        return {
+            "kind": "state", "id": self.id, "chain_id": self.chain_id, "contract": self.contract,
+            "address": self.address, "event": self.function,
+            "args": {"inputs": self.inputs, "value": self.value},
+            "block_number": self.block_number, "block_hash": self.block_hash,
+            "block_timestamp": self.block_timestamp, "tx_hash": None, "log_index": -1,
+            "status": self.status,
+        }
+
+
+Record = EventRecord | StateRecord
+
+
+def record_from_dict(data: RecordDict | dict[str, Any]) -> Record:
+    """Inverse of ``to_dict()`` (used to restore records kept in a checkpoint)."""
+    d = cast(dict[str, Any], data)
+    status = d["status"]
+    if status not in STATUSES:
+        raise ValueError(f"record status must be one of {STATUSES}, got {status!r} ({d.get('id')})")
+    if d["kind"] == "state":
+        return StateRecord(
+            chain_id=d["chain_id"], contract=d["contract"], address=d["address"],
+            function=d["event"], inputs=list(d["args"]["inputs"]), value=d["args"]["value"],
+            block_number=d["block_number"], block_hash=d["block_hash"],
+            block_timestamp=d["block_timestamp"], status=status,
+        )
+    if d["kind"] != "event":
+        raise ValueError(f"record kind must be 'event' or 'state', got {d['kind']!r}")
+    return EventRecord(
+        chain_id=d["chain_id"], contract=d["contract"], address=d["address"], event=d["event"],
+        args=dict(d["args"]), block_number=d["block_number"], block_hash=d["block_hash"],
+        block_timestamp=d["block_timestamp"], tx_hash=d["tx_hash"], log_index=d["log_index"],
+        status=status,
+    )
