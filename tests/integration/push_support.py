@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from websockets.asyncio.client import ClientConnection, connect
+
+from push.collect import Collector
+from push.config import PushConfig, StoresConfig
+from push.dispatch import Dispatcher
+from push.node import PushNode
 from push.records import StoredMessage
+from push.retry import RetryPolicy
+from push.tokens import Claims, TokenConfig, issue
 
 ALICE = "0x5B38Da6a701c568545dCfcB03FcB875f56beddC4"
 BOB = "0xAb8483F64d9C6d1EcF9b849Ae677dD3315835cb2"
@@ -48,3 +60,103 @@ class RecordingDispatch:
         """Return once at least ``count`` messages were published."""
         async with self.changed:
             await self.changed.wait_for(lambda: len(self.published) >= count)
+
+
+# --- a push stack in this process: collect → dispatch → push nodes ------------------------------
+
+
+
+
+SECRET = "test-secret-" + "x" * 32
+TOKENS = TokenConfig(secret=SECRET)
+FAST = RetryPolicy(first_delay_s=0.05, max_delay_s=0.5)
+
+
+def token(user: str = "alice", *, topics: tuple[str, ...] = ("contract:*", "state:*"),
+          wallets: tuple[str, ...] = (), ttl_s: float = 600) -> str:
+    now = time.time()
+    return issue(Claims(user=user, wallets=wallets, topics=topics, expires_at=int(now + ttl_s)),
+                 TOKENS, now=now)
+
+
+def stores(mongo_uri: str, redis_url: str, database: str) -> StoresConfig:
+    return StoresConfig(mongo_uri=mongo_uri, redis_url=redis_url, database=database,
+                        namespace="t" + uuid.uuid4().hex[:8])
+
+
+def node_config(node_id: str, unit: float, **kw: Any) -> PushConfig:
+    base: dict[str, Any] = {"node_id": node_id, "port": 0, "heartbeat_s": 1.0,
+                            "node_ttl_s": 3.0, "reconcile_s": 0.5 * unit}
+    base.update(kw)
+    return PushConfig(**base)
+
+
+@contextlib.asynccontextmanager
+async def collector_for(cfg: StoresConfig) -> AsyncIterator[Collector]:
+    from chainpush.constants import RedisNames
+
+    async with (
+        Dispatcher(cfg.redis_url, names=RedisNames(cfg.namespace)) as dispatch,
+        Collector(mongo_uri=cfg.mongo_uri, database=cfg.database, dispatch=dispatch,
+                  retry=FAST) as collector,
+    ):
+        yield collector
+
+
+@contextlib.asynccontextmanager
+async def push_node(cfg: StoresConfig, node_id: str, unit: float, **kw: Any
+                    ) -> AsyncIterator[PushNode]:
+    async with PushNode(node_config(node_id, unit, **kw), tokens=TOKENS, stores=cfg) as node:
+        async with asyncio.timeout(10 * unit):
+            await node.link.connected.wait()
+        yield node
+
+
+class Client:
+    """A websocket client that speaks the protocol and records what it gets."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.messages: list[dict[str, Any]] = []
+        self.frames: list[dict[str, Any]] = []
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(cls, url: str, tok: str | None = None, **kw: Any
+                      ) -> AsyncIterator[Client]:
+        async with connect(url, **kw) as ws:
+            client = cls(ws)
+            if tok is not None:
+                await ws.send(json.dumps({"type": "auth", "token": tok}))
+                welcome = await client.next_frame()
+                assert welcome["type"] == "welcome", welcome
+            yield client
+
+    async def next_frame(self) -> dict[str, Any]:
+        frame: dict[str, Any] = json.loads(await self.ws.recv())
+        self.frames.append(frame)
+        if frame["type"] == "message":
+            self.messages.append(frame)
+        return frame
+
+    async def subscribe(self, topic: str, since: int | None = None, **kw: Any
+                        ) -> dict[str, Any]:
+        frame: dict[str, Any] = {"type": "subscribe", "topic": topic, **kw}
+        if since is not None:
+            frame["since"] = since
+        await self.ws.send(json.dumps(frame))
+        while True:
+            got = await self.next_frame()
+            if got["type"] in ("subscribed", "error"):
+                return got
+
+    async def until(self, count: int, topic: str | None = None) -> list[dict[str, Any]]:
+        """Read frames until ``count`` messages (of ``topic``) arrived; return those."""
+        def mine() -> list[dict[str, Any]]:
+            return [m for m in self.messages if topic is None or m["topic"] == topic]
+        while len(mine()) < count:
+            await self.next_frame()
+        return mine()
+
+    def offsets(self, topic: str) -> list[int]:
+        return [m["offset"] for m in self.messages if m["topic"] == topic]

@@ -1,0 +1,146 @@
+"""Configuration of the push side: one frozen dataclass per component, read from TOML here only.
+
+``chainpush.toml`` sections used here: ``[stores]`` (shared with the watcher), ``[push]``,
+``[auth]``. Other sections belong to the watcher and are ignored.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from push.errors import ConfigError
+from push.tokens import TokenConfig
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoresConfig:
+    mongo_uri: str = "mongodb://127.0.0.1:27017/?directConnection=true"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    database: str = "chainpush"
+    namespace: str = "cp"
+
+    def __post_init__(self) -> None:
+        if not self.mongo_uri.startswith(("mongodb://", "mongodb+srv://")):
+            raise ConfigError(f"stores.mongo_uri must be a mongodb:// URI, got {self.mongo_uri!r}")
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"stores.redis_url must be a redis:// URL, got {self.redis_url!r}")
+        if not self.database or not self.namespace:
+            raise ConfigError("stores.database and stores.namespace must be non-empty")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PushConfig:
+    """One push node. ``allowed_origins=None`` accepts any Origin (dev only)."""
+
+    node_id: str = "push-1"
+    host: str = "127.0.0.1"
+    port: int = 8701
+    public_url: str | None = None
+    allowed_origins: tuple[str, ...] | None = None
+    auth_timeout_s: float = 5.0
+    ping_interval_s: float = 20.0
+    ping_timeout_s: float = 20.0
+    max_frame_bytes: int = 64 * 1024
+    rate_per_s: float = 20.0
+    rate_burst: int = 40
+    max_send_buffer_bytes: int = 1024 * 1024
+    max_subscriptions: int = 64
+    heartbeat_s: float = 5.0
+    node_ttl_s: float = 15.0
+    reconcile_s: float = 2.0
+    history_page: int = 500
+
+    def __post_init__(self) -> None:
+        for name in ("auth_timeout_s", "ping_interval_s", "ping_timeout_s", "rate_per_s",
+                     "heartbeat_s", "reconcile_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"push.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("max_frame_bytes", "rate_burst", "max_send_buffer_bytes",
+                     "max_subscriptions", "history_page"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"push.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.port < 65536:
+            raise ConfigError(f"push.port must be in 0..65535, got {self.port}")
+        if self.node_ttl_s <= self.heartbeat_s:
+            raise ConfigError(
+                f"push.node_ttl_s must exceed push.heartbeat_s, got {self.node_ttl_s} <= "
+                f"{self.heartbeat_s}"
+            )
+
+    @property
+    def url(self) -> str:
+        return self.public_url or f"ws://{self.host}:{self.port}/ws"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthServiceConfig:
+    """The auth HTTP service (token issue for the demo, and the page)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8700
+    token_ttl_s: int = 3600
+    dev_topics: tuple[str, ...] = ("contract:*", "state:*")
+    push_urls: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.token_ttl_s < 1:
+            raise ConfigError(f"auth.token_ttl_s must be >= 1, got {self.token_ttl_s}")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    stores: StoresConfig = field(default_factory=StoresConfig)
+    push: PushConfig = field(default_factory=PushConfig)
+    tokens: TokenConfig = field(default_factory=lambda: TokenConfig(dev_mode=True))
+    auth: AuthServiceConfig = field(default_factory=AuthServiceConfig)
+    dev_mode: bool = True
+
+
+def _section(cls: type[Any], raw: dict[str, Any], section: str, **extra: Any) -> Any:
+    names = {f.name for f in fields(cls)}
+    unknown = set(raw) - names
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in [{section}]: {', '.join(sorted(unknown))}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    values.update(extra)
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"[{section}]: {exc}") from exc
+
+
+_TOKEN_KEYS = {"algorithm", "secret", "public_key", "private_key", "issuer", "audience",
+               "leeway_s"}
+_AUTH_KEYS = {"host", "port", "token_ttl_s", "dev_topics", "push_urls"}
+
+
+def load(path: Path | None, *, dev_mode: bool, overrides: dict[str, Any] | None = None,
+         secret_from_env: str | None = None) -> Settings:
+    """Read ``path`` (TOML); ``overrides`` is ``{"push": {...}}`` etc. from the command line."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    for section, values in (overrides or {}).items():
+        raw.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
+    auth_raw = dict(raw.get("auth", {}))
+    if secret_from_env:
+        auth_raw["secret"] = secret_from_env
+    dev_mode = bool(auth_raw.pop("dev_mode", dev_mode)) or dev_mode
+    token_raw = {k: v for k, v in auth_raw.items() if k in _TOKEN_KEYS}
+    service_raw = {k: v for k, v in auth_raw.items() if k in _AUTH_KEYS}
+    unknown = set(auth_raw) - _TOKEN_KEYS - _AUTH_KEYS
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in [auth]: {', '.join(sorted(unknown))}")
+    return Settings(
+        stores=_section(StoresConfig, raw.get("stores", {}), "stores"),
+        push=_section(PushConfig, raw.get("push", {}), "push"),
+        tokens=_section(TokenConfig, token_raw, "auth", dev_mode=dev_mode),
+        auth=_section(AuthServiceConfig, service_raw, "auth"),
+        dev_mode=dev_mode,
+    )

@@ -1,0 +1,94 @@
+"""Collect → dispatch (Redis) → two push nodes → websocket clients, on real servers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.integration.push_support import (
+    ALICE,
+    Client,
+    collector_for,
+    make_record,
+    push_node,
+    stores,
+    token,
+)
+
+pytestmark = pytest.mark.integration
+TOPIC = "contract:DemoToken"
+
+
+async def test_events_reach_clients_on_two_nodes(
+    mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float
+) -> None:
+    cfg = stores(mongo_uri, redis_url, mongo_db_name)
+    async with (
+        collector_for(cfg) as collector,
+        push_node(cfg, "n1", unit) as n1,
+        push_node(cfg, "n2", unit) as n2,
+        Client.connect(n1.url, token("alice")) as a1,
+        Client.connect(n1.url, token("alice")) as a2,  # a second tab of the same user
+        Client.connect(n2.url, token("bob", wallets=(ALICE,))) as b,
+    ):
+        for client in (a1, a2, b):
+            assert (await client.subscribe(TOPIC, since=0))["type"] == "subscribed"
+        assert (await b.subscribe(f"user:{ALICE}", since=0))["type"] == "subscribed"
+        await collector.accept([make_record(n) for n in range(10)])
+        await collector.accept([make_record(3, status="confirmed")])
+        async with asyncio.timeout(10 * unit):
+            for client in (a1, a2, b):
+                got = await client.until(11, TOPIC)
+                assert [m["offset"] for m in got] == list(range(1, 12))
+                assert got[-1]["id"] == make_record(3)["id"] + "/confirmed"
+                assert got[-1]["record"]["status"] == "confirmed"
+            await b.until(11, f"user:{ALICE}")
+        assert b.offsets(f"user:{ALICE}") == list(range(1, 12))
+
+
+async def test_reconnect_with_since_gets_exactly_the_missed(
+    mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float
+) -> None:
+    cfg = stores(mongo_uri, redis_url, mongo_db_name)
+    async with collector_for(cfg) as collector, push_node(cfg, "n1", unit) as n1:
+        async with Client.connect(n1.url, token()) as first:
+            await first.subscribe(TOPIC)  # live only
+            await collector.accept([make_record(n) for n in range(5)])
+            async with asyncio.timeout(10 * unit):
+                await first.until(5)
+        last = first.messages[-1]["offset"]
+        await collector.accept([make_record(n) for n in range(5, 12)])  # while disconnected
+        async with Client.connect(n1.url, token()) as again:
+            reply = await again.subscribe(TOPIC, since=last)
+            assert reply["since"] == 5 and reply["head"] == 12
+            await collector.accept([make_record(n) for n in range(12, 15)])
+            async with asyncio.timeout(10 * unit):
+                got = await again.until(10)
+        assert [m["offset"] for m in got] == list(range(6, 16))
+        assert len({m["id"] for m in got + first.messages}) == 15
+
+
+async def test_history_to_live_switch_under_load_has_no_gap_dup_or_reorder(
+    mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float
+) -> None:
+    cfg = stores(mongo_uri, redis_url, mongo_db_name)
+    total = 150
+    async with (
+        collector_for(cfg) as collector,
+        push_node(cfg, "n1", unit, history_page=7) as n1,
+    ):
+        await collector.accept([make_record(n) for n in range(40)])
+
+        async def feed() -> None:
+            for k in range(40, total, 5):
+                await collector.accept([make_record(n) for n in range(k, k + 5)])
+
+        feeding = asyncio.create_task(feed())
+        async with Client.connect(n1.url, token()) as client:
+            # subscribe while collect is writing: history from MongoDB, then live
+            await client.subscribe(TOPIC, since=3, filter={"event": "Transfer"})
+            async with asyncio.timeout(30 * unit):
+                got = await client.until(total - 3)
+                await feeding
+        assert [m["offset"] for m in got] == list(range(4, total + 1))
