@@ -139,12 +139,13 @@ class Ledger:
                              for e in b.entries]}
                 for b in sorted(self._blocks.values(), key=lambda b: b.number)
             ],
-            "final_state": self.final_state,
+            # as pairs: keys like "CallDemo.get()" hold dots, which MongoDB field names must not
+            "final_state": [[k, v] for k, v in self.final_state.items()],
         }
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any], confirmations: Mapping[str, int]) -> Ledger:
-        ledger = cls(confirmations, final_state=doc.get("final_state") or {})
+        ledger = cls(confirmations, final_state=dict(doc.get("final_state") or []))
         for b in doc.get("blocks", []):
             entries = [_Entry(record_from_dict(e["record"]), e["emitted"]) for e in b["entries"]]
             ledger._blocks[b["hash"]] = _Block(int(b["number"]), b["hash"], entries)

@@ -1,0 +1,131 @@
+"""Bind a ``Config`` to one chain: ABIs loaded, addresses resolved, names checked.
+
+Everything a typo can break is checked here, before the watcher touches the node's logs, and
+reported as a ``ConfigError`` naming the configuration file and key: a broken ABI file, an event
+or function name the ABI lacks, a filter on an argument the event lacks, a contract with no
+address and no deployments entry. (That the address holds code needs the node: ``Watcher``.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from watcher.abi import ContractABI, find_abi, load_abi
+from watcher.calls import ViewCall
+from watcher.config import Config, ContractConfig, deployments_file, read_deployments
+from watcher.decode import ContractSpec, LogDecoder, checksum, normalize_filter_value
+from watcher.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """The watch configuration bound to chain ``chain_id``."""
+
+    chain_id: int
+    specs: tuple[ContractSpec, ...]
+    confirmations: Mapping[str, int]
+    calls: tuple[ViewCall, ...]
+    start_block: int
+
+    def decoder(self) -> LogDecoder:
+        return LogDecoder(self.chain_id, self.specs)
+
+    @property
+    def addresses(self) -> list[str]:
+        return [s.address for s in self.specs]
+
+
+def bind(config: Config, chain_id: int | None) -> Bound:
+    """Resolve and check every contract. With ``chain_id`` None (no node yet), contracts that
+    need the deployments file get a placeholder address: only ``--check-config`` does that."""
+    src = config.source
+    deployments: dict[str, dict[str, Any]] = {}
+    dep_path = deployments_file(config.watch, chain_id) if chain_id is not None else None
+    if dep_path is not None and chain_id is not None:
+        deployments = read_deployments(dep_path, chain_id, src)
+    specs: list[ContractSpec] = []
+    calls: list[ViewCall] = []
+    dep_blocks: list[int] = []
+    for c in config.contracts:
+        abi = load_abi(find_abi(config.watch.abi_dir, c.abi))
+        address = _address(config, c, deployments, dep_path, chain_id, dep_blocks)
+        events = _events(src, c, abi)
+        filters = _filters(src, c, abi)
+        specs.append(ContractSpec(c.name, address, abi, events, filters))
+        for j, s in enumerate(c.state):
+            where = f"{src}: [[contracts]] {c.name}.state[{j}]"
+            try:
+                fn = abi.function(s.function, len(s.args))
+            except KeyError as exc:
+                raise ConfigError(f"{where}.function: {exc.args[0]}") from exc
+            if s.on != "block":
+                for e in s.on:
+                    if e not in {ev.name for ev in abi.events}:
+                        raise ConfigError(f"{where}.on: no event {e!r} in {abi.source}")
+            calls.append(ViewCall.bind(c.name, address, fn, s.args, s.on, where))
+    start = config.watch.start_block
+    if start is None:
+        start = min(dep_blocks) if dep_blocks and len(dep_blocks) == len(specs) else 0
+    return Bound(
+        chain_id=chain_id or 0, specs=tuple(specs),
+        confirmations={c.name: config.confirmations(c) for c in config.contracts},
+        calls=tuple(calls), start_block=start,
+    )
+
+
+def _address(
+    config: Config, c: ContractConfig, deployments: Mapping[str, Mapping[str, Any]],
+    dep_path: object, chain_id: int | None, dep_blocks: list[int],
+) -> str:
+    if c.address is not None:
+        return checksum(c.address)
+    entry = c.deployment or c.name
+    if chain_id is None:
+        return "0x" + "00" * 20  # resolved once the node tells the chain id
+    found = deployments.get(entry)
+    if not isinstance(found, Mapping) or not isinstance(found.get("address"), str):
+        raise ConfigError(
+            f"{config.source}: [[contracts]] {c.name} has no address and {dep_path} has no "
+            f"entry {entry!r} for chain {chain_id} (deploy it with scripts/deploy.py, or set "
+            f"address)"
+        )
+    if isinstance(found.get("block"), int):
+        dep_blocks.append(int(found["block"]))
+    return checksum(str(found["address"]))
+
+
+def _events(src: str, c: ContractConfig, abi: ContractABI) -> frozenset[str] | None:
+    if c.events is None:
+        return None
+    names = {e.name for e in abi.events}
+    for e in c.events:
+        if e not in names:
+            raise ConfigError(
+                f"{src}: [[contracts]] {c.name}.events: no event {e!r} in {abi.source} "
+                f"(events: {', '.join(sorted(names)) or 'none'})"
+            )
+    return frozenset(c.events)
+
+
+def _filters(
+    src: str, c: ContractConfig, abi: ContractABI
+) -> dict[str, dict[str, frozenset[Any]]]:
+    out: dict[str, dict[str, frozenset[Any]]] = {}
+    for ev_name, args in c.filters.items():
+        key = f"{src}: [[contracts]] {c.name}.filters.{ev_name}"
+        try:
+            ev = abi.event(ev_name)
+        except KeyError as exc:
+            raise ConfigError(f"{key}: {exc.args[0]}") from exc
+        types = {p.name: p.type for p in ev.inputs}
+        out[ev_name] = {}
+        for arg, values in args.items():
+            if arg not in types:
+                raise ConfigError(f"{key}.{arg}: event {ev.signature} has no argument {arg!r}")
+            try:
+                out[ev_name][arg] = frozenset(normalize_filter_value(types[arg], v) for v in values)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"{key}.{arg}: bad value for {types[arg]}: {exc}") from exc
+    return out

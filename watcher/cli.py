@@ -1,0 +1,120 @@
+"""``chainpush watch``: follow the configured contracts and store their records.
+
+    chainpush watch --config chainpush.toml                 # records → push's Collector
+    chainpush watch --config chainpush.toml --sink mongo    # records → `events` only
+    chainpush watch --config chainpush.toml --print-config  # resolved configuration as JSON
+    chainpush watch --config chainpush.toml --check-config  # validate (and reach the node)
+
+Environment (read here, at the entry point, and nowhere else): ``CHAINPUSH_WATCH_CONFIG``
+(default config path), ``CHAINPUSH_MONGO_URI`` (overrides ``[stores] mongo_uri``),
+``CHAINPUSH_RPC`` / ``CHAINPUSH_WS`` / ``CHAINPUSH_IPC`` (override ``[node]`` endpoints).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import importlib.util
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from watcher.binding import bind
+from watcher.config import Config, load_config
+from watcher.errors import ConfigError, WatcherError
+from watcher.node import Endpoint
+from watcher.rpc import open_rpc
+
+logger = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("watch", help="watch contracts on a node and store their events",
+                            description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path,
+                        default=Path(os.environ.get("CHAINPUSH_WATCH_CONFIG", "chainpush.toml")),
+                        help="TOML config (env CHAINPUSH_WATCH_CONFIG; default chainpush.toml)")
+    parser.add_argument("--sink", choices=("collect", "mongo", "stdout"), default=None,
+                        help="where records go (default: collect if installed, else mongo)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--print-config", action="store_true",
+                      help="print the resolved configuration as JSON and exit")
+    mode.add_argument("--check-config", action="store_true",
+                      help="validate the configuration (ABIs, names, addresses) and exit")
+    parser.set_defaults(func=main)
+
+
+def apply_env(config: Config, env: dict[str, str]) -> Config:
+    """The configuration with ``CHAINPUSH_*`` environment overrides applied."""
+    stores, node = config.stores, config.node
+    if env.get("CHAINPUSH_MONGO_URI"):
+        stores = dataclasses.replace(stores, mongo_uri=env["CHAINPUSH_MONGO_URI"])
+    urls = [env[k] for k in ("CHAINPUSH_IPC", "CHAINPUSH_WS", "CHAINPUSH_RPC") if env.get(k)]
+    if urls:
+        node = dataclasses.replace(node, urls=tuple(urls))
+    return dataclasses.replace(config, stores=stores, node=node)
+
+
+async def _check(config: Config) -> list[str]:
+    lines = []
+    bind(config, config.node.chain_id)  # ABIs, event/function/filter names, without the node
+    lines.append(f"{config.source}: {len(config.contracts)} contract(s), ABIs and names ok")
+    endpoint = Endpoint.parse(config.node.urls[0], timeout_s=config.node.timeout_s)
+    rpc = await open_rpc(endpoint)
+    try:
+        chain_id = int(await rpc.call("eth_chainId", []), 16)
+        bound = bind(config, chain_id)
+        codes = await rpc.batch([("eth_getCode", [s.address, "latest"]) for s in bound.specs])
+        for spec, code in zip(bound.specs, codes, strict=True):
+            if code in (None, "0x", "0x0"):
+                raise ConfigError(f"{config.source}: [[contracts]] {spec.name}.address "
+                                  f"{spec.address}: no contract code there on chain {chain_id}")
+            lines.append(f"{spec.name} at {spec.address} on chain {chain_id}: code present")
+    finally:
+        await rpc.aclose()
+    return lines
+
+
+def _sink_kind(requested: str | None) -> str:
+    if requested:
+        return requested
+    return "collect" if importlib.util.find_spec("push.collect") else "mongo"
+
+
+async def _run(config: Config, sink_kind: str) -> None:
+    from watcher.service import Watcher
+    from watcher.sink import JsonLinesSink, MongoSink
+
+    sink: Any
+    if sink_kind == "collect":
+        from push.collect import Collector
+
+        sink = Collector(mongo_uri=config.stores.mongo_uri, database=config.stores.database)
+    elif sink_kind == "mongo":
+        sink = MongoSink(config.stores.mongo_uri, config.stores.database)
+    else:
+        sink = JsonLinesSink()
+    async with sink, Watcher(config, sink) as watcher:
+        await watcher.run()
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        config = apply_env(load_config(args.config), dict(os.environ))
+        if args.print_config:
+            print(json.dumps(config.describe(), indent=2))
+            return 0
+        if args.check_config:
+            for line in asyncio.run(_check(config)):
+                print(line)
+            print("config ok")
+            return 0
+        asyncio.run(_run(config, _sink_kind(args.sink)))
+    except WatcherError as exc:
+        print(f"chainpush watch: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
+    return 0

@@ -1,0 +1,405 @@
+"""The watch configuration: ``chainpush.toml`` parsed into frozen dataclasses.
+
+Sections this module reads (others, e.g. ``[push]``, belong to other components and are ignored)::
+
+    [node]                     # where the chain is; several endpoints = failover, in this order
+    urls = ["/tmp/anvil.ipc", "ws://127.0.0.1:8545"]   # any of http(s)://, ws(s)://, IPC paths
+    rpc = "http://127.0.0.1:8545"                       # also: ws = …, ipc = … (str or list)
+    poll_interval_s = 1.0      # head polling over HTTP; safety net under subscriptions
+    timeout_s = 10.0
+    chain_id = 31337           # optional: refuse a node on another chain
+
+    [watch]
+    name = "demo"              # checkpoint id is "<chain id>:<name>"
+    confirmations = 0          # default per contract: 0 = pending at once, K = confirmed K deep
+    start_block = 0            # default: the lowest deployment block, else 0
+    max_range = 2000           # largest eth_getLogs span; shrinks on provider refusals
+    reorg_window = 64          # blocks kept to detect and undo reorgs (> every confirmations)
+    abi_dir = "abi"
+    deployments = "deployments"   # a directory of <chain_id>.json, or one such file
+
+    [[contracts]]
+    name = "DemoToken"
+    abi = "DemoToken"          # abi_dir/<abi>.abi or .json; default: name
+    address = "0x…"            # default: the deployments file entry named `deployment` or `name`
+    events = ["Transfer", "Message"]   # or "all" (default)
+    confirmations = 2
+    [contracts.filters.Transfer]       # keep only matching args (any of the listed values)
+    to = ["0x…"]
+    [[contracts.state]]                 # view calls; a state record is emitted on change
+    function = "balanceOf"
+    args = ["0x…"]
+    on = "block"               # or a list of this contract's event names
+
+    [stores]                   # shared with collect
+    mongo_uri = "mongodb://127.0.0.1:27017/?directConnection=true"
+    database = "chainpush"
+
+Relative paths are relative to the configuration file. Every error names the file and key.
+Environment variables are applied by the CLI (``watcher.cli``), not here.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from watcher.errors import ConfigError
+
+DEFAULT_MONGO_URI = "mongodb://127.0.0.1:27018/?directConnection=true"
+
+
+def _where(source: str, key: str) -> str:
+    return f"{source}: {key}"
+
+
+def _check_keys(data: Mapping[str, Any], allowed: set[str], source: str, section: str) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key(s) {', '.join(unknown)} in {section} "
+            f"(expected: {', '.join(sorted(allowed))})"
+        )
+
+
+def _as_list(value: Any, key: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ConfigError(f"{key} must be a string or a list of strings, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeConfig:
+    urls: tuple[str, ...]
+    poll_interval_s: float = 1.0
+    timeout_s: float = 10.0
+    chain_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.urls:
+            raise ConfigError("[node] needs at least one of urls, rpc, ws, ipc")
+        if self.poll_interval_s <= 0:
+            raise ConfigError(f"[node] poll_interval_s must be > 0, got {self.poll_interval_s}")
+        if self.timeout_s <= 0:
+            raise ConfigError(f"[node] timeout_s must be > 0, got {self.timeout_s}")
+        if self.chain_id is not None and self.chain_id < 1:
+            raise ConfigError(f"[node] chain_id must be >= 1, got {self.chain_id}")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], base: Path) -> NodeConfig:
+        urls: list[str] = []
+        for key in ("urls", "ipc", "ws", "rpc"):
+            for spec in _as_list(data.get(key), f"[node] {key}"):
+                if key in ("urls", "ipc") and not spec.startswith(("http", "ws", "ipc://")):
+                    spec = str((base / spec).resolve()) if not spec.startswith("/") else spec
+                urls.append(spec)
+        return cls(
+            urls=tuple(urls), poll_interval_s=float(data.get("poll_interval_s", 1.0)),
+            timeout_s=float(data.get("timeout_s", 10.0)),
+            chain_id=int(data["chain_id"]) if data.get("chain_id") is not None else None,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WatchConfig:
+    name: str = "default"
+    confirmations: int = 0
+    start_block: int | None = None
+    max_range: int = 2000
+    reorg_window: int = 64
+    abi_dir: Path = Path("abi")
+    deployments: Path | None = None
+    live_batch_blocks: int = 100
+    progress_interval_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.name or ":" in self.name:
+            raise ConfigError(f"[watch] name must be non-empty without ':', got {self.name!r}")
+        if self.confirmations < 0:
+            raise ConfigError(f"[watch] confirmations must be >= 0, got {self.confirmations}")
+        if self.start_block is not None and self.start_block < 0:
+            raise ConfigError(f"[watch] start_block must be >= 0, got {self.start_block}")
+        if self.max_range < 1:
+            raise ConfigError(f"[watch] max_range must be >= 1, got {self.max_range}")
+        if self.reorg_window < 2:
+            raise ConfigError(f"[watch] reorg_window must be >= 2, got {self.reorg_window}")
+        if self.live_batch_blocks < 1:
+            raise ConfigError(
+                f"[watch] live_batch_blocks must be >= 1, got {self.live_batch_blocks}"
+            )
+        if self.progress_interval_s <= 0:
+            raise ConfigError(
+                f"[watch] progress_interval_s must be > 0, got {self.progress_interval_s}"
+            )
+
+
+Trigger = Literal["block"] | tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateReadConfig:
+    function: str
+    args: tuple[Any, ...] = ()
+    on: Trigger = "block"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContractConfig:
+    name: str
+    abi: str
+    address: str | None = None
+    deployment: str | None = None
+    events: tuple[str, ...] | None = None
+    confirmations: int | None = None
+    filters: Mapping[str, Mapping[str, tuple[Any, ...]]] = field(default_factory=dict)
+    state: tuple[StateReadConfig, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ConfigError("[[contracts]] name must not be empty")
+        if self.confirmations is not None and self.confirmations < 0:
+            raise ConfigError(
+                f"[[contracts]] {self.name}.confirmations must be >= 0, got {self.confirmations}"
+            )
+        if self.address is not None:
+            a = self.address
+            if not (a.startswith("0x") and len(a) == 42 and _is_hex(a[2:])):
+                raise ConfigError(
+                    f"[[contracts]] {self.name}.address must be 0x + 40 hex digits, got {a!r}"
+                )
+
+
+def _is_hex(s: str) -> bool:
+    try:
+        int(s, 16)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoresConfig:
+    mongo_uri: str = DEFAULT_MONGO_URI
+    database: str = "chainpush"
+
+    def __post_init__(self) -> None:
+        if not self.mongo_uri.startswith(("mongodb://", "mongodb+srv://")):
+            raise ConfigError(
+                f"[stores] mongo_uri must start with mongodb://, got {self.mongo_uri!r}"
+            )
+        if not self.database:
+            raise ConfigError("[stores] database must not be empty")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    source: str
+    node: NodeConfig
+    watch: WatchConfig
+    contracts: tuple[ContractConfig, ...]
+    stores: StoresConfig
+
+    def __post_init__(self) -> None:
+        if not self.contracts:
+            raise ConfigError("no [[contracts]] to watch")
+        names = [c.name for c in self.contracts]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(f"[[contracts]] names must be unique, repeated: {', '.join(dupes)}")
+        for c in self.contracts:
+            k = self.confirmations(c)
+            if k >= self.watch.reorg_window:
+                raise ConfigError(
+                    f"[[contracts]] {c.name}.confirmations ({k}) must be below "
+                    f"[watch] reorg_window ({self.watch.reorg_window})"
+                )
+
+    def confirmations(self, contract: ContractConfig) -> int:
+        if contract.confirmations is not None:
+            return contract.confirmations
+        return self.watch.confirmations
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, source: str, base: Path) -> Config:
+        """Build from parsed TOML; ``source`` (the file) prefixes every error message."""
+        try:
+            return cls._from_mapping(data, source=source, base=base)
+        except ConfigError as exc:
+            if str(exc).startswith(source):
+                raise
+            raise ConfigError(f"{source}: {exc}") from exc
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
+
+    @classmethod
+    def _from_mapping(cls, data: Mapping[str, Any], *, source: str, base: Path) -> Config:
+        node_raw = _table(data, "node", source)
+        _check_keys(node_raw, {"urls", "rpc", "ws", "ipc", "poll_interval_s", "timeout_s",
+                               "chain_id"}, source, "[node]")
+        watch_raw = _table(data, "watch", source)
+        _check_keys(watch_raw, {"name", "confirmations", "start_block", "max_range",
+                                "reorg_window", "abi_dir", "deployments", "live_batch_blocks",
+                                "progress_interval_s"}, source, "[watch]")
+        watch = WatchConfig(
+            name=str(watch_raw.get("name", "default")),
+            confirmations=int(watch_raw.get("confirmations", 0)),
+            start_block=int(watch_raw["start_block"]) if "start_block" in watch_raw else None,
+            max_range=int(watch_raw.get("max_range", 2000)),
+            reorg_window=int(watch_raw.get("reorg_window", 64)),
+            abi_dir=base / str(watch_raw.get("abi_dir", "abi")),
+            deployments=(base / str(watch_raw["deployments"])) if "deployments" in watch_raw
+            else base / "deployments",
+            live_batch_blocks=int(watch_raw.get("live_batch_blocks", 100)),
+            progress_interval_s=float(watch_raw.get("progress_interval_s", 5.0)),
+        )
+        contracts_raw = data.get("contracts", [])
+        if not isinstance(contracts_raw, list):
+            raise ConfigError("contracts must be an array of tables ([[contracts]])")
+        contracts = tuple(_contract(c, i, source) for i, c in enumerate(contracts_raw))
+        stores_raw = _table(data, "stores", source)
+        return cls(
+            source=source, node=NodeConfig.from_mapping(node_raw, base), watch=watch,
+            contracts=contracts,
+            stores=StoresConfig(
+                mongo_uri=str(stores_raw.get("mongo_uri", DEFAULT_MONGO_URI)),
+                database=str(stores_raw.get("database", "chainpush")),
+            ),
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-safe view for ``--print-config``."""
+        return {
+            "source": self.source,
+            "node": {"urls": list(self.node.urls), "poll_interval_s": self.node.poll_interval_s,
+                     "timeout_s": self.node.timeout_s, "chain_id": self.node.chain_id},
+            "watch": {
+                "name": self.watch.name, "confirmations": self.watch.confirmations,
+                "start_block": self.watch.start_block, "max_range": self.watch.max_range,
+                "reorg_window": self.watch.reorg_window, "abi_dir": str(self.watch.abi_dir),
+                "deployments": str(self.watch.deployments),
+            },
+            "contracts": [
+                {"name": c.name, "abi": c.abi, "address": c.address, "deployment": c.deployment,
+                 "events": list(c.events) if c.events is not None else "all",
+                 "confirmations": self.confirmations(c),
+                 "filters": {e: {a: list(v) for a, v in f.items()} for e, f in c.filters.items()},
+                 "state": [{"function": s.function, "args": list(s.args),
+                            "on": s.on if s.on == "block" else list(s.on)} for s in c.state]}
+                for c in self.contracts
+            ],
+            "stores": {"mongo_uri": _redact(self.stores.mongo_uri),
+                       "database": self.stores.database},
+        }
+
+
+def _redact(uri: str) -> str:
+    if "@" in uri and "://" in uri:
+        scheme, rest = uri.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return uri
+
+
+def _table(data: Mapping[str, Any], key: str, source: str) -> Mapping[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{source}: [{key}] must be a table, got {type(value).__name__}")
+    return value
+
+
+def _contract(raw: Any, i: int, source: str) -> ContractConfig:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: contracts[{i}] must be a table")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{source}: contracts[{i}].name must be a non-empty string")
+    _check_keys(raw, {"name", "abi", "address", "deployment", "events", "confirmations",
+                      "filters", "state"}, source, f"[[contracts]] {name}")
+    events_raw = raw.get("events", "all")
+    events: tuple[str, ...] | None
+    if events_raw == "all":
+        events = None
+    elif isinstance(events_raw, list) and events_raw and all(
+        isinstance(e, str) for e in events_raw
+    ):
+        events = tuple(events_raw)
+    else:
+        raise ConfigError(
+            f"{source}: [[contracts]] {name}.events must be \"all\" or a non-empty list of "
+            f"event names, got {events_raw!r}"
+        )
+    filters: dict[str, dict[str, tuple[Any, ...]]] = {}
+    for ev, args in dict(raw.get("filters", {})).items():
+        if not isinstance(args, Mapping):
+            raise ConfigError(f"{source}: [[contracts]] {name}.filters.{ev} must be a table")
+        filters[ev] = {a: tuple(v) if isinstance(v, list) else (v,) for a, v in args.items()}
+    state: list[StateReadConfig] = []
+    for j, s in enumerate(raw.get("state", [])):
+        key = f"[[contracts]] {name}.state[{j}]"
+        if not isinstance(s, Mapping) or not isinstance(s.get("function"), str):
+            raise ConfigError(f"{source}: {key} needs function = \"<view function name>\"")
+        _check_keys(s, {"function", "args", "on"}, source, key)
+        on_raw = s.get("on", "block")
+        on: Trigger
+        if on_raw == "block":
+            on = "block"
+        elif isinstance(on_raw, list) and on_raw and all(isinstance(e, str) for e in on_raw):
+            on = tuple(on_raw)
+        else:
+            raise ConfigError(f"{source}: {key}.on must be \"block\" or a list of event names")
+        args_raw = s.get("args", [])
+        if not isinstance(args_raw, list):
+            raise ConfigError(f"{source}: {key}.args must be a list")
+        state.append(StateReadConfig(function=s["function"], args=tuple(args_raw), on=on))
+    conf = raw.get("confirmations")
+    return ContractConfig(
+        name=name, abi=str(raw.get("abi", name)),
+        address=str(raw["address"]) if "address" in raw else None,
+        deployment=str(raw["deployment"]) if "deployment" in raw else None,
+        events=events, confirmations=int(conf) if conf is not None else None,
+        filters=filters, state=tuple(state),
+    )
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a TOML config file."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    return Config.from_mapping(data, source=str(path), base=path.resolve().parent)
+
+
+def deployments_file(watch: WatchConfig, chain_id: int) -> Path | None:
+    if watch.deployments is None:
+        return None
+    if watch.deployments.suffix == ".json":
+        return watch.deployments
+    return watch.deployments / f"{chain_id}.json"
+
+
+def read_deployments(path: Path, chain_id: int, source: str) -> dict[str, dict[str, Any]]:
+    """``{"chain_id": …, "contracts": {name: {"address", "block", "tx"}}}`` → contracts."""
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{source}: [watch] deployments {path} is unreadable ({exc})") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("contracts"), dict):
+        raise ConfigError(f"{source}: [watch] deployments {path} lacks a 'contracts' object")
+    if doc.get("chain_id") not in (None, chain_id):
+        raise ConfigError(
+            f"{source}: [watch] deployments {path} is for chain {doc.get('chain_id')}, "
+            f"the node serves {chain_id}"
+        )
+    return dict(doc["contracts"])

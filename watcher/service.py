@@ -1,0 +1,497 @@
+"""The watcher service: backfill in chunks, then follow the chain block by block.
+
+``Watcher(config, sink)`` is an async context manager; ``await run()`` works until cancelled
+(``aclose()``). Each *step* reads from the node, computes the records to emit with the pure core
+(``decode``, ``cursor``, ``ledger``), hands them to ``sink.accept`` and only then stores the
+checkpoint (``watcher.checkpoint``). A crash anywhere repeats at most the last step, whose records
+have the same ids: the store sees no duplicate and nothing is skipped.
+
+* **Backfill** (tip older than ``head - reorg_window``): ``eth_getLogs`` over address-filtered
+  ranges chosen by ``RangePlanner``, the next range fetched while the current one is stored.
+  Blocks that deep are treated as final: records are emitted in their final status at once.
+* **Live** (within the window): headers by number into ``BlockCursor`` (reorg detection by parent
+  hash), logs by block hash (EIP-234: the logs of exactly that block), state reads by block hash
+  (EIP-1898), emission by ``Ledger`` (pending / confirmed / removed).
+* **Connections**: HTTP endpoints are polled every ``poll_interval_s``; websocket and IPC ones
+  subscribe to ``newHeads`` and use a notification only as a wake-up: the catch-up by block
+  number above is what guarantees no gap, also across a dropped subscription. Any node error
+  closes the connection and retries with capped exponential backoff on the next endpoint
+  (failover), from the last committed state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Protocol
+
+from watcher.binding import Bound, bind
+from watcher.calls import ViewCall
+from watcher.checkpoint import CheckpointError, MongoCheckpoints
+from watcher.config import Config
+from watcher.cursor import BlockCursor, Header, NewBlock, Reorg
+from watcher.decode import LogDecoder, RawLog
+from watcher.errors import (
+    ChainMismatch,
+    ConfigError,
+    NodeError,
+    RangeTooLarge,
+    RateLimited,
+    RPCError,
+    WatcherError,
+)
+from watcher.ledger import Ledger
+from watcher.node import Endpoint
+from watcher.ranges import RangePlanner
+from watcher.record import Record, StateRecord
+from watcher.rpc import Rpc, open_rpc
+from watcher.sink import Sink, SinkError
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_BASE_S = 0.2
+BACKOFF_MAX_S = 15.0
+
+
+class CheckpointStore(Protocol):
+    async def load(self, key: str) -> dict[str, Any] | None: ...
+    async def propose(
+        self, key: str, state: dict[str, Any], batch: list[dict[str, Any]]
+    ) -> None: ...
+    async def save(self, key: str, state: dict[str, Any]) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+@dataclass(slots=True)
+class WatchStats:
+    blocks: int = 0
+    records: int = 0
+    reorgs: int = 0
+    retries: int = 0
+    steps: int = 0
+
+
+class Watcher:
+    """Follows the configured contracts and hands their records to ``sink``."""
+
+    def __init__(
+        self, config: Config, sink: Sink, *, checkpoints: CheckpointStore | None = None
+    ) -> None:
+        self.config = config
+        self.sink = sink
+        self._checkpoints = checkpoints
+        self._own_checkpoints = checkpoints is None
+        self.stats = WatchStats()
+        self._bound: Bound | None = None
+        self._decoder: LogDecoder | None = None
+        self._key = ""
+        self._committed: dict[str, Any] | None = None
+        self._cursor: BlockCursor | None = None
+        self._ledger: Ledger | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._rng = random.Random()
+
+    async def __aenter__(self) -> Watcher:
+        if self._checkpoints is None:
+            self._checkpoints = MongoCheckpoints(
+                self.config.stores.mongo_uri, self.config.stores.database
+            )
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop ``run()`` (if running) and release the checkpoint store."""
+        task, self._task = self._task, None
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._own_checkpoints and self._checkpoints is not None:
+            await self._checkpoints.aclose()
+            self._checkpoints = None
+
+    @property
+    def tip(self) -> int | None:
+        """The committed tip block number (None before the first checkpoint)."""
+        if self._committed is None:
+            return None
+        return int(self._committed["block_number"])
+
+    # --- the outer loop: connections, failover, backoff ----------------------------------------
+
+    async def run(self) -> None:
+        """Watch until cancelled. Raises only fatal errors (bad config, wrong chain, a reorg
+        deeper than the window); node, sink and checkpoint errors are retried forever."""
+        if self._checkpoints is None:
+            raise RuntimeError("use `async with Watcher(...)` before run()")
+        self._task = asyncio.current_task()
+        node = self.config.node
+        endpoints = [Endpoint.parse(u, timeout_s=node.timeout_s) for u in node.urls]
+        index = 0
+        failures = 0
+        while True:
+            endpoint = endpoints[index % len(endpoints)]
+            progress_before = self.stats.steps
+            try:
+                rpc = await open_rpc(endpoint)
+                try:
+                    await self._session(rpc)
+                finally:
+                    await rpc.aclose()
+            except (NodeError, SinkError, CheckpointError) as exc:
+                if isinstance(exc, NodeError) and not exc.retryable:
+                    raise
+                failures = 1 if self.stats.steps > progress_before else failures + 1
+                if isinstance(exc, NodeError):
+                    index += 1  # fail over to the next endpoint (the same one if only one)
+                delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** min(failures - 1, 10))
+                delay *= 0.5 + self._rng.random() / 2
+                self.stats.retries += 1
+                logger.warning(
+                    "%s; retrying via %s in %.1f s (attempt %d, retries unlimited)",
+                    exc, endpoints[index % len(endpoints)].describe(), delay, failures,
+                )
+                await asyncio.sleep(delay)
+
+    async def _session(self, rpc: Rpc) -> None:
+        cfg = self.config
+        chain_id = int(await rpc.call("eth_chainId", []), 16)
+        if cfg.node.chain_id is not None and chain_id != cfg.node.chain_id:
+            raise ChainMismatch(f"node at {rpc.endpoint.describe()} serves chain id {chain_id}, "
+                                f"{cfg.source} [node] chain_id is {cfg.node.chain_id}")
+        if self._bound is None:
+            self._bound = bind(cfg, chain_id)
+            self._decoder = self._bound.decoder()
+            await self._check_code(rpc)
+        elif self._bound.chain_id != chain_id:
+            raise ChainMismatch(f"node at {rpc.endpoint.describe()} serves chain id {chain_id}, "
+                                f"the watcher started on {self._bound.chain_id}")
+        logger.info("node connected: %s (chain id %d)", rpc.endpoint.describe(), chain_id)
+        if self._committed is None:
+            await self._load(rpc)
+        self._restore()
+        if rpc.subscriptions:
+            await rpc.subscribe_heads()
+            logger.info("subscribed to newHeads at %s from block %d", rpc.endpoint.describe(),
+                        self._tip().number + 1)
+        window = cfg.watch.reorg_window
+        while True:
+            head = int(await rpc.call("eth_blockNumber", []), 16)
+            if self._tip().number < head - window:
+                await self._backfill(rpc, head - window)
+                continue
+            if not await self._live_step(rpc, head):
+                await rpc.next_head(cfg.node.poll_interval_s)
+
+    async def _check_code(self, rpc: Rpc) -> None:
+        assert self._bound is not None
+        codes = await rpc.batch([("eth_getCode", [s.address, "latest"]) for s in self._bound.specs])
+        for spec, code in zip(self._bound.specs, codes, strict=True):
+            if code in (None, "0x", "0x0"):
+                raise ConfigError(
+                    f"{self.config.source}: [[contracts]] {spec.name}.address {spec.address}: no "
+                    f"contract code there on chain {self._bound.chain_id}"
+                )
+
+    # --- state: committed doc ↔ cursor + ledger -------------------------------------------------
+
+    async def _load(self, rpc: Rpc) -> None:
+        assert self._bound is not None and self._checkpoints is not None
+        self._key = f"{self._bound.chain_id}:{self.config.watch.name}"
+        doc = await self._checkpoints.load(self._key)
+        if doc is not None and doc.get("proposed"):
+            proposed = dict(doc["proposed"])
+            batch = proposed.pop("batch")
+            logger.info("completing the step interrupted at block %s (%d records)",
+                        proposed.get("block_number"), len(batch))
+            await self.sink.accept(batch)
+            await self._checkpoints.save(self._key, proposed)
+            doc = proposed
+        if doc is not None and doc.get("cursor"):
+            self._committed = {k: doc[k] for k in ("block_number", "block_hash", "cursor",
+                                                   "ledger", "chain_id", "name")}
+            logger.info("resuming from checkpoint %s at block %d", self._key,
+                        doc["block_number"])
+            return
+        start = self._bound.start_block
+        anchor_n = max(0, start - 1)
+        raw = await rpc.call("eth_getBlockByNumber", [hex(anchor_n), False])
+        if raw is None:
+            raise RPCError(f"block {anchor_n} (start_block - 1) does not exist yet",
+                           method="eth_getBlockByNumber")
+        cursor = BlockCursor([Header.from_rpc(raw)], window=self.config.watch.reorg_window)
+        ledger = Ledger(self._bound.confirmations)
+        self._committed = self._doc(cursor, ledger)
+        logger.info("no checkpoint %s: starting at block %d", self._key, anchor_n + 1)
+
+    def _doc(self, cursor: BlockCursor, ledger: Ledger) -> dict[str, Any]:
+        assert self._bound is not None
+        return {
+            "chain_id": self._bound.chain_id, "name": self.config.watch.name,
+            "block_number": cursor.tip.number, "block_hash": cursor.tip.hash,
+            "cursor": cursor.to_doc(), "ledger": ledger.to_doc(),
+        }
+
+    def _restore(self) -> None:
+        assert self._committed is not None and self._bound is not None
+        self._cursor = BlockCursor.from_doc(self._committed["cursor"],
+                                            window=self.config.watch.reorg_window)
+        self._ledger = Ledger.from_doc(self._committed["ledger"], self._bound.confirmations)
+
+    def _tip(self) -> Header:
+        assert self._cursor is not None
+        return self._cursor.tip
+
+    async def _commit(self, records: Sequence[Record], *, propose: bool) -> None:
+        """Hand ``records`` to the sink, then store the checkpoint (see ``checkpoint``)."""
+        assert self._checkpoints is not None and self._cursor is not None
+        assert self._ledger is not None
+        state = self._doc(self._cursor, self._ledger)
+        batch: list[dict[str, Any]] = [dict(r.to_dict()) for r in records]
+        if batch:
+            if propose:
+                await self._checkpoints.propose(self._key, state, batch)
+            await self.sink.accept(batch)
+        await self._checkpoints.save(self._key, state)
+        self._committed = state
+        self.stats.steps += 1
+        self.stats.records += len(batch)
+
+    # --- backfill ------------------------------------------------------------------------------
+
+    async def _fetch_range(self, rpc: Rpc, lo: int, hi: int) -> tuple[list[RawLog], Header]:
+        assert self._bound is not None
+        flt = {"fromBlock": hex(lo), "toBlock": hex(hi), "address": self._bound.addresses}
+        logs, end = await rpc.batch([("eth_getLogs", [flt]),
+                                     ("eth_getBlockByNumber", [hex(hi), False])])
+        if end is None:
+            raise RPCError(f"block {hi} is missing on the node", method="eth_getBlockByNumber")
+        return list(logs), Header.from_rpc(end)
+
+    async def _timestamps(self, rpc: Rpc, logs: list[RawLog]) -> dict[str, int] | None:
+        missing = sorted({lg["blockHash"].lower() for lg in logs if "blockTimestamp" not in lg})
+        if not missing:
+            return None
+        blocks = await rpc.batch([("eth_getBlockByHash", [h, False]) for h in missing])
+        return {h: int(b["timestamp"], 16) for h, b in zip(missing, blocks, strict=True) if b}
+
+    async def _backfill(self, rpc: Rpc, target: int) -> None:
+        """Emit every record of blocks ``tip+1 … target`` (all final), chunk by chunk."""
+        assert self._bound is not None and self._decoder is not None
+        cfg = self.config.watch
+        planner = RangePlanner(max_range=cfg.max_range)
+        start = self._tip().number + 1
+        first, began, last_log = start, time.monotonic(), time.monotonic()
+        n_records = 0
+        logger.info("backfill of blocks %d..%d (%d blocks)", start, target, target - start + 1)
+        pending: asyncio.Task[tuple[list[RawLog], Header]] | None = None
+        span = (start, start)
+        refusals = 0
+        try:
+            while start <= target:
+                if pending is None:
+                    span = planner.plan(start, target)
+                    pending = asyncio.create_task(self._fetch_range(rpc, *span))
+                try:
+                    logs, end = await pending
+                except (RangeTooLarge, RateLimited) as exc:
+                    pending = None
+                    refusals += 1
+                    size = span[1] - span[0] + 1
+                    shrunk = planner.refused(size, str(exc))
+                    if isinstance(exc, RateLimited) or not shrunk:
+                        if not shrunk and isinstance(exc, RangeTooLarge):
+                            raise
+                        delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** min(refusals, 6))
+                        logger.warning("%s; range now %d blocks, retrying in %.1f s",
+                                       exc, planner.span, delay)
+                        await asyncio.sleep(delay)
+                    else:
+                        logger.info("provider refused %d blocks (%s); range now %d blocks",
+                                    size, exc, planner.span)
+                    continue
+                pending = None
+                refusals = 0
+                planner.succeeded(span[1] - span[0] + 1)
+                done_span = span
+                start = span[1] + 1
+                if start <= target:  # fetch the next range while this one is stored
+                    span = planner.plan(start, target)
+                    pending = asyncio.create_task(self._fetch_range(rpc, *span))
+                records = await self._backfill_records(rpc, logs)
+                n_records += len(records)
+                assert self._ledger is not None
+                out = self._ledger.finalize_all() + records
+                self._cursor = BlockCursor([end], window=cfg.reorg_window)
+                self._ledger = Ledger(self._bound.confirmations,
+                                      final_state=self._ledger.final_state)
+                await self._commit(out, propose=False)
+                self.stats.blocks += done_span[1] - done_span[0] + 1
+                now = time.monotonic()
+                if now - last_log >= cfg.progress_interval_s:
+                    last_log = now
+                    done = done_span[1] - first + 1
+                    rate = done / max(now - began, 1e-9)
+                    eta = (target - done_span[1]) / rate if rate else float("inf")
+                    logger.info(
+                        "backfill at block %d of %d (%.0f%%): %.0f blocks/s, %d records, "
+                        "eta %.0f s", done_span[1], target, 100 * done / (target - first + 1),
+                        rate, n_records, eta,
+                    )
+        finally:
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, WatcherError):
+                    await pending
+        logger.info("backfill done up to block %d: %d records in %.1f s", target, n_records,
+                    time.monotonic() - began)
+
+    async def _backfill_records(self, rpc: Rpc, logs: list[RawLog]) -> list[Record]:
+        assert self._decoder is not None and self._bound is not None
+        timestamps = await self._timestamps(rpc, logs)
+        out: list[Record] = []
+        conf = self._bound.confirmations
+        for rec in self._decoder.decode_many(logs, timestamps):
+            out.append(rec.with_status("confirmed") if conf.get(rec.contract, 0) else rec)
+        return out
+
+    # --- live ----------------------------------------------------------------------------------
+
+    async def _header(self, rpc: Rpc, number: int) -> Header | None:
+        raw = await rpc.call("eth_getBlockByNumber", [hex(number), False])
+        return Header.from_rpc(raw) if raw else None
+
+    async def _live_step(self, rpc: Rpc, head: int) -> bool:
+        """Follow the chain up to ``head`` (at most ``live_batch_blocks`` headers); returns
+        False when there was nothing new."""
+        cursor, ledger = self._cursor, self._ledger
+        assert cursor is not None and ledger is not None and self._decoder is not None
+        budget = self.config.watch.live_batch_blocks
+        events: list[Any] = []
+        latest = await self._header(rpc, head)
+        if latest is not None:
+            cursor.receive_head(latest)
+            events += cursor.events_received()
+        fetched = 0
+        while cursor.next_number <= head and fetched < budget:
+            lo = cursor.next_number
+            hi = lo if cursor.resolving else min(head, lo + budget - fetched - 1)
+            raws = await rpc.batch([("eth_getBlockByNumber", [hex(n), False])
+                                    for n in range(lo, hi + 1)])
+            stalled = True
+            for raw in raws:
+                if raw is None:
+                    break  # the chain is shorter than `head` now: look again next step
+                header = Header.from_rpc(raw)
+                if header.number != cursor.next_number:
+                    break
+                cursor.receive_block(header)
+                events += cursor.events_received()
+                fetched += 1
+                stalled = False
+                if cursor.resolving:
+                    break
+            if stalled:
+                break
+        if not events:
+            return False
+        survivors: dict[str, Header] = {}
+        for ev in events:
+            if isinstance(ev, NewBlock):
+                survivors[ev.header.hash] = ev.header
+            elif isinstance(ev, Reorg):
+                for h in ev.orphaned:
+                    survivors.pop(h.hash, None)
+        logs_by_block, values = await self._live_fetch(rpc, list(survivors.values()))
+        out: list[Record] = []
+        for ev in events:
+            if isinstance(ev, Reorg):
+                self.stats.reorgs += 1
+                logger.info("reorg of depth %d: blocks %d..%d orphaned, common ancestor %d %s",
+                            ev.depth, ev.orphaned[0].number, ev.orphaned[-1].number,
+                            ev.ancestor.number, ev.ancestor.hash)
+                out += ledger.orphan(ev.orphaned)
+            elif isinstance(ev, NewBlock):
+                header = ev.header
+                if header.hash not in survivors:
+                    continue
+                recs: list[Record] = list(self._decoder.decode_many(
+                    logs_by_block[header.hash], {header.hash: header.timestamp}
+                ))
+                recs += self._state_records(header, values.get(header.hash, []))
+                out += ledger.add_block(header, recs)
+                self.stats.blocks += 1
+            else:
+                out += ledger.finalize(ev.header)
+        out += ledger.confirm(cursor.tip.number)
+        await self._commit(out, propose=True)
+        return True
+
+    async def _live_fetch(
+        self, rpc: Rpc, headers: list[Header]
+    ) -> tuple[dict[str, list[RawLog]], dict[str, list[tuple[ViewCall, str]]]]:
+        """Logs (by block hash) and state-call results of ``headers``, in two batches."""
+        assert self._bound is not None and self._decoder is not None
+        if not headers:
+            return {}, {}
+        addrs = self._bound.addresses
+        results = await rpc.batch([("eth_getLogs", [{"blockHash": h.hash, "address": addrs}])
+                                   for h in headers])
+        logs_by_block: dict[str, list[RawLog]] = {}
+        for h, logs in zip(headers, results, strict=True):
+            for lg in logs:
+                if str(lg.get("blockHash", "")).lower() != h.hash:
+                    raise RPCError(f"eth_getLogs for block {h.hash} returned a log of block "
+                                   f"{lg.get('blockHash')}", method="eth_getLogs")
+            logs_by_block[h.hash] = list(logs)
+        wanted: list[tuple[Header, ViewCall]] = []
+        for h in headers:
+            if not self._bound.calls:
+                break
+            seen: dict[str, set[str]] = {}
+            for rec in self._decoder.decode_many(logs_by_block[h.hash], {h.hash: h.timestamp}):
+                seen.setdefault(rec.contract, set()).add(rec.event)
+            for call in self._bound.calls:
+                if call.triggered_by(seen.get(call.contract, set())):
+                    wanted.append((h, call))
+        values: dict[str, list[tuple[ViewCall, str]]] = {}
+        if wanted:
+            outs = await rpc.batch([
+                ("eth_call", [{"to": c.address, "data": c.calldata}, {"blockHash": h.hash}])
+                for h, c in wanted
+            ])
+            for (h, c), result in zip(wanted, outs, strict=True):
+                values.setdefault(h.hash, []).append((c, str(result)))
+        return logs_by_block, values
+
+    def _state_records(
+        self, header: Header, values: list[tuple[ViewCall, str]]
+    ) -> list[Record]:
+        assert self._ledger is not None and self._bound is not None
+        out: list[Record] = []
+        for call, result in values:
+            try:
+                value = call.decode(result)
+            except WatcherError as exc:
+                logger.warning("state read skipped at block %d: %s", header.number, exc)
+                continue
+            found, last = self._ledger.last_state(call.key)
+            if found and last == value:
+                continue
+            out.append(StateRecord(
+                chain_id=self._bound.chain_id, contract=call.contract, address=call.address,
+                function=call.function.name, inputs=call.inputs, value=value,
+                block_number=header.number, block_hash=header.hash,
+                block_timestamp=header.timestamp,
+            ))
+        return out

@@ -1,0 +1,95 @@
+"""Where the watcher's records go: the ``Sink`` protocol, and two small sinks of its own.
+
+``Sink.accept(batch)`` returns only once every record of ``batch`` is durably stored, and is
+idempotent (the same records again are a no-op): the watcher re-delivers after a crash between
+``accept`` and its checkpoint. ``push.collect.Collector`` is the production sink (events +
+per-topic messages + dispatch). ``MongoSink`` stores into ``events`` only (``chainpush watch
+--sink mongo``: the watcher without the push side); ``JsonLinesSink`` prints (``--sink stdout``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Protocol, TextIO
+
+from pymongo import AsyncMongoClient, UpdateOne
+from pymongo.errors import PyMongoError
+
+from chainpush.constants import EVENTS
+from watcher.errors import WatcherError
+
+logger = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    """Durable, idempotent hand-off of records (``docs/seams.md`` §1)."""
+
+    async def accept(self, batch: Sequence[dict[str, object]]) -> None: ...
+
+
+class SinkError(WatcherError):
+    """The sink could not store a batch (retryable: the watcher retries from its checkpoint)."""
+
+
+def _message_id(record: dict[str, object]) -> str:
+    return f"{record['id']}/{record['status']}"
+
+
+class MongoSink:
+    """Stores each record in ``events`` under ``_id`` = message id, with upserts."""
+
+    def __init__(self, mongo_uri: str, database: str) -> None:
+        self._client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            mongo_uri, serverSelectionTimeoutMS=5000
+        )
+        self._events = self._client[database][EVENTS]
+
+    async def accept(self, batch: Sequence[dict[str, object]]) -> None:
+        if not batch:
+            return
+        ops = [
+            UpdateOne({"_id": _message_id(r)}, {"$setOnInsert": dict(r)}, upsert=True)
+            for r in batch
+        ]
+        try:
+            await self._events.bulk_write(ops, ordered=False)
+        except PyMongoError as exc:
+            raise SinkError(f"storing {len(batch)} records in {EVENTS} failed: {exc}") from exc
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self) -> MongoSink:
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class JsonLinesSink:
+    """Prints each record as one JSON line (a debugging aid; ``--sink stdout``)."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self._out = out or sys.stdout
+
+    async def accept(self, batch: Sequence[dict[str, object]]) -> None:
+        for r in batch:
+            self._out.write(json.dumps(r, separators=(",", ":")) + "\n")
+        self._out.flush()
+
+    async def aclose(self) -> None:
+        return None
+
+    async def __aenter__(self) -> JsonLinesSink:
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
