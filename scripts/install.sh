@@ -21,7 +21,7 @@ PY=${PYTHON:-python3}
   echo "install.sh: chainpush needs Python 3.11+ (found $("$PY" --version 2>&1)); set PYTHON=" >&2
   exit 1
 }
-command -v node >/dev/null && node -e 'process.exit(+process.versions.node.split(".")[0] < 20)' || {
+command -v node >/dev/null && node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20 ? 1 : 0)' || {
   echo "install.sh: chainpush needs Node.js 20+ on PATH (for anvil and solc)" >&2
   exit 1
 }
@@ -42,7 +42,9 @@ fi
 js_stamp=$(stamp_of package.json package-lock.json)
 if [ "$(cat node_modules/.chainpush-stamp 2>/dev/null)" != "$js_stamp" ]; then
   say "installing Node packages (anvil, solc, hardhat)"
-  npm ci --no-audit --no-fund --loglevel=error
+  # `npm install`, not `npm ci`: the lock holds only the anvil binary package for the platform
+  # it was made on (the registry mirror serves no other), which `npm ci` counts as out of sync.
+  npm install --no-audit --no-fund --loglevel=error
   echo "$js_stamp" > node_modules/.chainpush-stamp
 fi
 

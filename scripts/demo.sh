@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The demo command: set up everything, start the dev stack (anvil, redis-server, nx-27017),
+# compile-check, deploy and call the demo contracts (2020), then run the whole pipeline —
+# watcher → collect → dispatch → two push nodes → the page — with demo traffic flowing.
+# Ctrl-C stops everything it started.
+#
+#   ./scripts/demo.sh            # run until Ctrl-C
+#   DEMO_SECONDS=60 ./scripts/demo.sh   # run for a minute, then stop
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+bash scripts/install.sh
+CP=.venv/bin/chainpush
+PY=.venv/bin/python
+
+cleanup() {
+  trap - EXIT INT TERM
+  say "stopping"
+  [ -n "${run_pid:-}" ] && kill "$run_pid" 2>/dev/null && wait "$run_pid" 2>/dev/null || true
+  [ -n "${traffic_pid:-}" ] && kill "$traffic_pid" 2>/dev/null && wait "$traffic_pid" 2>/dev/null || true
+  "$CP" dev down >/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+say "compiling contracts/ with py-solc-x (checking abi/ is current)"
+"$CP" compile --check
+
+say "starting the dev stack"
+"$CP" dev up
+eval "$("$CP" dev env)"
+
+say "deploying the demo contracts"
+"$PY" scripts/deploy.py
+
+say "calling CallDemo.get() — the geth tutorial's call"
+"$PY" scripts/call.py
+
+say "generating demo traffic (one transaction a second)"
+"$PY" scripts/traffic.py --interval 1 >.chainpush/dev/traffic.log 2>&1 &
+traffic_pid=$!
+
+say "running watcher, collect, dispatch, two push nodes and the page"
+"$CP" run --config chainpush.toml &
+run_pid=$!
+
+if [ -n "${DEMO_SECONDS:-}" ]; then
+  sleep "$DEMO_SECONDS"
+else
+  wait "$run_pid"
+fi
