@@ -25,6 +25,7 @@ never slows the others. History is written with ``await send`` and so waits for 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -245,16 +246,23 @@ class PushNode:
                 wallets=list(claims.wallets), expires_at=claims.expires_at,
                 heartbeat_s=self.config.ping_interval_s,
             ))
-            deadline = loop.time() + (claims.expires_at + self.tokens.leeway_s - self._clock())
+            # the token's expiry closes the connection with 4003 (the client gets a new token)
+            expiry = loop.call_at(
+                loop.time() + (claims.expires_at + self.tokens.leeway_s - self._clock()),
+                lambda: self._spawn(self._close(conn, wire.CLOSE_TOKEN_EXPIRED), f"exp-{conn_id}"),
+            )
             try:
-                async with asyncio.timeout_at(deadline):
-                    async for data in ws:
-                        if not conn.bucket.allow(loop.time()):
-                            await self._close(conn, wire.CLOSE_RATE_LIMITED)
-                            break
-                        await self._on_frame(conn, data)
-            except TimeoutError:
-                await self._close(conn, wire.CLOSE_TOKEN_EXPIRED)
+                # keep reading after a policy close: the closing handshake needs the client's
+                # close frame, which sits behind whatever it sent before
+                async for data in ws:
+                    if conn.closing:
+                        continue
+                    if not conn.bucket.allow(loop.time()):
+                        self._spawn(self._close(conn, wire.CLOSE_RATE_LIMITED), f"rate-{conn_id}")
+                        continue
+                    await self._on_frame(conn, data)
+            finally:
+                expiry.cancel()
         except ConnectionClosed:
             pass
         finally:
@@ -478,4 +486,9 @@ async def _refuse(ws: ServerConnection, code: int, conn_id: int, why: str) -> No
     # ``why`` comes from token checks or the parser: never the token itself
     logger.info("conn %d refused with %d (%s): %s", conn_id, code, wire.CLOSE_REASONS[code],
                 why[:200])
-    await ws.close(code, wire.CLOSE_REASONS[code])
+    closing = asyncio.ensure_future(ws.close(code, wire.CLOSE_REASONS[code]))
+    # read (and drop) what the client sent meanwhile so its close frame is seen at once
+    with contextlib.suppress(ConnectionClosed):
+        async for _ in ws:
+            pass
+    await closing

@@ -104,9 +104,9 @@ async def collector_for(cfg: StoresConfig) -> AsyncIterator[Collector]:
 
 
 @contextlib.asynccontextmanager
-async def push_node(cfg: StoresConfig, node_id: str, unit: float, **kw: Any
-                    ) -> AsyncIterator[PushNode]:
-    async with PushNode(node_config(node_id, unit, **kw), tokens=TOKENS, stores=cfg) as node:
+async def push_node(cfg: StoresConfig, node_id: str, unit: float, *,
+                    tokens: TokenConfig = TOKENS, **kw: Any) -> AsyncIterator[PushNode]:
+    async with PushNode(node_config(node_id, unit, **kw), tokens=tokens, stores=cfg) as node:
         async with asyncio.timeout(10 * unit):
             await node.link.connected.wait()
         yield node
