@@ -160,3 +160,49 @@ class Client:
 
     def offsets(self, topic: str) -> list[int]:
         return [m["offset"] for m in self.messages if m["topic"] == topic]
+
+
+class ResilientClient:
+    """Keeps one subscription alive across node failures: reconnect to the next URL, resume
+    with ``since`` = the last offset received. Records every message it gets."""
+
+    def __init__(self, urls: list[str], tok: str, topic: str, *, retry_s: float) -> None:
+        self.urls = urls
+        self.token = tok
+        self.topic = topic
+        self.retry_s = retry_s
+        self.last = 0
+        self.offsets: list[int] = []
+        self.ids: list[str] = []
+        self.nodes: list[str] = []
+        self.reached = asyncio.Event()
+        self.target = -1
+
+    async def run(self) -> None:
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+        attempt = 0
+        while True:
+            url = self.urls[attempt % len(self.urls)]
+            attempt += 1
+            try:
+                async with Client.connect(url, self.token) as client:
+                    self.nodes.append(url)
+                    await client.subscribe(self.topic, since=self.last)
+                    while True:
+                        frame = await client.next_frame()
+                        if frame["type"] == "message":
+                            self.offsets.append(frame["offset"])
+                            self.ids.append(frame["id"])
+                            self.last = frame["offset"]
+                            if self.last >= self.target >= 0:
+                                self.reached.set()
+            except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError):
+                await asyncio.sleep(self.retry_s)  # reconnect backoff, as a real client does
+
+    async def wait_for(self, offset: int) -> None:
+        self.target = offset
+        if self.last >= offset:
+            return
+        self.reached.clear()
+        await self.reached.wait()
