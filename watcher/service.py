@@ -127,6 +127,13 @@ class Watcher:
             return None
         return int(self._committed["block_number"])
 
+    @property
+    def tip_hash(self) -> str | None:
+        """The committed tip block hash (None before the first checkpoint)."""
+        if self._committed is None:
+            return None
+        return str(self._committed["block_hash"])
+
     # --- the outer loop: connections, failover, backoff ----------------------------------------
 
     async def run(self) -> None:
@@ -293,7 +300,10 @@ class Watcher:
         start = self._tip().number + 1
         first, began, last_log = start, time.monotonic(), time.monotonic()
         n_records = 0
-        logger.info("backfill of blocks %d..%d (%d blocks)", start, target, target - start + 1)
+        # a short catch-up (the head ran ahead of the window) is routine: say so only in DEBUG
+        level = logging.INFO if target - start >= 2 * cfg.reorg_window else logging.DEBUG
+        logger.log(level, "backfill of blocks %d..%d (%d blocks)", start, target,
+                   target - start + 1)
         pending: asyncio.Task[tuple[list[RawLog], Header]] | None = None
         span = (start, start)
         refusals = 0
@@ -353,8 +363,8 @@ class Watcher:
                 pending.cancel()
                 with contextlib.suppress(asyncio.CancelledError, WatcherError):
                     await pending
-        logger.info("backfill done up to block %d: %d records in %.1f s", target, n_records,
-                    time.monotonic() - began)
+        logger.log(level, "backfill done up to block %d: %d records in %.1f s", target,
+                   n_records, time.monotonic() - began)
 
     async def _backfill_records(self, rpc: Rpc, logs: list[RawLog]) -> list[Record]:
         assert self._decoder is not None and self._bound is not None
@@ -480,6 +490,10 @@ class Watcher:
         assert self._ledger is not None and self._bound is not None
         out: list[Record] = []
         for call, result in values:
+            if result in ("0x", ""):
+                logger.debug("state read %s at block %d: no code there yet", call.key,
+                             header.number)
+                continue
             try:
                 value = call.decode(result)
             except WatcherError as exc:

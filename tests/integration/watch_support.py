@@ -89,14 +89,17 @@ def token_tx(token: str, i: int) -> dict[str, Any]:
     return {"from": OWNER, "to": token, "data": data, "gas": hex(300_000)}
 
 
-def mine_traffic(url: str, token: str, *, blocks: int, txs_per_block: int, first: int = 0) -> int:
-    """Mine ``blocks`` blocks of ``txs_per_block`` demo txs each (automine off meanwhile);
-    returns the next tx index."""
+def mine_traffic(
+    url: str, token: str | Sequence[str], *, blocks: int, txs_per_block: int, first: int = 0
+) -> int:
+    """Mine ``blocks`` blocks of ``txs_per_block`` demo txs each (automine off meanwhile),
+    spread round-robin over ``token`` (one address or several); returns the next tx index."""
+    tokens = [token] if isinstance(token, str) else list(token)
     rpc(url, "evm_setAutomine", [False])
     i = first
     try:
         for _ in range(blocks):
-            calls = [("eth_sendTransaction", [token_tx(token, i + k)])
+            calls = [("eth_sendTransaction", [token_tx(tokens[(i + k) % len(tokens)], i + k)])
                      for k in range(txs_per_block)]
             i += txs_per_block
             if calls:
