@@ -106,7 +106,7 @@ async def test_dropped_subscription_leaves_no_gap(
                 await run_until_caught_up(w, task, url, unit)
                 await stop(w, task)
     finally:
-        Path(listen).unlink(missing_ok=True)
+        await asyncio.to_thread(Path(listen).unlink, missing_ok=True)
     docs = await asyncio.to_thread(ws.stored_docs, mongo_uri, mongo_db_name)
     want = await asyncio.to_thread(ws.canonical_ids, url, {"DemoToken": (token, 0)})
     assert {d["_id"] for d in docs} == want

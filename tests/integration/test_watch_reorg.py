@@ -1,4 +1,4 @@
-"""Reorgs made with ``anvil_reorg``: orphaned records retracted, replacements stored, K = 0 and K."""
+"""Reorgs made with ``anvil_reorg``: orphaned records retracted, replacements stored (K=0, K=2)."""
 
 from __future__ import annotations
 
