@@ -196,14 +196,19 @@ async def run_all(settings: Settings, config_path: Path, *, watcher: bool) -> No
     from push.web import AuthService
 
     base = settings.push
-    auth_origins = (f"http://{settings.auth.host}:{settings.auth.port}",
-                    f"http://localhost:{settings.auth.port}",
-                    f"http://127.0.0.1:{settings.auth.port}")
-    origins = base.allowed_origins if base.allowed_origins is not None else auth_origins
-    nodes = [dataclasses.replace(base, node_id=f"{base.node_id}-{i}", port=base.port + i - 1,
-                                 public_url=None, allowed_origins=origins) for i in (1, 2)]
     metrics = Metrics()
     async with contextlib.AsyncExitStack() as stack:
+        # the page first: its origin (its port may be 0, i.e. chosen now) is what nodes allow
+        svc = await stack.enter_async_context(AuthService(
+            settings.auth, tokens=settings.tokens, dev_mode=settings.dev_mode,
+            push_urls=[], topics=_demo_topics(config_path), metrics=metrics))
+        page_origins = (f"http://{settings.auth.host}:{svc.port}",
+                        f"http://localhost:{svc.port}", f"http://127.0.0.1:{svc.port}")
+        origins = base.allowed_origins if base.allowed_origins is not None else page_origins
+        # two nodes on consecutive ports (or both on free ports when [push] port = 0)
+        nodes = [dataclasses.replace(base, node_id=f"{base.node_id}-{i}",
+                                     port=base.port + i - 1 if base.port else 0,
+                                     public_url=None, allowed_origins=origins) for i in (1, 2)]
         dispatch = await stack.enter_async_context(
             Dispatcher(settings.stores.redis_url, names=RedisNames(settings.stores.namespace),
                        metrics=metrics))
@@ -212,24 +217,19 @@ async def run_all(settings: Settings, config_path: Path, *, watcher: bool) -> No
                       dispatch=dispatch, metrics=metrics))
         push_nodes = [await stack.enter_async_context(
             PushNode(cfg, tokens=settings.tokens, stores=settings.stores)) for cfg in nodes]
-        svc = await stack.enter_async_context(AuthService(
-            settings.auth, tokens=settings.tokens, dev_mode=settings.dev_mode,
-            push_urls=[n.url for n in push_nodes], topics=_demo_topics(config_path),
-            metrics=metrics))
+        svc.push_urls = [n.url for n in push_nodes]
         print(f"chainpush demo page: {svc.url}/  (push nodes: "
               f"{', '.join(n.url for n in push_nodes)})", file=sys.stderr, flush=True)
         async with asyncio.TaskGroup() as group:
             for node in push_nodes:
                 group.create_task(node.run())
             if watcher:
-                group.create_task(_run_watcher(settings, config_path, collector, stack))
+                group.create_task(_run_watcher(settings, config_path, collector))
 
 
-async def _run_watcher(settings: Settings, config_path: Path, collector: Any,
-                       stack: contextlib.AsyncExitStack) -> None:
-    from watcher.service import Watcher  # type: ignore[import-not-found,unused-ignore]
-
+async def _run_watcher(settings: Settings, config_path: Path, collector: Any) -> None:
     from watcher.config import load_config
+    from watcher.service import Watcher
 
     config = load_config(config_path)
     # the push side's store overrides (flags, environment) apply to the watcher too
