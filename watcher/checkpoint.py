@@ -61,3 +61,22 @@ class MongoCheckpoints:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+class MemoryCheckpoints:
+    """Checkpoints in a dict: not durable. For benchmarks and ``--sink stdout`` dry runs."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, dict[str, Any]] = {}
+
+    async def load(self, key: str) -> dict[str, Any] | None:
+        return self.docs.get(key)
+
+    async def propose(self, key: str, state: dict[str, Any], batch: list[dict[str, Any]]) -> None:
+        self.docs.setdefault(key, {})["proposed"] = {**state, "batch": batch}
+
+    async def save(self, key: str, state: dict[str, Any]) -> None:
+        self.docs[key] = {"_id": key, **state, "proposed": None}
+
+    async def aclose(self) -> None:
+        return None

@@ -73,7 +73,7 @@ def deploy(url: str, name: str) -> tuple[str, int]:
 def token_tx(token: str, i: int) -> dict[str, Any]:
     """The ``i``-th demo transaction: a mix of every DemoToken event shape (one log each)."""
     to = ACCOUNTS[1 + i % 3]
-    kind = i % 5
+    kind = i % 6
     if kind == 0 or kind == 1:
         data = calldata("transfer(address,uint256)", ["address", "uint256"], [to, 10**18 + i])
     elif kind == 2:
@@ -82,6 +82,9 @@ def token_tx(token: str, i: int) -> dict[str, Any]:
     elif kind == 3:
         data = calldata("batch(uint256[],address[],string)", ["uint256[]", "address[]", "string"],
                         [[i, i + 1], [to, OWNER], f"batch {i}"])
+    elif kind == 5:
+        data = calldata("placeOrder(uint256,string)", ["uint256", "string"],
+                        [2**200 + i, f"order {i}"])
     else:
         data = calldata("emitTagged(bytes32,string,int256,bool)",
                         ["bytes32", "string", "int256", "bool"],
