@@ -5,8 +5,11 @@
     chainpush watch --config chainpush.toml --print-config  # resolved configuration as JSON
     chainpush watch --config chainpush.toml --check-config  # validate (and reach the node)
 
+Without ``--config`` and without ``./chainpush.toml`` it watches the demo contracts that
+``scripts/deploy.py`` recorded in ``deployments/`` (``watcher.config.DEMO_CONFIG``).
+
 Environment (read here, at the entry point, and nowhere else): ``CHAINPUSH_WATCH_CONFIG``
-(default config path), ``CHAINPUSH_MONGO_URI`` (overrides ``[stores] mongo_uri``),
+(config path), ``CHAINPUSH_MONGO_URI`` (overrides ``[stores] mongo_uri``),
 ``CHAINPUSH_RPC`` / ``CHAINPUSH_WS`` / ``CHAINPUSH_IPC`` (override ``[node]`` endpoints).
 """
 
@@ -19,12 +22,13 @@ import importlib.util
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from watcher.binding import bind
-from watcher.config import Config, load_config
+from watcher.config import Config, demo_config, load_config
 from watcher.errors import ConfigError, WatcherError
 from watcher.node import Endpoint
 from watcher.rpc import open_rpc
@@ -35,9 +39,10 @@ logger = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("watch", help="watch contracts on a node and store their events",
                             description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path,
-                        default=Path(os.environ.get("CHAINPUSH_WATCH_CONFIG", "chainpush.toml")),
-                        help="TOML config (env CHAINPUSH_WATCH_CONFIG; default chainpush.toml)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="TOML config (env CHAINPUSH_WATCH_CONFIG; default ./chainpush.toml, "
+                             "else the built-in demo config: DemoToken + CallDemo from "
+                             "deployments/)")
     parser.add_argument("--sink", choices=("collect", "mongo", "stdout"), default=None,
                         help="where records go (default: collect if installed, else mongo)")
     mode = parser.add_mutually_exclusive_group()
@@ -99,12 +104,37 @@ async def _run(config: Config, sink_kind: str) -> None:
     else:
         sink = JsonLinesSink()
     async with sink, Watcher(config, sink) as watcher:
-        await watcher.run()
+        # SIGTERM (systemd, docker stop, `chainpush dev down`) stops like Ctrl-C: cleanly. Not
+        # that it matters for correctness: a SIGKILL anywhere is recovered from the checkpoint.
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            await watcher.run()
+        except asyncio.CancelledError:
+            logger.info("stopping at block %s", watcher.tip)
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+
+def resolve_config(path: Path | None, env: dict[str, str]) -> Config:
+    """The config named by ``--config`` / ``CHAINPUSH_WATCH_CONFIG`` / ``./chainpush.toml``, or
+    the built-in demo config when none is given and no ``chainpush.toml`` exists."""
+    if path is None and env.get("CHAINPUSH_WATCH_CONFIG"):
+        path = Path(env["CHAINPUSH_WATCH_CONFIG"])
+    if path is None:
+        path = Path("chainpush.toml")
+        if not path.exists():
+            logger.info("no chainpush.toml here: watching the demo contracts (DemoToken, "
+                        "CallDemo) from deployments/")
+            return apply_env(demo_config(Path.cwd()), env)
+    return apply_env(load_config(path), env)
 
 
 def main(args: argparse.Namespace) -> int:
     try:
-        config = apply_env(load_config(args.config), dict(os.environ))
+        config = resolve_config(args.config, dict(os.environ))
         if args.print_config:
             print(json.dumps(config.describe(), indent=2))
             return 0

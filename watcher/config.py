@@ -368,6 +368,34 @@ def _contract(raw: Any, i: int, source: str) -> ContractConfig:
     )
 
 
+#: What ``chainpush watch`` watches when there is no ``chainpush.toml``: the demo contracts of
+#: ``scripts/deploy.py`` on the dev stack's node, as a new user has them after the README's steps.
+DEMO_CONFIG = """
+[node]
+rpc = "http://127.0.0.1:8545"
+
+[watch]
+name = "demo"
+abi_dir = "abi"
+deployments = "deployments"
+
+[[contracts]]
+name = "DemoToken"
+
+[[contracts]]
+name = "CallDemo"
+[[contracts.state]]
+function = "get"
+on = ["ValueChanged"]
+"""
+
+
+def demo_config(base: Path) -> Config:
+    """``DEMO_CONFIG`` with paths relative to ``base`` (the project directory)."""
+    return Config.from_mapping(tomllib.loads(DEMO_CONFIG), source="(built-in demo config)",
+                               base=base)
+
+
 def load_config(path: Path) -> Config:
     """Read and validate a TOML config file."""
     try:

@@ -73,8 +73,9 @@ def test_sigkill_restarts_store_exactly_the_canonical_set(
             60 * unit, f"the watcher to reach block {top}",
         )
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=10 * unit)
+        proc.send_signal(signal.SIGTERM)  # a clean stop on SIGTERM
+        code = proc.wait(timeout=10 * unit)
+    assert code == 0, log.read_text()[-2000:]
     docs = ws.stored_docs(mongo_uri, mongo_db_name)
     want = ws.canonical_ids(url, contracts)
     got = [d["_id"] for d in docs]
