@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from watcher.errors import (
 )
 from watcher.ledger import Ledger
 from watcher.node import Endpoint
+from watcher.progress import BackfillProgress
 from watcher.ranges import RangePlanner
 from watcher.record import Record, StateRecord
 from watcher.rpc import Rpc, open_rpc
@@ -298,8 +300,12 @@ class Watcher:
         cfg = self.config.watch
         planner = RangePlanner(max_range=cfg.max_range)
         start = self._tip().number + 1
-        first, began, last_log = start, time.monotonic(), time.monotonic()
+        began = time.monotonic()
         n_records = 0
+        progress = BackfillProgress(start, target, cfg.progress_interval_s)
+        # on a terminal, also a status line redrawn in place (only for long backfills)
+        tty = (BackfillProgress(start, target, 0.25)
+               if sys.stderr.isatty() and target - start >= 10 * cfg.max_range else None)
         # a short catch-up (the head ran ahead of the window) is routine: say so only in DEBUG
         level = logging.INFO if target - start >= 2 * cfg.reorg_window else logging.DEBUG
         logger.log(level, "backfill of blocks %d..%d (%d blocks)", start, target,
@@ -347,24 +353,26 @@ class Watcher:
                                       final_state=self._ledger.final_state)
                 await self._commit(out, propose=False)
                 self.stats.blocks += done_span[1] - done_span[0] + 1
-                now = time.monotonic()
-                if now - last_log >= cfg.progress_interval_s:
-                    last_log = now
-                    done = done_span[1] - first + 1
-                    rate = done / max(now - began, 1e-9)
-                    eta = (target - done_span[1]) / rate if rate else float("inf")
-                    logger.info(
-                        "backfill at block %d of %d (%.0f%%): %.0f blocks/s, %d records, "
-                        "eta %.0f s", done_span[1], target, 100 * done / (target - first + 1),
-                        rate, n_records, eta,
-                    )
+                if tty is not None:
+                    line = tty.update(done_span[1], n_records)
+                    if line is not None:
+                        sys.stderr.write("\r" + line + "\x1b[K")
+                        sys.stderr.flush()
+                line = progress.update(done_span[1], n_records)
+                if line is not None:
+                    logger.info("%s", line)
         finally:
             if pending is not None:
                 pending.cancel()
                 with contextlib.suppress(asyncio.CancelledError, WatcherError):
                     await pending
-        logger.log(level, "backfill done up to block %d: %d records in %.1f s", target,
-                   n_records, time.monotonic() - began)
+        if tty is not None:
+            sys.stderr.write("\r\x1b[K")
+        stats = self._decoder.stats
+        logger.log(level, "backfill done up to block %d: %d records in %.1f s (logs decoded "
+                   "%d, filtered out %d, unknown %d, undecodable %d so far)", target, n_records,
+                   time.monotonic() - began, stats.decoded, stats.filtered, stats.unknown,
+                   stats.undecodable)
 
     async def _backfill_records(self, rpc: Rpc, logs: list[RawLog]) -> list[Record]:
         assert self._decoder is not None and self._bound is not None

@@ -72,3 +72,16 @@ def test_plans_always_cover_forward_within_limits(max_range: int, outcomes: list
                 break
         else:
             p.refused(hi - lo + 1)
+
+
+def test_backfill_progress_reports_rate_and_eta_when_due() -> None:
+    from watcher.progress import BackfillProgress
+
+    now = [100.0]
+    p = BackfillProgress(1, 1000, 5.0, clock=lambda: now[0])
+    now[0] = 102.0
+    assert p.update(200, 50) is None  # not due yet
+    now[0] = 110.0
+    assert p.update(500, 120) == ("backfill at block 500 of 1000 (50%): 50 blocks/s, "
+                                  "120 records, eta 10 s")
+    assert p.update(501, 121) is None
