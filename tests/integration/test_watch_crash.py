@@ -69,10 +69,9 @@ async def test_step_interrupted_after_accept_is_completed_then_retracted(
 
         async with Watcher(config, sink) as second:
             task = asyncio.create_task(second.run())
-            latest = await asyncio.to_thread(ws.rpc, url, "eth_getBlockByNumber",
-                                             ["latest", False])
-            await ws.await_for(lambda: second.tip_hash == latest["hash"] or task.done(),
-                               20 * unit, "the restarted watcher")
+            await ws.until_caught_up(lambda: second.tip_hash, url, 20 * unit, task.done)
+            if task.done():
+                task.result()
             await second.aclose()
     docs = await asyncio.to_thread(ws.stored_docs, mongo_uri, mongo_db_name)
     want = await asyncio.to_thread(ws.canonical_ids, url, {"DemoToken": (token, 0)})

@@ -25,9 +25,7 @@ pytestmark = pytest.mark.integration
 async def run_until_caught_up(
     watcher: Watcher, task: asyncio.Task[None], url: str, unit: float
 ) -> None:
-    top = await asyncio.to_thread(ws.rpc, url, "eth_getBlockByNumber", ["latest", False])
-    await ws.await_for(lambda: watcher.tip_hash == top["hash"] or task.done(), 30 * unit,
-                       f"the watcher to reach block {int(top['number'], 16)}")
+    await ws.until_caught_up(lambda: watcher.tip_hash, url, 30 * unit, task.done)
     if task.done():
         task.result()
 

@@ -49,9 +49,7 @@ async def test_reorgs_of_depth_1_to_5_in_both_confirmation_modes(
         task = asyncio.create_task(watcher.run())
 
         async def caught_up() -> None:
-            top = await asyncio.to_thread(ws.rpc, url, "eth_getBlockByNumber", ["latest", False])
-            await ws.await_for(lambda: watcher.tip_hash == top["hash"] or task.done(), 20 * unit,
-                               f"the watcher to reach block {int(top['number'], 16)}")
+            await ws.until_caught_up(lambda: watcher.tip_hash, url, 20 * unit, task.done)
             if task.done():
                 task.result()
 

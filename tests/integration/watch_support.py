@@ -181,6 +181,18 @@ async def await_for(pred: Callable[[], bool], timeout_s: float, what: str) -> No
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
+async def until_caught_up(tip_hash: Callable[[], str | None], url: str, timeout_s: float,
+                          failed: Callable[[], bool] = lambda: False) -> None:
+    """Wait until the watcher's committed tip is the node's latest block, re-reading the latest
+    block on every poll (a tx sent with automine may land after we first looked)."""
+
+    def done() -> bool:
+        latest = rpc(url, "eth_getBlockByNumber", ["latest", False])
+        return failed() or tip_hash() == latest["hash"]
+
+    await await_for(done, timeout_s, "the watcher to reach the node's latest block")
+
+
 def write_config(
     path: Path, *, urls: Sequence[str], mongo_uri: str, database: str,
     contracts: Sequence[dict[str, Any]], **watch: Any,
