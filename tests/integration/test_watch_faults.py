@@ -42,7 +42,7 @@ async def test_range_limits_and_429_still_backfill_everything(
     url = anvil.http_url
     token, _ = ws.deploy(url, "DemoToken")
     n = await asyncio.to_thread(ws.mine_traffic, url, token, blocks=80, txs_per_block=2)
-    async with ws.RefusingProxy(url, max_span=5, rate_every=7) as proxy:
+    async with ws.RefusingProxy(url, max_span=5, rate_every=7, strip_timestamps=True) as proxy:
         config = load_config(ws.write_config(
             tmp_path / "w.toml", urls=[proxy.url], mongo_uri=mongo_uri, database=mongo_db_name,
             contracts=[{"name": "DemoToken", "address": token}], reorg_window=8, max_range=50,
@@ -60,6 +60,10 @@ async def test_range_limits_and_429_still_backfill_everything(
     assert {d["_id"] for d in docs} == want
     assert proxy.refused_ranges > 0 and proxy.rate_limited > 0
     assert max(proxy.served_spans) <= 5
+    # logs came without blockTimestamp: the watcher took it from the block headers
+    for d in docs[::25]:
+        block = await asyncio.to_thread(ws.rpc, url, "eth_getBlockByHash", [d["block_hash"], False])
+        assert d["block_timestamp"] == int(block["timestamp"], 16)
 
 
 @pytest.mark.parametrize("transport", ["ws", "ipc"])

@@ -24,6 +24,7 @@ from eth_abi.abi import encode
 from eth_utils.crypto import keccak
 
 from chainpush import procs
+from tests.conftest import UNIT_S
 
 ROOT = Path(__file__).resolve().parents[2]
 ABI_DIR = ROOT / "abi"
@@ -35,7 +36,7 @@ OWNER = ACCOUNTS[0]
 
 
 def rpc(url: str, method: str, params: list[Any] | None = None) -> Any:
-    return procs.rpc_call(url, method, params or [], timeout_s=30.0)
+    return procs.rpc_call(url, method, params or [], timeout_s=30 * UNIT_S)
 
 
 def rpc_batch(url: str, calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
@@ -43,7 +44,7 @@ def rpc_batch(url: str, calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
             for i, (m, p) in enumerate(calls)]
     req = urllib.request.Request(url, data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"}, method="POST")
-    with urllib.request.urlopen(req, timeout=30) as resp:
+    with urllib.request.urlopen(req, timeout=30 * UNIT_S) as resp:
         replies = sorted(json.loads(resp.read()), key=lambda r: r["id"])
     for r in replies:
         if "error" in r:
@@ -232,10 +233,13 @@ def start_watch_process(config: Path, log: Path, *extra: str) -> subprocess.Pope
 
 class RefusingProxy:
     """HTTP JSON-RPC proxy: ``eth_getLogs`` spanning more than ``max_span`` blocks gets a
-    provider-style range error; every ``rate_every``-th request gets HTTP 429."""
+    provider-style range error; every ``rate_every``-th request gets HTTP 429. With
+    ``strip_timestamps`` its logs lose ``blockTimestamp`` (as geth before 1.14 sends them)."""
 
-    def __init__(self, upstream: str, *, max_span: int, rate_every: int) -> None:
+    def __init__(self, upstream: str, *, max_span: int, rate_every: int,
+                 strip_timestamps: bool = False) -> None:
         self.upstream = upstream
+        self.strip_timestamps = strip_timestamps
         self.max_span = max_span
         self.rate_every = rate_every
         self.requests = 0
@@ -292,6 +296,12 @@ class RefusingProxy:
         if forward:
             async with self._client.post(self.upstream, json=forward) as resp:
                 replies = await resp.json()
+        if self.strip_timestamps:
+            methods = {i["id"]: i.get("method") for i in items}
+            for r in replies:
+                if methods.get(r.get("id")) == "eth_getLogs" and isinstance(r.get("result"), list):
+                    for lg in r["result"]:
+                        lg.pop("blockTimestamp", None)
         replies += list(refusals.values())
         if not isinstance(body, list):
             return web.json_response(replies[0])
