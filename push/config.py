@@ -52,6 +52,9 @@ class PushConfig:
     node_ttl_s: float = 15.0
     reconcile_s: float = 2.0
     history_page: int = 500
+    #: permessage-deflate costs one compression per connection per message on a fan-out
+    #: (websockets compresses each connection's copy): off by default, on for thin clients
+    compression: bool = False
 
     def __post_init__(self) -> None:
         for name in ("auth_timeout_s", "ping_interval_s", "ping_timeout_s", "rate_per_s",

@@ -133,6 +133,7 @@ class PushNode:
             process_request=self._process_request, max_size=self.config.max_frame_bytes,
             ping_interval=self.config.ping_interval_s, ping_timeout=self.config.ping_timeout_s,
             max_queue=16, server_header=None,
+            compression="deflate" if self.config.compression else None,
         )
         self._link = NodeLink(
             self.stores.redis_url, node_id=self.config.node_id, public_url=self.url,

@@ -45,6 +45,9 @@ class TokenConfig:
     dev_mode: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("issuer", "audience"):
+            if getattr(self, name) == "":  # TOML has no null: "" means "not checked"
+                object.__setattr__(self, name, None)
         if self.algorithm not in ALGORITHMS:
             raise ConfigError(f"auth.algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
         if self.algorithm == "HS256":
