@@ -16,11 +16,11 @@ known value of each view call (``last_state``) therefore follows reorgs for free
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from watcher.cursor import Header
+from watcher.cursor import Event, Finalized, Header, NewBlock, Reorg
 from watcher.record import Record, StateRecord, Status, record_from_dict
 
 
@@ -152,3 +152,39 @@ class Ledger:
             if any(e.emitted is None for e in entries):
                 ledger._waiting.add(b["hash"])
         return ledger
+
+
+def surviving_blocks(events: Iterable[Event]) -> dict[str, Header]:
+    """The blocks of ``NewBlock`` events not orphaned by a later ``Reorg`` of the same batch:
+    the only ones whose logs need fetching."""
+    out: dict[str, Header] = {}
+    for ev in events:
+        if isinstance(ev, NewBlock):
+            out[ev.header.hash] = ev.header
+        elif isinstance(ev, Reorg):
+            for h in ev.orphaned:
+                out.pop(h.hash, None)
+    return out
+
+
+def apply_events(
+    ledger: Ledger, events: Sequence[Event], records_of: Callable[[Header], Sequence[Record]],
+    tip: int,
+) -> list[Record]:
+    """Everything to emit for the cursor's ``events`` (in order), then for the tip at ``tip``.
+
+    ``records_of(header)`` gives the records found in a surviving new block; it is called when
+    the block is added, so it may consult ``ledger.last_state`` of the blocks before it.
+    """
+    keep = surviving_blocks(events)
+    out: list[Record] = []
+    for ev in events:
+        if isinstance(ev, Reorg):
+            out += ledger.orphan(ev.orphaned)
+        elif isinstance(ev, NewBlock):
+            if ev.header.hash in keep:
+                out += ledger.add_block(ev.header, records_of(ev.header))
+        elif isinstance(ev, Finalized):
+            out += ledger.finalize(ev.header)
+    out += ledger.confirm(tip)
+    return out

@@ -36,7 +36,7 @@ from watcher.binding import Bound, bind
 from watcher.calls import ViewCall
 from watcher.checkpoint import CheckpointError, MongoCheckpoints
 from watcher.config import Config
-from watcher.cursor import BlockCursor, Header, NewBlock, Reorg
+from watcher.cursor import BlockCursor, Event, Header, Reorg
 from watcher.decode import LogDecoder, RawLog
 from watcher.errors import (
     ChainMismatch,
@@ -47,7 +47,7 @@ from watcher.errors import (
     RPCError,
     WatcherError,
 )
-from watcher.ledger import Ledger
+from watcher.ledger import Ledger, apply_events, surviving_blocks
 from watcher.node import Endpoint
 from watcher.progress import BackfillProgress
 from watcher.ranges import RangePlanner
@@ -395,7 +395,7 @@ class Watcher:
         cursor, ledger = self._cursor, self._ledger
         assert cursor is not None and ledger is not None and self._decoder is not None
         budget = self.config.watch.live_batch_blocks
-        events: list[Any] = []
+        events: list[Event] = []
         latest = await self._header(rpc, head)
         if latest is not None:
             cursor.receive_head(latest)
@@ -423,35 +423,24 @@ class Watcher:
                 break
         if not events:
             return False
-        survivors: dict[str, Header] = {}
-        for ev in events:
-            if isinstance(ev, NewBlock):
-                survivors[ev.header.hash] = ev.header
-            elif isinstance(ev, Reorg):
-                for h in ev.orphaned:
-                    survivors.pop(h.hash, None)
+        survivors = surviving_blocks(events)
         logs_by_block, values = await self._live_fetch(rpc, list(survivors.values()))
-        out: list[Record] = []
+        decoder = self._decoder
+
+        def records_of(header: Header) -> list[Record]:
+            recs: list[Record] = list(decoder.decode_many(
+                logs_by_block[header.hash], {header.hash: header.timestamp}
+            ))
+            self.stats.blocks += 1
+            return recs + self._state_records(header, values.get(header.hash, []))
+
         for ev in events:
             if isinstance(ev, Reorg):
                 self.stats.reorgs += 1
                 logger.info("reorg of depth %d: blocks %d..%d orphaned, common ancestor %d %s",
                             ev.depth, ev.orphaned[0].number, ev.orphaned[-1].number,
                             ev.ancestor.number, ev.ancestor.hash)
-                out += ledger.orphan(ev.orphaned)
-            elif isinstance(ev, NewBlock):
-                header = ev.header
-                if header.hash not in survivors:
-                    continue
-                recs: list[Record] = list(self._decoder.decode_many(
-                    logs_by_block[header.hash], {header.hash: header.timestamp}
-                ))
-                recs += self._state_records(header, values.get(header.hash, []))
-                out += ledger.add_block(header, recs)
-                self.stats.blocks += 1
-            else:
-                out += ledger.finalize(ev.header)
-        out += ledger.confirm(cursor.tip.number)
+        out = apply_events(ledger, events, records_of, cursor.tip.number)
         await self._commit(out, propose=True)
         return True
 

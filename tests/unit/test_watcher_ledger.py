@@ -1,9 +1,14 @@
-"""The ledger of emitted statuses: confirmations, retraction on reorg, restart from its doc."""
+"""The ledger of emitted statuses: confirmations, retraction on reorg, restart from its doc;
+and cursor + ledger together against a model chain with reorgs and crashes (hypothesis)."""
 
 from __future__ import annotations
 
-from watcher.cursor import Header
-from watcher.ledger import Ledger
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.unit.test_watcher_cursor import ModelChain
+from watcher.cursor import BlockCursor, Header
+from watcher.ledger import Ledger, apply_events
 from watcher.record import EventRecord, StateRecord
 
 
@@ -66,3 +71,79 @@ def test_round_trip_through_the_checkpoint_doc() -> None:
         ev("Fast", b1).with_status("removed").message_id,
         ev("Slow", b1, 1).with_status("removed").message_id,
     ]
+
+
+# --- cursor + ledger together, against a model chain (hypothesis) --------------------------------
+
+CONF = {"Fast": 0, "Slow": 2}
+
+
+def block_records(h: Header) -> list[EventRecord]:
+    """Deterministic per block hash: 0 to 3 logs, alternating the two contracts."""
+    n = int(h.hash[-2:], 16) % 4
+    return [ev("Fast" if (i + h.number) % 2 else "Slow", h, i) for i in range(n)]
+
+
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("mine"), st.integers(1, 6)),
+        st.tuples(st.just("reorg"), st.integers(1, 5), st.integers(0, 4)),
+        st.tuples(st.just("crash"), st.booleans()),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps, st.integers(6, 10))
+def test_emitted_stream_converges_to_the_canonical_chain(
+    operations: list[tuple[object, ...]], window: int
+) -> None:
+    chain = ModelChain()
+    chain.mine(3)
+    cursor = BlockCursor([chain.at(3)], window=window)
+    ledger = Ledger(CONF)
+    committed = (cursor.to_doc(), ledger.to_doc())
+    store: dict[str, dict[str, object]] = {}
+
+    def step(commit: bool) -> None:
+        nonlocal cursor, ledger, committed
+        events = []
+        cursor.receive_head(chain.head)
+        events += cursor.events_received()
+        while cursor.next_number <= chain.head.number:
+            cursor.receive_block(chain.at(cursor.next_number))
+            events += cursor.events_received()
+        out = apply_events(ledger, events, block_records, cursor.tip.number)
+        if commit:  # accept, then checkpoint
+            for r in out:
+                store[r.message_id] = dict(r.to_dict())
+            committed = (cursor.to_doc(), ledger.to_doc())
+        else:  # the process died before accept: restart from the checkpoint
+            cursor = BlockCursor.from_doc(committed[0])
+            ledger = Ledger.from_doc(committed[1], CONF)
+
+    for op in operations:
+        if op[0] == "mine":
+            chain.mine(int(op[1]))  # type: ignore[call-overload]
+        elif op[0] == "reorg":
+            depth = min(int(op[1]), window - 2, len(cursor.chain) - 1)  # type: ignore[call-overload]
+            if depth >= 1:
+                chain.reorg(depth, depth + int(op[2]))  # type: ignore[call-overload]
+        step(commit=not (op[0] == "crash" and op[1]))
+    step(commit=True)
+
+    removed = {str(d["id"]) for d in store.values() if d["status"] == "removed"}
+    emitted = {str(d["id"]) for d in store.values() if d["status"] != "removed"}
+    assert removed <= emitted  # only what was emitted is ever retracted
+    live = {m for m, d in store.items() if d["status"] != "removed" and d["id"] not in removed}
+    head = chain.head.number
+    want = set()
+    for h in chain.blocks[4:]:
+        for r in block_records(h):
+            k = CONF[r.contract]
+            if k == 0:
+                want.add(r.message_id)
+            elif head - h.number >= k:
+                want.add(r.with_status("confirmed").message_id)
+    assert live == want
