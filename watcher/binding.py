@@ -36,6 +36,15 @@ class Bound:
     def addresses(self) -> list[str]:
         return [s.address for s in self.specs]
 
+    def log_filter(self) -> dict[str, object]:
+        """The address (and, when every contract names its events, topic0) part of every
+        ``eth_getLogs`` filter."""
+        flt: dict[str, object] = {"address": self.addresses}
+        topics = self.decoder().topics_filter()
+        if topics is not None:
+            flt["topics"] = topics
+        return flt
+
 
 def bind(config: Config, chain_id: int | None) -> Bound:
     """Resolve and check every contract. With ``chain_id`` None (no node yet), contracts that

@@ -284,7 +284,9 @@ class LogDecoder:
         self._filters: dict[tuple[str, str], Mapping[str, frozenset[Any]]] = {}
         self._names: dict[str, str] = {}
         self._checksummed: dict[str, str] = {}
+        self._all_events = False
         for spec in contracts:
+            self._all_events |= spec.events is None
             addr = spec.address.lower()
             self._names[addr] = spec.name
             self._checksummed[addr] = checksum(spec.address)
@@ -304,6 +306,15 @@ class LogDecoder:
     def topic0s(self) -> list[str]:
         """Every topic0 that is decoded (for the ``topics`` filter of ``eth_getLogs``)."""
         return sorted({k[1] for k, d in self._decoders.items() if d is not None})
+
+    def topics_filter(self) -> list[list[str]] | None:
+        """``eth_getLogs`` ``topics`` when every contract selects its events, else None.
+
+        One filter covers all addresses, so it can only narrow when no contract wants "all"
+        (which is also what lets unknown events be counted)."""
+        if self._all_events:
+            return None
+        return [self.topic0s()]
 
     def decode(self, log: RawLog, timestamp: int | None = None) -> EventRecord | None:
         """The record of ``log``, or ``None`` when its event is not selected or filtered out.

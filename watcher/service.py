@@ -37,7 +37,7 @@ from watcher.calls import ViewCall
 from watcher.checkpoint import CheckpointError, MongoCheckpoints
 from watcher.config import Config
 from watcher.cursor import BlockCursor, Event, Header, Reorg
-from watcher.decode import LogDecoder, RawLog
+from watcher.decode import DecodeStats, LogDecoder, RawLog
 from watcher.errors import (
     ChainMismatch,
     ConfigError,
@@ -91,6 +91,7 @@ class Watcher:
         self._own_checkpoints = checkpoints is None
         self.stats = WatchStats()
         self._bound: Bound | None = None
+        self._log_filter: dict[str, object] = {}
         self._decoder: LogDecoder | None = None
         self._key = ""
         self._committed: dict[str, Any] | None = None
@@ -128,6 +129,11 @@ class Watcher:
         if self._committed is None:
             return None
         return int(self._committed["block_number"])
+
+    @property
+    def decode_stats(self) -> DecodeStats | None:
+        """Logs decoded / filtered out / unknown / undecodable so far (None before start)."""
+        return self._decoder.stats if self._decoder is not None else None
 
     @property
     def tip_hash(self) -> str | None:
@@ -181,6 +187,7 @@ class Watcher:
         if self._bound is None:
             self._bound = bind(cfg, chain_id)
             self._decoder = self._bound.decoder()
+            self._log_filter = self._bound.log_filter()
             await self._check_code(rpc)
         elif self._bound.chain_id != chain_id:
             raise ChainMismatch(f"node at {rpc.endpoint.describe()} serves chain id {chain_id}, "
@@ -280,7 +287,7 @@ class Watcher:
 
     async def _fetch_range(self, rpc: Rpc, lo: int, hi: int) -> tuple[list[RawLog], Header]:
         assert self._bound is not None
-        flt = {"fromBlock": hex(lo), "toBlock": hex(hi), "address": self._bound.addresses}
+        flt = {"fromBlock": hex(lo), "toBlock": hex(hi), **self._log_filter}
         logs, end = await rpc.batch([("eth_getLogs", [flt]),
                                      ("eth_getBlockByNumber", [hex(hi), False])])
         if end is None:
@@ -451,8 +458,7 @@ class Watcher:
         assert self._bound is not None and self._decoder is not None
         if not headers:
             return {}, {}
-        addrs = self._bound.addresses
-        results = await rpc.batch([("eth_getLogs", [{"blockHash": h.hash, "address": addrs}])
+        results = await rpc.batch([("eth_getLogs", [{"blockHash": h.hash, **self._log_filter}])
                                    for h in headers])
         logs_by_block: dict[str, list[RawLog]] = {}
         for h, logs in zip(headers, results, strict=True):

@@ -122,11 +122,12 @@ async def test_failover_past_a_dead_endpoint(
 ) -> None:
     url = anvil.http_url
     token, _ = ws.deploy(url, "DemoToken")
-    await asyncio.to_thread(ws.mine_traffic, url, token, blocks=5, txs_per_block=2)
+    await asyncio.to_thread(ws.mine_traffic, url, token, blocks=8, txs_per_block=3)
     dead = f"http://127.0.0.1:{ws.procs.free_port()}"
     config = load_config(ws.write_config(
         tmp_path / "w.toml", urls=[dead, url], mongo_uri=mongo_uri, database=mongo_db_name,
-        contracts=[{"name": "DemoToken", "address": token}], reorg_window=8,
+        contracts=[{"name": "DemoToken", "address": token, "events": ["Transfer", "Message"]}],
+        reorg_window=8,
     ))
     async with MongoSink(mongo_uri, mongo_db_name) as sink, Watcher(config, sink) as w:
         task = asyncio.create_task(w.run())
@@ -134,8 +135,12 @@ async def test_failover_past_a_dead_endpoint(
         await stop(w, task)
     assert w.stats.retries >= 1
     docs = await asyncio.to_thread(ws.stored_docs, mongo_uri, mongo_db_name)
-    want = await asyncio.to_thread(ws.canonical_ids, url, {"DemoToken": (token, 0)})
+    # events named in the config travel as an eth_getLogs topics filter
+    want = await asyncio.to_thread(ws.canonical_ids, url, {"DemoToken": (token, 0)}, None,
+                                   ["Transfer", "Message"])
     assert {d["_id"] for d in docs} == want
+    assert {d["event"] for d in docs} == {"Transfer", "Message"}
+    assert w.decode_stats is not None and w.decode_stats.filtered == 0
 
 
 async def test_address_without_code_is_a_config_error(

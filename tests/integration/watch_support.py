@@ -118,10 +118,17 @@ def head(url: str) -> int:
     return int(rpc(url, "eth_blockNumber"), 16)
 
 
-def canonical_ids(url: str, contracts: dict[str, tuple[str, int]], upto: int | None = None
-                  ) -> set[str]:
+def canonical_ids(url: str, contracts: dict[str, tuple[str, int]], upto: int | None = None,
+                  events: Sequence[str] | None = None) -> set[str]:
     """Message ids the store must hold: every log of each (address, confirmations) contract in
-    the final chain, ``pending`` for K = 0, ``confirmed`` for K > 0 when K deep."""
+    the final chain, ``pending`` for K = 0, ``confirmed`` for K > 0 when K deep; only the
+    DemoToken ``events`` named, if given."""
+    topics = None
+    if events is not None:
+        abi = json.loads((ABI_DIR / "DemoToken.json").read_text())["abi"]
+        sigs = {e["name"]: f"{e['name']}({','.join(i['type'] for i in e['inputs'])})"
+                for e in abi if e["type"] == "event"}
+        topics = [["0x" + keccak(text=sigs[e]).hex() for e in events]]
     top = head(url) if upto is None else upto
     chain_id = int(rpc(url, "eth_chainId"), 16)
     out: set[str] = set()
@@ -129,8 +136,10 @@ def canonical_ids(url: str, contracts: dict[str, tuple[str, int]], upto: int | N
         last = top - k
         if last < 0:
             continue
-        logs = rpc(url, "eth_getLogs", [{"fromBlock": "0x0", "toBlock": hex(last),
-                                         "address": address}])
+        flt: dict[str, Any] = {"fromBlock": "0x0", "toBlock": hex(last), "address": address}
+        if topics is not None:
+            flt["topics"] = topics
+        logs = rpc(url, "eth_getLogs", [flt])
         status = "confirmed" if k else "pending"
         out |= {f"{chain_id}:{lg['blockHash']}:{int(lg['logIndex'], 16)}/{status}" for lg in logs}
     return out

@@ -273,3 +273,9 @@ def test_recorded_real_logs_equal_web3() -> None:
             hashed = p.indexed and (p.type in ("string", "bytes") or "[" in p.type or "(" in p.type)
             want[p.name] = "0x" + bytes(got[p.name]).hex() if hashed else normalize(got[p.name], p)
         assert rec.args == want
+
+
+def test_topics_filter_only_when_every_contract_names_its_events() -> None:
+    assert decoder().topics_filter() is None
+    narrowed = decoder(frozenset({"Transfer", "Approval"})).topics_filter()
+    assert narrowed == [sorted([PARSED.event("Transfer").topic0, PARSED.event("Approval").topic0])]
