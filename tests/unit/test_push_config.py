@@ -1,0 +1,99 @@
+"""Settings: validation messages name the setting; TOML, environment and flags combine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from push.config import PushConfig, StoresConfig, load
+from push.errors import ConfigError
+from push.metrics import Metrics
+from push.ratelimit import TokenBucket
+from push.retry import RetryPolicy
+from push.tokens import DEV_SECRET
+
+SECRET = "z" * 40
+
+
+@pytest.mark.parametrize(("kw", "name"), [
+    ({"auth_timeout_s": 0}, "push.auth_timeout_s"),
+    ({"max_frame_bytes": 0}, "push.max_frame_bytes"),
+    ({"port": 70000}, "push.port"),
+    ({"heartbeat_s": 5, "node_ttl_s": 5}, "push.node_ttl_s"),
+])
+def test_push_config_names_the_setting(kw: dict[str, float], name: str) -> None:
+    with pytest.raises(ConfigError, match=name.replace(".", r"\.")):
+        PushConfig(**kw)  # type: ignore[arg-type]
+
+
+def test_stores_config() -> None:
+    with pytest.raises(ConfigError, match="mongo_uri"):
+        StoresConfig(mongo_uri="http://x")
+    with pytest.raises(ConfigError, match="redis_url"):
+        StoresConfig(redis_url="mongodb://x")
+
+
+def test_load_toml_with_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "chainpush.toml"
+    path.write_text(
+        '[stores]\ndatabase = "db1"\n[push]\nport = 9000\nallowed_origins = ["http://a"]\n'
+        f'[auth]\nsecret = "{SECRET}"\ntoken_ttl_s = 60\nissuer = ""\n'
+        '[node]\nurls = ["x"]\n[[contracts]]\nname = "A"\n'  # the watcher's: ignored here
+    )
+    s = load(path, dev_mode=False, overrides={"push": {"port": 9100, "node_id": None}})
+    assert s.stores.database == "db1"
+    assert s.push.port == 9100 and s.push.node_id == "push-1"
+    assert s.push.allowed_origins == ("http://a",)
+    assert s.tokens.secret == SECRET and s.tokens.issuer is None
+    assert s.auth.token_ttl_s == 60
+    assert not s.dev_mode
+
+
+def test_load_refuses_weak_secret_outside_dev_mode(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"auth\.secret"):
+        load(None, dev_mode=False)
+    assert load(None, dev_mode=True).tokens.secret == DEV_SECRET
+    assert load(None, dev_mode=False, secret_from_env=SECRET).tokens.secret == SECRET
+
+
+def test_load_rejects_unknown_settings(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[push]\nportt = 1\n")
+    with pytest.raises(ConfigError, match=r"\[push\]: .*portt|portt"):
+        load(path, dev_mode=True)
+    path.write_text("[auth]\nsecrett = 1\n")
+    with pytest.raises(ConfigError, match="secrett"):
+        load(path, dev_mode=True)
+    path.write_text("not toml [")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(path, dev_mode=True)
+
+
+def test_token_bucket_with_a_fake_clock() -> None:
+    bucket = TokenBucket(rate_per_s=2, burst=3)
+    assert [bucket.allow(0.0) for _ in range(4)] == [True, True, True, False]
+    assert bucket.allow(0.5)  # one token back after half a second
+    assert not bucket.allow(0.5)
+    assert [bucket.allow(100.0) for _ in range(4)] == [True, True, True, False]  # capped
+
+
+def test_metrics_render_prometheus_text() -> None:
+    m = Metrics()
+    m.counter("a_total", "things")
+    m.inc("a_total", 2)
+    m.gauge("b", "level", lambda: 1.5)
+    text = m.render()
+    assert "# TYPE a_total counter\na_total 2\n" in text
+    assert "# HELP b level\n# TYPE b gauge\nb 1.5\n" in text
+
+
+def test_retry_policy() -> None:
+    import random
+
+    policy = RetryPolicy(first_delay_s=0.1, max_delay_s=1.0)
+    rng = random.Random(1)
+    assert 0.05 <= policy.delay_s(1, rng) <= 0.1
+    assert 0.5 <= policy.delay_s(10, rng) <= 1.0
+    with pytest.raises(ConfigError, match="max_tries"):
+        RetryPolicy(max_tries=0)
