@@ -56,6 +56,11 @@ ERROR_CODES = frozenset({
 })
 
 TOPIC_KINDS = ("contract", "state", "user")
+#: deepest JSON nesting accepted from a client. The C JSON parser recurses once per level and
+#: trusts ``sys.getrecursionlimit()``, which a dependency may raise (py_ecc, imported by web3, sets
+#: it to 100000): then a 64 KiB frame of ``[`` overflows the C stack and kills the process. So the
+#: depth is checked before parsing.
+MAX_DEPTH = 32
 MAX_TOPIC_CHARS = 200
 MAX_REF_CHARS = 100
 
@@ -144,10 +149,35 @@ def _filter(raw: object, ref: str | None) -> dict[str, tuple[Any, ...]]:
     return out
 
 
+def nesting_depth(text: str) -> int:
+    """The deepest ``[``/``{`` nesting of ``text`` outside JSON strings (linear, no recursion)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
 def parse_client_frame(data: str | bytes) -> ClientFrame:
     """Parse one websocket frame from a client; raise :class:`ProtocolError` if it is invalid."""
     if isinstance(data, bytes):
         raise ProtocolError("bad_frame", "binary frames are not accepted: send JSON text")
+    # the scan runs only when there are enough brackets to matter: frames are small and flat
+    if data.count("[") + data.count("{") > MAX_DEPTH and nesting_depth(data) > MAX_DEPTH:
+        raise ProtocolError("bad_json", f"frame is nested deeper than {MAX_DEPTH} levels")
     try:
         obj = json.loads(data)
     except (ValueError, RecursionError) as exc:

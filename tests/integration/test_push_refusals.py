@@ -93,6 +93,7 @@ async def test_bad_frames_get_error_frames_and_the_connection_stays(
     async with asyncio.timeout(10 * unit), Client.connect(node.url, token()) as c:
         for frame, code in [
             ("{bad json", "bad_json"),
+            ("[" * 4000, "bad_json"),  # deep nesting: refused before the C parser recurses
             (b"\x00\x01", "bad_frame"),
             ('{"type": "shout"}', "unknown_type"),
             ('{"type": "subscribe", "topic": "contract:X", "since": "x"}', "bad_message"),

@@ -42,7 +42,8 @@ const tick = () => new Promise((r) => setImmediate(r));
   c.subscribe("contract:A", { since: 0 });
   c.subscribe("state:A");
   await c.start();
-  const msg = (t, o) => ({ type: "message", topic: t, offset: o, id: "e" + o + "/pending", record: {} });
+  const msg = (t, o) => ({ type: "message", topic: t, offset: o, id: "e" + o + "/pending",
+                           record: {} });
   let ws = sockets[0];
   ws.open();
   ws.recv({ type: "welcome" });

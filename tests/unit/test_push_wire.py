@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 from hypothesis import given
@@ -95,6 +96,24 @@ def test_documented_errors(data: str | bytes, code: str) -> None:
     with pytest.raises(ProtocolError) as info:
         wire.parse_client_frame(data)
     assert info.value.code == code
+
+
+def test_deep_nesting_is_refused_even_with_a_raised_recursion_limit() -> None:
+    # web3 (py_ecc) raises the limit to 100000; the C JSON parser would then overflow the stack
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(100_000)
+    try:
+        for deep in ("[" * 60_000, '{"a":' * 20_000, '{"type": "ping", "x": ' + "[" * 40 + "]" * 40
+                     + "}"):
+            with pytest.raises(ProtocolError) as info:
+                wire.parse_client_frame(deep)
+            assert info.value.code == "bad_json"
+    finally:
+        sys.setrecursionlimit(old)
+    # brackets inside strings do not count
+    assert wire.parse_client_frame('{"type": "ping", "ref": "' + "[" * 60 + '"}') == wire.Ping(
+        ref="[" * 60)
+    assert wire.nesting_depth('{"a": [1, {"b": "]]]"}]}') == 3
 
 
 def test_subscribe_keeps_ref_in_errors() -> None:
