@@ -197,9 +197,13 @@ class Watcher:
             await self._load(rpc)
         self._restore()
         if rpc.subscriptions:
-            await rpc.subscribe_heads()
-            logger.info("subscribed to newHeads at %s from block %d", rpc.endpoint.describe(),
-                        self._tip().number + 1)
+            try:
+                await rpc.subscribe_heads()
+            except RPCError as exc:  # e.g. a provider without eth_subscribe: poll instead
+                logger.warning("%s; polling every %.1f s instead", exc, cfg.node.poll_interval_s)
+            else:
+                logger.info("subscribed to newHeads at %s from block %d",
+                            rpc.endpoint.describe(), self._tip().number + 1)
         window = cfg.watch.reorg_window
         while True:
             head = int(await rpc.call("eth_blockNumber", []), 16)
