@@ -118,13 +118,26 @@ class Collector:
         if not fresh:
             self.metrics.inc("chainpush_collect_replays_total")
             logger.debug("record %s already stored: replaying its rows", msg_id)
-        stored: list[StoredMessage] = []
+        stored: dict[str, StoredMessage] = {}
+        if fresh and all(topic in self._next for topic in topics):
+            # the common case: a new record on known topics, all rows in one round trip; rows
+            # another writer got to first fall through to the one-by-one path below
+            rows = [StoredMessage(topic=t, offset=self._next[t], msg_id=msg_id, record=record)
+                    for t in topics]
+            for row, result in zip(rows, await self.store.insert_messages(rows), strict=True):
+                if result == "inserted":
+                    self.metrics.inc("chainpush_collect_messages_total")
+                    self._next[row.topic] = row.offset + 1
+                    stored[row.topic] = row
         for topic in topics:
+            if topic in stored:
+                continue
             offset = None if fresh else await self.store.offset_of(topic, msg_id)
             if offset is None:
                 offset = await self._insert(topic, msg_id, record)
-            stored.append(StoredMessage(topic=topic, offset=offset, msg_id=msg_id, record=record))
-        return stored
+            stored[topic] = StoredMessage(topic=topic, offset=offset, msg_id=msg_id,
+                                          record=record)
+        return [stored[topic] for topic in topics]
 
     async def _insert(self, topic: str, msg_id: str, record: Mapping[str, Any]) -> int:
         offset = self._next.get(topic)

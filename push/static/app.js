@@ -54,11 +54,15 @@
       onState: setState,
       onError: (e) => { $("errors").textContent = e.code + ": " + e.message; },
     });
+    const events = $("events").value.split(",").map((e) => e.trim()).filter((e) => e);
+    // state records carry the view function's name as `event`: never filter those out
+    const filter = (topic) => (events.length && topic.startsWith("contract:") ?
+      { event: events } : undefined);
     for (const box of document.querySelectorAll("input[name=topic]:checked")) {
-      client.subscribe(box.value, { since: 0 });
+      client.subscribe(box.value, { since: 0, filter: filter(box.value) });
     }
     const wallet = $("wallet").value.trim();
-    if (wallet) client.subscribe("user:" + wallet, { since: 0 });
+    if (wallet) client.subscribe("user:" + wallet, { since: 0, filter: filter("contract:") });
     await client.start();
   }
 

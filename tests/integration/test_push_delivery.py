@@ -36,15 +36,19 @@ async def test_events_reach_clients_on_two_nodes(
             assert (await client.subscribe(TOPIC, since=0))["type"] == "subscribed"
         assert (await b.subscribe(f"user:{ALICE}", since=0))["type"] == "subscribed"
         await collector.accept([make_record(n) for n in range(10)])
-        await collector.accept([make_record(3, status="confirmed")])
+        # a confirmation, and a reorg's retraction: delivered like any message
+        await collector.accept([make_record(3, status="confirmed"),
+                                make_record(5, status="removed")])
         async with asyncio.timeout(10 * unit):
             for client in (a1, a2, b):
-                got = await client.until(11, TOPIC)
-                assert [m["offset"] for m in got] == list(range(1, 12))
-                assert got[-1]["id"] == make_record(3)["id"] + "/confirmed"
-                assert got[-1]["record"]["status"] == "confirmed"
-            await b.until(11, f"user:{ALICE}")
-        assert b.offsets(f"user:{ALICE}") == list(range(1, 12))
+                got = await client.until(12, TOPIC)
+                assert [m["offset"] for m in got] == list(range(1, 13))
+                assert got[-2]["id"] == make_record(3)["id"] + "/confirmed"
+                assert got[-2]["record"]["status"] == "confirmed"
+                assert got[-1]["id"] == make_record(5)["id"] + "/removed"
+                assert got[-1]["record"] == make_record(5, status="removed")
+            await b.until(12, f"user:{ALICE}")
+        assert b.offsets(f"user:{ALICE}") == list(range(1, 13))
 
 
 async def test_reconnect_with_since_gets_exactly_the_missed(
