@@ -71,6 +71,7 @@
       const url = this.urls[this.urlIndex % this.urls.length];
       this.onState("connecting", { url });
       this.ready = false;
+      this.wasReady = false;
       const ws = new WebSocket(url);
       this.ws = ws;
       ws.onopen = () => ws.send(JSON.stringify({ type: "auth", token: this.token }));
@@ -80,7 +81,9 @@
         this.ready = false;
         this.onState("disconnected", { code: ev.code, reason: ev.reason, url });
         if (NEW_TOKEN_CODES.has(ev.code)) this.token = null;
-        this.urlIndex += 1; // the next node: this one may be gone
+        // back to the same node when it was serving us (its state is warm); to the next one
+        // when it never answered or is going away (1001)
+        if (!this.wasReady || ev.code === 1001) this.urlIndex += 1;
         this._retry();
       };
     }
@@ -112,6 +115,7 @@
       switch (msg.type) {
         case "welcome":
           this.ready = true;
+          this.wasReady = true;
           this.attempt = 0;
           this.onState("connected", msg);
           for (const [topic, s] of this.subs) {
