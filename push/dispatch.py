@@ -65,9 +65,12 @@ def decode_inbox(payload: str | bytes) -> tuple[float, list[StoredMessage]]:
     ]
 
 
-def _client(url: str, timeout_s: float) -> aioredis.Redis:
+def _client(url: str, timeout_s: float, health_check_s: float = 5.0) -> aioredis.Redis:
+    # health checks PING idle connections (the inbox's included) so that a connection that died
+    # silently (no RST: a partition) is noticed and replaced, not waited on forever
     client: aioredis.Redis = aioredis.Redis.from_url(
         url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, decode_responses=True,
+        health_check_interval=health_check_s,
     )
     return client
 
@@ -158,7 +161,7 @@ class NodeLink:
         metrics: Metrics | None = None, retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._redis = _client(redis_url, timeout_s)
+        self._redis = _client(redis_url, timeout_s, health_check_s=heartbeat_s)
         self.names = names or RedisNames()
         self.node_id = node_id
         self.public_url = public_url
@@ -267,7 +270,9 @@ class NodeLink:
                                 self.names.inbox(self.node_id))
                     await self._on_resync()
                     while True:
-                        message: dict[str, Any] | None = await pubsub.get_message(timeout=None)
+                        # a bounded wait, so the health check runs on an idle inbox too
+                        message: dict[str, Any] | None = await pubsub.get_message(
+                            timeout=self.heartbeat_s)
                         if message is not None and message.get("type") == "message":
                             self._handle(message["data"])
             except REDIS_ERRORS as exc:
