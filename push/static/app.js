@@ -54,7 +54,7 @@
       onState: setState,
       onError: (e) => { $("errors").textContent = e.code + ": " + e.message; },
     });
-    const events = $("events").value.split(",").map((e) => e.trim()).filter((e) => e);
+    const events = $("event-filter").value.split(",").map((e) => e.trim()).filter((e) => e);
     // state records carry the view function's name as `event`: never filter those out
     const filter = (topic) => (events.length && topic.startsWith("contract:") ?
       { event: events } : undefined);

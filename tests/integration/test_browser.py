@@ -3,6 +3,7 @@ event emitted on anvil appear (and the CallDemo value change)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -52,6 +53,13 @@ def dev_login(url: str, user: str) -> str:
                                  headers={"Content-Type": "application/json"}, method="POST")
     with urllib.request.urlopen(req, timeout=5) as resp:
         return str(json.loads(resp.read())["token"])
+
+
+def health(ws_url: str) -> dict[str, object]:
+    url = ws_url.replace("ws://", "http://").replace("/ws", "/healthz")
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        answer: dict[str, object] = json.loads(resp.read())
+    return answer
 
 
 def page_url(log: Path) -> str | None:
@@ -130,3 +138,58 @@ def test_page_shows_an_event_emitted_on_anvil(
         server.stop()
         if server.proc is not None and server.proc.returncode not in (0, -15, None):
             print(log.read_text()[-3000:], file=sys.stderr)
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")
+async def test_page_survives_its_push_node_being_killed(
+    mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float, tmp_path: Path,
+) -> None:
+    """Two push nodes as processes; the page's node is SIGKILLed mid-stream: the JS client
+    reconnects to the other node, resumes with `since`, and shows every event exactly once."""
+    from playwright.async_api import async_playwright, expect
+
+    from push.config import AuthServiceConfig
+    from push.tokens import TokenConfig
+    from push.web import AuthService
+    from tests.integration.push_support import SECRET, collector_for, make_record, stores
+    from tests.integration.test_push_failover import node_process
+
+    cfg = stores(mongo_uri, redis_url, mongo_db_name)
+    config = tmp_path / "chainpush.toml"
+    config.write_text(
+        f'[stores]\nmongo_uri = "{mongo_uri}"\nredis_url = "{redis_url}"\n'
+        f'database = "{mongo_db_name}"\nnamespace = "{cfg.namespace}"\n'
+        f'[push]\nheartbeat_s = 1.0\nnode_ttl_s = 3.0\nreconcile_s = {0.5 * unit}\n'
+        f'[auth]\nsecret = "{SECRET}"\n'
+    )
+    with node_process(config, "b1", tmp_path) as (n1, url1), \
+            node_process(config, "b2", tmp_path) as (n2, url2):
+        auth = AuthService(AuthServiceConfig(port=0), tokens=TokenConfig(secret=SECRET),
+                           dev_mode=True, push_urls=[url1, url2], topics=["contract:DemoToken"])
+        async with auth, collector_for(cfg) as collector, async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page()
+                await page.goto(auth.url + "/")
+                await page.fill("#user", "alice")
+                await page.click("#go")
+                state = page.locator("#state")
+                await expect(state).to_have_text("subscribed", timeout=10_000 * unit)
+                await collector.accept([make_record(n) for n in range(5)])
+                rows = page.locator("tr.event")
+                await expect(rows).to_have_count(5, timeout=10_000 * unit)
+                # which node serves the page? the one counting a connection
+                serving = [n for n, u in ((n1, url1), (n2, url2))
+                           if (await asyncio.to_thread(health, u))["connections"] == 1]
+                assert len(serving) == 1
+                serving[0].kill()
+                await collector.accept([make_record(n) for n in range(5, 10)])
+                await expect(rows).to_have_count(10, timeout=15_000 * unit)
+                await expect(state).to_have_text("subscribed", timeout=10_000 * unit)
+                ids = await rows.evaluate_all("rs => rs.map(r => r.dataset.id)")
+                assert sorted(ids) == sorted(f"{make_record(n)['id']}/pending"
+                                             for n in range(10))
+                offsets = await rows.evaluate_all("rs => rs.map(r => r.children[1].textContent)")
+                assert sorted(int(o) for o in offsets) == list(range(1, 11))
+            finally:
+                await browser.close()
