@@ -1,6 +1,6 @@
 """The browser client (push/static/client.js) run under Node with a fake WebSocket and clock:
-auth first, resubscribe with since after a drop, same node then the next, dedup, new token after 4003,
-backoff with jitter, unknown frame types reported."""
+auth first, resubscribe with since after a drop, same node then the next, dedup, a new token
+after 4003, backoff with jitter, unknown frame types reported."""
 
 from __future__ import annotations
 
