@@ -31,6 +31,8 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol
 
+from chainpush.constants import RedisNames
+from push.dispatch import Dispatcher
 from push.metrics import Metrics
 from push.records import StoredMessage, message_id, topics_of
 from push.retry import RetryPolicy
@@ -48,14 +50,19 @@ class Dispatch(Protocol):
 class Collector:
     """The watcher's ``Sink``: ``await accept(batch)`` returns once the batch is stored.
 
-    Use as ``async with Collector(mongo_uri=..., database=...) as collector``; pass ``store`` to
-    share an open :class:`MessageStore` instead (it is then not closed by :meth:`aclose`).
+    Use as ``async with Collector(mongo_uri=..., database=..., redis_url=...) as collector``:
+    with ``redis_url`` (and the ``[stores] namespace``) it dispatches through a
+    :class:`push.dispatch.Dispatcher` of its own; without it and without ``dispatch`` it only
+    stores, and push nodes still find the messages by their periodic reconcile (slower). Pass
+    ``store`` / ``dispatch`` to share open ones instead (they are then not closed by
+    :meth:`aclose`).
     """
 
     def __init__(
         self, *, mongo_uri: str | None = None, database: str | None = None,
         store: MessageStore | None = None, dispatch: Dispatch | None = None,
         retry: RetryPolicy | None = None, metrics: Metrics | None = None,
+        redis_url: str | None = None, namespace: str = "cp",
     ) -> None:
         self.metrics = metrics or Metrics()
         self.metrics.counter("chainpush_collect_records_total", "records accepted by collect")
@@ -73,6 +80,10 @@ class Collector:
         else:
             self._owns_store = False
         self.store = store
+        self._owned_dispatch: Dispatcher | None = None
+        if dispatch is None and redis_url is not None:
+            dispatch = self._owned_dispatch = Dispatcher(
+                redis_url, names=RedisNames(namespace), metrics=self.metrics)
         self.dispatch = dispatch
         self._lock = asyncio.Lock()
         #: next offset to try per topic: a hint only, the unique index is the arbiter.
@@ -90,6 +101,8 @@ class Collector:
         await self.aclose()
 
     async def aclose(self) -> None:
+        if self._owned_dispatch is not None:
+            await self._owned_dispatch.aclose()
         if self._owns_store:
             await self.store.aclose()
 

@@ -53,6 +53,24 @@ async def test_events_reach_clients_on_two_nodes(
         assert collector.dispatch.metrics.counters["chainpush_dispatch_publishes_total"] == 24
 
 
+async def test_collector_with_its_own_dispatcher(
+    mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float
+) -> None:
+    from push.collect import Collector
+
+    cfg = stores(mongo_uri, redis_url, mongo_db_name)
+    async with (
+        Collector(mongo_uri=mongo_uri, database=mongo_db_name, redis_url=redis_url,
+                  namespace=cfg.namespace) as collector,
+        push_node(cfg, "n1", unit, reconcile_s=600) as n1,  # no reconcile: dispatch only
+        Client.connect(n1.url, token()) as client,
+    ):
+        await client.subscribe(TOPIC)
+        await collector.accept([make_record(n) for n in range(3)])
+        async with asyncio.timeout(10 * unit):
+            assert [m["offset"] for m in await client.until(3)] == [1, 2, 3]
+
+
 async def test_reconnect_with_since_gets_exactly_the_missed(
     mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float
 ) -> None:
