@@ -16,6 +16,9 @@ second subprocess (one asyncio process holding every connection). Phases:
 3. **latency**: ``--latency-clients`` connections; records go through the real ``Collector``
    (MongoDB, then Redis, then the node) at ``--rate`` records/s; latency = client receive time -
    time ``accept`` was called, over every delivery.
+4. **e2e** (``--phases e2e``): a fresh anvil (automine) and the real ``Watcher`` over IPC feeding
+   the ``Collector``; ``--latency-messages`` DemoToken transfers at ``--rate``/s; latency =
+   client receive time - time the transaction was sent (block → client, mining included).
 """
 
 from __future__ import annotations
@@ -67,7 +70,10 @@ async def client_main(args: argparse.Namespace) -> None:
             await ws.send(json.dumps({"type": "auth", "token": args.token}))
             await ws.recv()
             if args.subscribe:
-                await ws.send(json.dumps({"type": "subscribe", "topic": TOPIC}))
+                frame: dict[str, Any] = {"type": "subscribe", "topic": args.topic}
+                if args.filter:
+                    frame["filter"] = json.loads(args.filter)
+                await ws.send(json.dumps(frame))
                 await ws.recv()
             return ws
 
@@ -75,13 +81,16 @@ async def client_main(args: argparse.Namespace) -> None:
     print("ready", flush=True)
     latencies: list[float] = []
     first: dict[int, float] = {}  # offset -> latency of the first client to get it
+    arrivals: dict[str, list[float]] = {}  # e2e: tx hash -> receive times
     last = [0.0]
 
     async def reader(ws: ClientConnection) -> None:
         for _ in range(args.expect):
             data = await ws.recv()
             now = time.time()
-            if args.latency:
+            if args.e2e:
+                arrivals.setdefault(json.loads(data)["record"]["tx_hash"], []).append(now)
+            elif args.latency:
                 msg = json.loads(data)
                 latency = now - msg["record"]["args"]["sent_at"]
                 latencies.append(latency)
@@ -91,6 +100,8 @@ async def client_main(args: argparse.Namespace) -> None:
     if args.expect:
         await asyncio.gather(*(reader(ws) for ws in conns))
         out: dict[str, Any] = {"t_last": last[0]}
+        if args.e2e:
+            out["arrivals"] = arrivals
         if latencies:
             latencies.sort()
             out.update(p50_ms=1000 * latencies[len(latencies) // 2],
@@ -171,9 +182,9 @@ def rss_kb(pid: int) -> int:
 
 
 def client(url: str, token: str, conns: int, *, subscribe: bool, expect: int, latency: bool,
-           log: Path) -> subprocess.Popen[str]:
+           log: Path, extra: tuple[str, ...] = ()) -> subprocess.Popen[str]:
     argv = [sys.executable, __file__, "--role", "client", "--url", url, "--token", token,
-            "--conns", str(conns), "--expect", str(expect)]
+            "--conns", str(conns), "--expect", str(expect), *extra]
     argv += ["--subscribe"] if subscribe else []
     argv += ["--latency"] if latency else []
     return spawn(argv, log)
@@ -257,6 +268,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             measure_fanout(args, url, token, log, results, redis.url, namespace, node_id)
         if "latency" in phases:
             measure_latency(args, url, token, log, results, mongo.url, redis.url, namespace, db)
+        if "e2e" in phases:
+            measure_e2e(args, url, token, log, results, mongo.url, redis.url, namespace, tmp)
     finally:
         if node is not None:
             node.stop()
@@ -333,6 +346,78 @@ def measure_latency(args: argparse.Namespace, url: str, token: str, log: Path,
     print(f"latency: {results['latency']}", file=sys.stderr)
 
 
+def measure_e2e(args: argparse.Namespace, url: str, token: str, log: Path,
+                results: dict[str, Any], mongo_url: str, redis_url: str, namespace: str,
+                tmp: Path) -> None:
+    """Latency transaction sent → block (anvil automine) → watcher over IPC → collect → client."""
+    from web3 import IPCProvider, Web3
+
+    from chainpush import deploy, procs
+    from watcher.config import load_config
+    from watcher.service import Watcher
+
+    ipc = tmp / "anvil.ipc"
+    anvil = procs.start_anvil(port=procs.free_port(), state_dir=tmp, ipc_path=ipc)
+    try:
+        w3 = Web3(IPCProvider(str(ipc)))
+        sender = deploy.use_sender(w3)
+        deploy.deploy(w3, ("DemoToken",), deployments_dir=tmp / "deployments")
+        contract = deploy.contract(w3, "DemoToken", deployments_dir=tmp / "deployments")
+        config = tmp / "watch.toml"
+        config.write_text("\n".join([
+            "[node]", f"urls = [{json.dumps(str(ipc))}]", "poll_interval_s = 0.1", "",
+            "[watch]", 'name = "bench"', f"abi_dir = {json.dumps(str(ROOT / 'abi'))}",
+            f"deployments = {json.dumps(str(tmp / 'deployments'))}", "",
+            "[stores]", f"mongo_uri = {json.dumps(mongo_url)}", 'database = "e2e"', "",
+            "[[contracts]]", 'name = "DemoToken"', "",
+        ]))
+        lat = client(url, token, args.latency_clients, subscribe=True,
+                     expect=args.latency_messages, latency=False, log=log,
+                     extra=("--e2e", "--topic", "contract:DemoToken", "--filter",
+                            json.dumps({"status": "pending", "args.from": sender})))
+        expect_line(lat, "ready")
+        sent: dict[str, float] = {}
+
+        async def drive() -> None:
+            from push.collect import Collector
+
+            async with (
+                Collector(mongo_uri=mongo_url, database="e2e", redis_url=redis_url,
+                          namespace=namespace) as collector,
+                Watcher(load_config(config), collector) as watcher,
+            ):
+                task = asyncio.create_task(watcher.run())
+                await asyncio.sleep(2.0)  # backfill of the deployment block, then live
+                for n in range(args.latency_messages):
+                    t = time.time()
+                    tx = await asyncio.to_thread(
+                        contract.functions.transfer(w3.eth.accounts[1], n + 1).transact)
+                    sent["0x" + bytes(tx).hex()] = t
+                    await asyncio.sleep(1 / args.rate)
+                done = asyncio.create_task(asyncio.to_thread(expect_line, lat, "{"))
+                await asyncio.wait([done, task], return_when="FIRST_COMPLETED")
+                if not done.done():
+                    task.result()  # the watcher stopped first: raise its error
+                task.cancel()
+                results["_e2e_raw"] = json.loads(done.result())
+
+        asyncio.run(drive())
+        stop(lat)
+        raw = results.pop("_e2e_raw")
+        latencies = sorted(t - sent[tx] for tx, times in raw["arrivals"].items() for t in times)
+        firsts = sorted(min(times) - sent[tx] for tx, times in raw["arrivals"].items())
+        results["e2e"] = {
+            "deliveries": len(latencies),
+            "p50_ms": round(1000 * latencies[len(latencies) // 2], 2),
+            "p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)], 2),
+            "first_client_p50_ms": round(1000 * firsts[len(firsts) // 2], 2),
+            "first_client_p99_ms": round(1000 * firsts[int(len(firsts) * 0.99)], 2),
+        }
+        print(f"e2e: {results['e2e']}", file=sys.stderr)
+    finally:
+        anvil.stop()
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--role", choices=["main", "client", "raw-server"], default="main")
@@ -351,6 +436,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--expect", type=int, default=0)
     parser.add_argument("--subscribe", action="store_true")
     parser.add_argument("--latency", action="store_true")
+    parser.add_argument("--e2e", action="store_true")
+    parser.add_argument("--topic", default=TOPIC)
+    parser.add_argument("--filter", default="")
     return parser.parse_args(argv)
 
 
