@@ -183,12 +183,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _checked(args)
     if settings is None:
         return 0 if args.print_config else 2
-    config_path = args.config or DEFAULT_CONFIG
-    return _main(lambda: run_all(settings, config_path, watcher=not args.no_watcher))
+    watch_config: Any = None
+    topics = _demo_topics(args.config or DEFAULT_CONFIG)
+    if not args.no_watcher:
+        from watcher.cli import resolve_config
+        from watcher.errors import WatcherError
+
+        try:
+            # the watcher's own resolution: --config, ./chainpush.toml, else its demo config,
+            # with its CHAINPUSH_* endpoint overrides
+            watch_config = resolve_config(args.config, dict(os.environ))
+        except WatcherError as exc:
+            print(f"chainpush run: {exc}", file=sys.stderr)
+            return 2
+        # the push side's stores (file, environment, flags) apply to the watcher too
+        watch_config = dataclasses.replace(watch_config, stores=dataclasses.replace(
+            watch_config.stores, mongo_uri=settings.stores.mongo_uri,
+            database=settings.stores.database))
+        topics = [f"contract:{c.name}" for c in watch_config.contracts] + [
+            f"state:{c.name}" for c in watch_config.contracts if c.state]
+    return _main(lambda: run_all(settings, topics, watch_config))
 
 
-async def run_all(settings: Settings, config_path: Path, *, watcher: bool) -> None:
-    """Collect + dispatch + two push nodes + auth/page (+ the watcher feeding collect)."""
+async def run_all(settings: Settings, topics: list[str], watch_config: Any) -> None:
+    """Collect + dispatch + two push nodes + auth/page (+ the watcher feeding collect when
+    ``watch_config`` is given)."""
     from push.collect import Collector
     from push.dispatch import Dispatcher
     from push.metrics import Metrics
@@ -201,7 +220,7 @@ async def run_all(settings: Settings, config_path: Path, *, watcher: bool) -> No
         # the page first: its origin (its port may be 0, i.e. chosen now) is what nodes allow
         svc = await stack.enter_async_context(AuthService(
             settings.auth, tokens=settings.tokens, dev_mode=settings.dev_mode,
-            push_urls=[], topics=_demo_topics(config_path), metrics=metrics))
+            push_urls=[], topics=topics, metrics=metrics))
         page_origins = (f"http://{settings.auth.host}:{svc.port}",
                         f"http://localhost:{svc.port}", f"http://127.0.0.1:{svc.port}")
         origins = base.allowed_origins if base.allowed_origins is not None else page_origins
@@ -223,17 +242,12 @@ async def run_all(settings: Settings, config_path: Path, *, watcher: bool) -> No
         async with asyncio.TaskGroup() as group:
             for node in push_nodes:
                 group.create_task(node.run())
-            if watcher:
-                group.create_task(_run_watcher(settings, config_path, collector))
+            if watch_config is not None:
+                group.create_task(_run_watcher(watch_config, collector))
 
 
-async def _run_watcher(settings: Settings, config_path: Path, collector: Any) -> None:
-    from watcher.config import load_config
+async def _run_watcher(config: Any, collector: Any) -> None:
     from watcher.service import Watcher
 
-    config = load_config(config_path)
-    # the push side's store overrides (flags, environment) apply to the watcher too
-    config = dataclasses.replace(config, stores=dataclasses.replace(
-        config.stores, mongo_uri=settings.stores.mongo_uri, database=settings.stores.database))
     async with Watcher(config, collector) as watch:
         await watch.run()

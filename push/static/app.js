@@ -15,7 +15,8 @@
   function show(msg) {
     const r = msg.record;
     if (r.kind === "state") {
-      if (r.contract === "CallDemo") $("calldemo").textContent = JSON.stringify(r.args.value);
+      const v = r.args.value; // uints arrive as decimal strings: show them bare
+      if (r.contract === "CallDemo") $("calldemo").textContent = typeof v === "string" ? v : JSON.stringify(v);
     }
     const row = document.createElement("tr");
     row.className = "event status-" + r.status;
