@@ -92,7 +92,13 @@ class Dispatcher:
         self.metrics = metrics or Metrics()
         self.metrics.counter("chainpush_dispatch_publishes_total", "inbox publishes (one per node)")
         self.metrics.counter("chainpush_redis_errors_total", "Redis errors (dispatch or registry)")
+        self.metrics.counter("chainpush_dispatch_skipped_total",
+                             "records not published while Redis was failing (nodes catch up)")
         self._clock = clock
+        #: after a Redis error, publishing pauses this long: a frozen Redis would otherwise cost
+        #: collect a socket timeout per record, while nodes recover everything from MongoDB anyway
+        self.pause_s = max(1.0, timeout_s)
+        self._paused_until = 0.0
 
     async def __aenter__(self) -> Dispatcher:
         return self
@@ -115,6 +121,9 @@ class Dispatcher:
         if not topics:
             return
         now = self._clock()
+        if now < self._paused_until:
+            self.metrics.inc("chainpush_dispatch_skipped_total")
+            return
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for topic in topics:
@@ -136,9 +145,11 @@ class Dispatcher:
             self.metrics.inc("chainpush_dispatch_publishes_total", len(by_node))
         except REDIS_ERRORS as exc:
             self.metrics.inc("chainpush_redis_errors_total")
+            self._paused_until = self._clock() + self.pause_s
             logger.warning(
-                "dispatch of %s to %d topics failed (%s: %s); not retried: nodes catch up from "
-                "MongoDB", messages[0].msg_id, len(topics), type(exc).__name__, exc,
+                "dispatch of %s to %d topics failed (%s: %s); not retried, publishing paused "
+                "for %.1f s: nodes catch up from MongoDB", messages[0].msg_id, len(topics),
+                type(exc).__name__, exc, self.pause_s,
             )
 
 

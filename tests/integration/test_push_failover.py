@@ -173,3 +173,39 @@ async def test_mongo_restarted_mid_stream_loses_nothing(
             check(c, total)
     finally:
         mongo.stop()
+
+
+async def test_frozen_redis_does_not_stall_collect_and_loses_nothing(
+    mongo_uri: str, mongo_db_name: str, unit: float, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import time
+
+    redis = procs.start_redis(port=procs.free_port(), state_dir=tmp_path)
+    try:
+        cfg = stores(mongo_uri, redis.url, mongo_db_name)
+        async with (
+            collector_for(cfg) as collector,
+            clients_on_two_nodes(cfg, unit) as clients,
+            asyncio.timeout(60 * unit),
+        ):
+            await feed(collector, 0, 10)
+            for c in clients:
+                await c.wait_for(10)
+            os.kill(redis.pid, signal.SIGSTOP)  # alive but silent: every call would time out
+            try:
+                started = time.monotonic()
+                await feed(collector, 10, 60)
+                stalled_s = time.monotonic() - started
+            finally:
+                os.kill(redis.pid, signal.SIGCONT)
+            # one socket timeout (2 s), then publishing pauses instead of timing out per record
+            assert stalled_s < 2.0 + 5 * unit, stalled_s
+            assert collector.dispatch.metrics.counters["chainpush_dispatch_skipped_total"] > 0
+            for c in clients:
+                await c.wait_for(60)
+        for c in clients:
+            check(c, 60)
+    finally:
+        redis.stop()
