@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -116,3 +117,35 @@ async def test_history_to_live_switch_under_load_has_no_gap_dup_or_reorder(
                 got = await client.until(total - 3)
                 await feeding
         assert [m["offset"] for m in got] == list(range(4, total + 1))
+
+
+async def test_registry_entries_follow_connections_and_subscriptions(
+    mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float
+) -> None:
+    import time
+
+    import redis.asyncio as aioredis
+
+    from chainpush.constants import RedisNames
+
+    cfg = stores(mongo_uri, redis_url, mongo_db_name)
+    names = RedisNames(cfg.namespace)
+    r = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        async with push_node(cfg, "n1", unit) as n1:
+            async with Client.connect(n1.url, token("carol")) as c:
+                await c.subscribe(TOPIC)
+                topic_entry = await r.hgetall(names.topic(TOPIC))  # registered at subscribe
+                assert list(topic_entry) == ["n1"]
+                assert float(topic_entry["n1"]) > time.time()
+                await n1.link.heartbeat()
+                assert list(await r.hgetall(names.user("carol"))) == ["n1"]
+                assert await r.get(names.node("n1")) == n1.url
+                assert 0 < await r.ttl(names.node("n1")) <= 4
+                await c.ws.send(json.dumps({"type": "unsubscribe", "topic": TOPIC}))
+                assert (await c.next_frame())["type"] == "unsubscribed"
+                await n1.link.heartbeat()  # the subscription is gone: so is the topic entry
+                assert await r.hgetall(names.topic(TOPIC)) == {}
+        assert await r.get(names.node("n1")) is None  # a clean stop leaves the registry
+    finally:
+        await r.aclose()
