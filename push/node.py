@@ -125,6 +125,9 @@ class PushNode:
 
     async def __aenter__(self) -> PushNode:
         origins: list[str | None] | None = None
+        if self.config.allowed_origins is None and not self.tokens.dev_mode:
+            logger.warning("push.allowed_origins is not set: pages of any origin may open "
+                           "connections (they still need a token)")
         if self.config.allowed_origins is not None:
             # ``None`` admits clients that send no Origin (servers, CLI tools); browsers send one
             origins = [*self.config.allowed_origins, None]
