@@ -405,9 +405,16 @@ class PushNode:
         page = self.config.history_page
         try:
             while True:
+                before = sub.cursor.next
                 rows = await self.store.read_range(sub.topic, sub.cursor.next, limit=page)
                 if conn.subs.get(sub.topic) is not sub or conn.closing:
                     return
+                if rows and rows[0].offset != before:
+                    # a hole in MongoDB (collect never makes one: rows deleted by hand?): say
+                    # so and go on from what exists rather than wait for it forever
+                    logger.error("topic %s: offsets %d..%d missing in MongoDB; conn %d skips "
+                                 "them", sub.topic, before, rows[0].offset - 1, conn.id)
+                    sub.cursor.next = rows[0].offset
                 for row in rows:
                     if not sub.cursor.fetched(row.offset):
                         break
@@ -433,7 +440,12 @@ class PushNode:
         self.metrics.inc("chainpush_dispatch_lag_seconds_count")
         for message in messages:
             self.metrics.inc("chainpush_messages_in_total")
-            self.deliver(message)
+            try:
+                self.deliver(message)
+            except (ValueError, TypeError) as exc:  # a record that cannot be sent as JSON
+                self.metrics.inc("chainpush_inbox_bad_total")
+                logger.error("node %s: cannot deliver %s at %s:%d (%s)", self.config.node_id,
+                             message.msg_id, message.topic, message.offset, exc)
 
     def deliver(self, message: StoredMessage) -> int:
         """Offer one live message to the topic's subscribers; return how many got it now."""
