@@ -17,8 +17,9 @@ from push.tokens import TokenConfig
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoresConfig:
-    mongo_uri: str = "mongodb://127.0.0.1:27017/?directConnection=true"
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    # the dev stack's ports (chainpush dev up), as the watcher's defaults
+    mongo_uri: str = "mongodb://127.0.0.1:27018/?directConnection=true"
+    redis_url: str = "redis://127.0.0.1:6390/0"
     database: str = "chainpush"
     namespace: str = "cp"
 
