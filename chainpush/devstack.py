@@ -1,9 +1,11 @@
 """The local dev stack: a real node, a real Redis and a MongoDB-protocol server, on loopback.
 
-``chainpush dev up`` starts (idempotently) anvil (HTTP + WS on one port, plus an IPC socket),
+``chainpush dev up`` starts (idempotently) anvil (HTTP + WS on one port, plus an IPC socket;
+its chain persists in ``<state dir>/chain-state.json`` so it stays consistent with the stores),
 redis-server and nx-27017, waits until each answers, and records what runs in
 ``<state dir>/stack.json``; ``status`` health-checks it; ``down`` stops every process group it
-started, leaving nothing behind. ``MONGO_URI`` (or ``CHAINPUSH_MONGO_URI``) pointing at a real
+started, leaving nothing behind; ``down --wipe`` also deletes the chain and the stores' data.
+``MONGO_URI`` (or ``CHAINPUSH_MONGO_URI``) pointing at a real
 MongoDB replaces nx-27017; ``CHAINPUSH_REDIS_URL`` pointing at a running Redis replaces ours.
 
 Ports: the configured ones (defaults 8545 / 6390 / 27018) when free; a free port otherwise, which
@@ -17,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -136,9 +139,14 @@ def up(config: DevStackConfig) -> StackState:
         node_port = _port(config.node_port)
         ipc = config.state_dir / "anvil.ipc"
         ipc.unlink(missing_ok=True)
+        # the chain persists across down/up (and, up to the last few seconds, a crash), so it
+        # stays consistent with what MongoDB stored about it: anvil loads it at start, dumps
+        # it every few seconds and on SIGTERM
         anvil = procs.start_anvil(
             port=node_port, state_dir=config.state_dir, ipc_path=ipc,
             block_time_s=config.block_time_s, detach=True,
+            extra=("--state", str(config.state_dir / "chain-state.json"),
+                   "--state-interval", "5"),
         )
         started.append(anvil)
         node = ServiceState("anvil", anvil.pid, anvil.url, str(anvil.log_path))
@@ -174,10 +182,30 @@ def up(config: DevStackConfig) -> StackState:
     return state
 
 
-def down(state_dir: Path = DEFAULT_STATE_DIR) -> int:
-    """Stop every process the stack started; return how many were running."""
+#: what ``down --wipe`` deletes: the chain, the stores' data, the logs
+WIPED = ("chain-state.json", "mongo", "redis", "anvil.log", "redis.log", "mongo.log",
+         "mongo-server.log", "traffic.log")
+
+
+def wipe(state_dir: Path) -> None:
+    """Delete the dev chain and the stores' data: the next ``up`` starts from genesis."""
+    for name in WIPED:
+        path = state_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def down(state_dir: Path = DEFAULT_STATE_DIR, *, wipe_data: bool = False) -> int:
+    """Stop every process the stack started; return how many were running.
+
+    ``wipe_data``: also delete the chain and the stores' data (``dev down --wipe``).
+    """
     state = load_state(state_dir)
     if state is None:
+        if wipe_data:
+            wipe(state_dir)
         return 0
     stopped = 0
     for service in reversed(state.services):
@@ -187,6 +215,8 @@ def down(state_dir: Path = DEFAULT_STATE_DIR) -> int:
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     with contextlib.suppress(FileNotFoundError):
         Path(state.ipc_path).unlink()
+    if wipe_data:
+        wipe(state_dir)
     return stopped
 
 
@@ -225,7 +255,8 @@ def _run(args: argparse.Namespace) -> int:
         _print_state(state)
         return 0
     if args.action == "down":
-        print(f"stopped {down(state_dir)} process(es)")
+        print(f"stopped {down(state_dir, wipe_data=args.wipe)} process(es)"
+              + (" and wiped the chain and stores" if args.wipe else ""))
         return 0
     recorded = load_state(state_dir)
     if recorded is None:
@@ -252,5 +283,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--block-time", type=float, default=1.0,
         help="seconds between blocks (0: mine one block per transaction)",
+    )
+    parser.add_argument(
+        "--wipe", action="store_true",
+        help="with down: also delete the chain and the stores' data (next up starts afresh)",
     )
     parser.set_defaults(func=_run)

@@ -183,11 +183,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _checked(args)
     if settings is None:
         return 0 if args.print_config else 2
+    from watcher.errors import WatcherError
+
     watch_config: Any = None
     topics = _demo_topics(args.config or DEFAULT_CONFIG)
     if not args.no_watcher:
         from watcher.cli import resolve_config
-        from watcher.errors import WatcherError
 
         try:
             # the watcher's own resolution: --config, ./chainpush.toml, else its demo config,
@@ -202,7 +203,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             database=settings.stores.database))
         topics = [f"contract:{c.name}" for c in watch_config.contracts] + [
             f"state:{c.name}" for c in watch_config.contracts if c.state]
-    return _main(lambda: run_all(settings, topics, watch_config))
+    fatal: list[str] = []
+    code = 0
+    try:
+        code = _main(lambda: run_all(settings, topics, watch_config))
+    except* WatcherError as group:
+        # a fatal watcher error (a chain that no longer links to the checkpoint, ...) stops
+        # the demo with its message, not a traceback
+        fatal.extend(str(e) for e in group.exceptions)
+    for message in fatal:
+        print(f"chainpush run: watcher stopped: {message}", file=sys.stderr)
+    return 1 if fatal else code
 
 
 async def run_all(settings: Settings, topics: list[str], watch_config: Any) -> None:

@@ -42,7 +42,7 @@ say "generating demo traffic (one transaction a second)"
 traffic_pid=$!
 
 say "running watcher, collect, dispatch, two push nodes and the page"
-"$CP" run --config chainpush.toml &
+"$CP" run &
 run_pid=$!
 
 if [ -n "${DEMO_SECONDS:-}" ]; then

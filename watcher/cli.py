@@ -58,6 +58,8 @@ def apply_env(config: Config, env: dict[str, str]) -> Config:
     stores, node = config.stores, config.node
     if env.get("CHAINPUSH_MONGO_URI"):
         stores = dataclasses.replace(stores, mongo_uri=env["CHAINPUSH_MONGO_URI"])
+    if env.get("CHAINPUSH_REDIS_URL"):
+        stores = dataclasses.replace(stores, redis_url=env["CHAINPUSH_REDIS_URL"])
     urls = [env[k] for k in ("CHAINPUSH_IPC", "CHAINPUSH_WS", "CHAINPUSH_RPC") if env.get(k)]
     if urls:
         node = dataclasses.replace(node, urls=tuple(urls))
@@ -98,7 +100,10 @@ async def _run(config: Config, sink_kind: str) -> None:
     if sink_kind == "collect":
         from push.collect import Collector
 
-        sink = Collector(mongo_uri=config.stores.mongo_uri, database=config.stores.database)
+        sink = Collector(
+            mongo_uri=config.stores.mongo_uri, database=config.stores.database,
+            redis_url=config.stores.redis_url, namespace=config.stores.namespace,
+        )
     elif sink_kind == "mongo":
         sink = MongoSink(config.stores.mongo_uri, config.stores.database)
     else:

@@ -51,6 +51,7 @@ from typing import Any, Literal
 from watcher.errors import ConfigError
 
 DEFAULT_MONGO_URI = "mongodb://127.0.0.1:27018/?directConnection=true"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6390/0"
 
 
 def _where(source: str, key: str) -> str:
@@ -189,6 +190,10 @@ def _is_hex(s: str) -> bool:
 class StoresConfig:
     mongo_uri: str = DEFAULT_MONGO_URI
     database: str = "chainpush"
+    #: where collect tells push nodes about new messages (``--sink collect``); push nodes also
+    #: reconcile from MongoDB, so Redis being away delays delivery but loses nothing
+    redis_url: str = DEFAULT_REDIS_URL
+    namespace: str = "cp"
 
     def __post_init__(self) -> None:
         if not self.mongo_uri.startswith(("mongodb://", "mongodb+srv://")):
@@ -271,6 +276,8 @@ class Config:
             stores=StoresConfig(
                 mongo_uri=str(stores_raw.get("mongo_uri", DEFAULT_MONGO_URI)),
                 database=str(stores_raw.get("database", "chainpush")),
+                redis_url=str(stores_raw.get("redis_url", DEFAULT_REDIS_URL)),
+                namespace=str(stores_raw.get("namespace", "cp")),
             ),
         )
 

@@ -168,7 +168,8 @@ class BlockCursor:
             raise ReorgTooDeep(
                 f"block {header.number} ({header.hash}) does not link to the tracked chain "
                 f"(anchor {self.anchor.number} {self.anchor.hash}); the reorg is deeper than "
-                f"the window of {self.window} blocks"
+                f"the window of {self.window} blocks (a dev node restarted from genesis looks "
+                f"like this: `chainpush dev down --wipe` starts its chain and stores afresh)"
             )
         self._probe = header.number - 1
 
