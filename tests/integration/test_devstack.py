@@ -90,3 +90,30 @@ def test_up_restarts_a_stack_with_a_dead_member(tmp_path: Path) -> None:
 def test_bad_port_is_refused_with_the_setting_named() -> None:
     with pytest.raises(ValueError, match=r"redis_port must be in 1\.\.65535, got 0"):
         devstack.DevStackConfig(redis_port=0)
+
+
+def test_chain_persists_across_down_up_and_wipe_starts_afresh(tmp_path: Path) -> None:
+    state_dir = tmp_path / "dev"
+    config = devstack.DevStackConfig(
+        state_dir=state_dir, node_port=procs.free_port(), redis_port=procs.free_port(),
+        mongo_port=procs.free_port(), block_time_s=None,
+    )
+    state = devstack.up(config)
+    try:
+        procs.rpc_call(state.node.url, "anvil_mine", ["0x5"])
+        block = procs.rpc_call(state.node.url, "eth_getBlockByNumber", ["0x5", False])
+        assert isinstance(block, dict)
+        devstack.down(state_dir)  # SIGTERM: anvil dumps its chain
+
+        state = devstack.up(config)
+        again = procs.rpc_call(state.node.url, "eth_getBlockByNumber", ["0x5", False])
+        assert isinstance(again, dict)
+        assert again["hash"] == block["hash"]  # the same chain, not a new one at the same height
+
+        assert devstack.down(state_dir, wipe_data=True) == 3
+        assert not (state_dir / "chain-state.json").exists()
+        assert not (state_dir / "mongo").exists()
+        state = devstack.up(config)
+        assert procs.rpc_call(state.node.url, "eth_blockNumber") == "0x0"
+    finally:
+        devstack.down(state_dir)
