@@ -1,7 +1,7 @@
 """Every MongoDB collection name and Redis key/channel chainpush uses, in one place.
 
 A deployment may share one Redis and one MongoDB between several chainpush clusters: each name
-below is built under a *namespace* (``ChainpushNames(namespace="cp")``) so tests and clusters
+below is built under a *namespace* (``RedisNames(namespace="cp")``) so tests and clusters
 never collide. TTLs are documented next to the key that carries them.
 """
 
