@@ -8,8 +8,9 @@ address and no deployments entry. (That the address holds code needs the node: `
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import json
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from watcher.abi import ContractABI, find_abi, load_abi
@@ -28,6 +29,9 @@ class Bound:
     confirmations: Mapping[str, int]
     calls: tuple[ViewCall, ...]
     start_block: int
+    #: per contract: ``[watch] start_block`` if set, else its deployment block, else 0 (where a
+    #: contract added after the checkpoint is caught up from)
+    start_blocks: Mapping[str, int]
 
     def decoder(self) -> LogDecoder:
         return LogDecoder(self.chain_id, self.specs)
@@ -35,6 +39,15 @@ class Bound:
     @property
     def addresses(self) -> list[str]:
         return [s.address for s in self.specs]
+
+    def only(self, names: Collection[str]) -> Bound:
+        """The same binding restricted to the contracts ``names``."""
+        return replace(self, specs=tuple(s for s in self.specs if s.name in names),
+                       calls=tuple(c for c in self.calls if c.contract in names))
+
+    def coverage(self) -> list[dict[str, str]]:
+        """What a checkpoint covers, one entry per contract (``coverage_entry``)."""
+        return [coverage_entry(s) for s in self.specs]
 
     def log_filter(self) -> dict[str, object]:
         """The address (and, when every contract names its events, topic0) part of every
@@ -44,6 +57,20 @@ class Bound:
         if topics is not None:
             flt["topics"] = topics
         return flt
+
+
+def coverage_entry(spec: ContractSpec) -> dict[str, str]:
+    """(name, address, event selection) of one contract, as the checkpoint records it: a
+    contract of the config whose entry the checkpoint lacks was not followed up to its block.
+    The selection (events and argument filters) is canonical JSON in a string: filter values
+    may be integers beyond MongoDB's 64 bits."""
+    selection = {
+        "events": sorted(spec.events) if spec.events is not None else None,
+        "filters": {ev: {arg: sorted(str(v) for v in values) for arg, values in args.items()}
+                    for ev, args in spec.filters.items()},
+    }
+    return {"name": spec.name, "address": spec.address,
+            "selection": json.dumps(selection, sort_keys=True, separators=(",", ":"))}
 
 
 def bind(config: Config, chain_id: int | None) -> Bound:
@@ -57,9 +84,13 @@ def bind(config: Config, chain_id: int | None) -> Bound:
     specs: list[ContractSpec] = []
     calls: list[ViewCall] = []
     dep_blocks: list[int] = []
+    starts: dict[str, int] = {}
     for c in config.contracts:
         abi = load_abi(find_abi(config.watch.abi_dir, c.abi))
+        seen = len(dep_blocks)
         address = _address(config, c, deployments, dep_path, chain_id, dep_blocks)
+        own = dep_blocks[-1] if len(dep_blocks) > seen else 0
+        starts[c.name] = config.watch.start_block if config.watch.start_block is not None else own
         events = _events(src, c, abi)
         filters = _filters(src, c, abi)
         specs.append(ContractSpec(c.name, address, abi, events, filters))
@@ -80,7 +111,7 @@ def bind(config: Config, chain_id: int | None) -> Bound:
     return Bound(
         chain_id=chain_id or 0, specs=tuple(specs),
         confirmations={c.name: config.confirmations(c) for c in config.contracts},
-        calls=tuple(calls), start_block=start,
+        calls=tuple(calls), start_block=start, start_blocks=starts,
     )
 
 

@@ -15,6 +15,10 @@ Sections this module reads (others, e.g. ``[push]``, belong to other components 
     start_block = 0            # default: the lowest deployment block, else 0
     max_range = 2000           # largest eth_getLogs span; shrinks on provider refusals
     reorg_window = 64          # blocks kept to detect and undo reorgs (> every confirmations)
+    finality_depth = 12        # K = 0 contracts: `confirmed` follows `pending` this many blocks
+                               # deep (1 … reorg_window - 1; no "off": every pending record is
+                               # confirmed at the latest when its block leaves the window);
+                               # default 12, or reorg_window - 1 when that is smaller
     abi_dir = "abi"
     deployments = "deployments"   # a directory of <chain_id>.json, or one such file
 
@@ -116,6 +120,9 @@ class WatchConfig:
     start_block: int | None = None
     max_range: int = 2000
     reorg_window: int = 64
+    #: K = 0 contracts: ``confirmed`` follows ``pending`` once the block is this many blocks
+    #: deep. Always on (1 … reorg_window - 1): a block leaving the window is final anyway.
+    finality_depth: int = 12
     abi_dir: Path = Path("abi")
     deployments: Path | None = None
     live_batch_blocks: int = 100
@@ -132,6 +139,11 @@ class WatchConfig:
             raise ConfigError(f"[watch] max_range must be >= 1, got {self.max_range}")
         if self.reorg_window < 2:
             raise ConfigError(f"[watch] reorg_window must be >= 2, got {self.reorg_window}")
+        if not 1 <= self.finality_depth < self.reorg_window:
+            raise ConfigError(
+                f"[watch] finality_depth must be >= 1 and below [watch] reorg_window "
+                f"({self.reorg_window}), got {self.finality_depth}"
+            )
         if self.live_batch_blocks < 1:
             raise ConfigError(
                 f"[watch] live_batch_blocks must be >= 1, got {self.live_batch_blocks}"
@@ -251,14 +263,17 @@ class Config:
                                "chain_id"}, source, "[node]")
         watch_raw = _table(data, "watch", source)
         _check_keys(watch_raw, {"name", "confirmations", "start_block", "max_range",
-                                "reorg_window", "abi_dir", "deployments", "live_batch_blocks",
-                                "progress_interval_s"}, source, "[watch]")
+                                "reorg_window", "finality_depth", "abi_dir", "deployments",
+                                "live_batch_blocks", "progress_interval_s"}, source, "[watch]")
+        reorg_window = int(watch_raw.get("reorg_window", 64))
         watch = WatchConfig(
             name=str(watch_raw.get("name", "default")),
             confirmations=int(watch_raw.get("confirmations", 0)),
             start_block=int(watch_raw["start_block"]) if "start_block" in watch_raw else None,
             max_range=int(watch_raw.get("max_range", 2000)),
-            reorg_window=int(watch_raw.get("reorg_window", 64)),
+            reorg_window=reorg_window,
+            # unset: 12, or what a small window allows (set explicitly, it is validated)
+            finality_depth=int(watch_raw.get("finality_depth", min(12, reorg_window - 1))),
             abi_dir=base / str(watch_raw.get("abi_dir", "abi")),
             deployments=(base / str(watch_raw["deployments"])) if "deployments" in watch_raw
             else base / "deployments",
@@ -290,7 +305,8 @@ class Config:
             "watch": {
                 "name": self.watch.name, "confirmations": self.watch.confirmations,
                 "start_block": self.watch.start_block, "max_range": self.watch.max_range,
-                "reorg_window": self.watch.reorg_window, "abi_dir": str(self.watch.abi_dir),
+                "reorg_window": self.watch.reorg_window,
+                "finality_depth": self.watch.finality_depth, "abi_dir": str(self.watch.abi_dir),
                 "deployments": str(self.watch.deployments),
             },
             "contracts": [

@@ -4,10 +4,17 @@ Each unfinalized canonical block (the cursor's window) holds the records found i
 record, the status last emitted for it (``None``: not yet). Emission rules, per contract with
 ``K`` confirmations:
 
-* ``K == 0``: ``pending`` as soon as the block is added;
+* ``K == 0``: ``pending`` as soon as the block is added, then ``confirmed`` once the block is
+  final: ``tip - block_number >= finality_depth`` (or when the block leaves the window);
 * ``K > 0``: ``confirmed`` once ``tip - block_number >= K`` (or when the block is finalized);
+  nothing before;
 * a reorg orphaning the block emits ``removed`` for every record already emitted, then forgets
-  the block; a record never emitted is dropped silently.
+  the block; a record never emitted is dropped silently, and a retracted one never gets
+  ``confirmed`` (its block is gone from the ledger).
+
+``adopt`` adds records found later for a block already tracked (a contract added to the config
+is caught up, ``Watcher._catch_up``): emitted in the status their depth calls for, without a
+``pending`` first when the block is already final.
 
 Because the emitted status is stored with the checkpoint, a restart neither re-emits nor misses
 a transition. State records ride along as records of the block they were read at; the last
@@ -41,11 +48,16 @@ class Ledger:
     """Per-block emitted statuses; every method returns the records to hand to the sink."""
 
     def __init__(
-        self, confirmations: Mapping[str, int], *, final_state: Mapping[str, Any] | None = None
+        self, confirmations: Mapping[str, int], *, finality_depth: int,
+        final_state: Mapping[str, Any] | None = None,
     ) -> None:
+        if finality_depth < 1:
+            raise ValueError(f"finality_depth must be >= 1, got {finality_depth}")
         self._k = dict(confirmations)
+        self.finality_depth = finality_depth
         self._blocks: dict[str, _Block] = {}
-        self._waiting: set[str] = set()  # hashes of blocks with records not yet emitted
+        # hashes of blocks with a record still due a transition (not emitted, or only pending)
+        self._waiting: set[str] = set()
         self.final_state: dict[str, Any] = dict(final_state or {})
 
     def confirmations(self, contract: str) -> int:
@@ -62,24 +74,57 @@ class Ledger:
                 entries.append(_Entry(emitted, "pending"))
             else:
                 entries.append(_Entry(rec, None))
-                self._waiting.add(header.hash)
         self._blocks[header.hash] = _Block(header.number, header.hash, entries)
+        if entries:
+            self._waiting.add(header.hash)
+        return out
+
+    def adopt(self, header: Header, records: Sequence[Record], tip: int) -> list[Record]:
+        """Add ``records`` found late for canonical block ``header`` (tracked or not yet) with
+        the tip at ``tip``; returns what to emit: ``confirmed`` at once when the block is deep
+        enough for the record's contract (``finality_depth`` for K = 0, K otherwise),
+        else ``pending`` (K = 0) or nothing yet (K > 0). A record id already held is skipped,
+        so adopting the same records twice (a repeated catch-up) emits nothing new."""
+        block = self._blocks.setdefault(header.hash, _Block(header.number, header.hash, []))
+        held = {e.record.id for e in block.entries}
+        depth = tip - header.number
+        out: list[Record] = []
+        for rec in records:
+            if rec.id in held:
+                continue
+            held.add(rec.id)
+            k = self.confirmations(rec.contract)
+            if depth >= (k or self.finality_depth):
+                entry = _Entry(rec.with_status("confirmed"), "confirmed")
+            elif k == 0:
+                entry = _Entry(rec.with_status("pending"), "pending")
+            else:
+                entry = _Entry(rec, None)
+            if entry.emitted is not None:
+                out.append(entry.record)
+            block.entries.append(entry)
+        if any(e.emitted != "confirmed" for e in block.entries):
+            self._waiting.add(header.hash)
         return out
 
     def confirm(self, tip: int) -> list[Record]:
-        """Records that reached their confirmations now that the tip is at ``tip``."""
+        """Records that reached their confirmations (K > 0) or finality (``pending`` ones)
+        now that the tip is at ``tip``."""
         out: list[Record] = []
         for h in sorted(self._waiting, key=lambda x: self._blocks[x].number):
             block = self._blocks[h]
             left = False
             for e in block.entries:
-                if e.emitted is None:
-                    if tip - block.number >= self.confirmations(e.record.contract):
-                        e.emitted = "confirmed"
-                        e.record = e.record.with_status("confirmed")
-                        out.append(e.record)
-                    else:
-                        left = True
+                if e.emitted == "confirmed":
+                    continue
+                due = (self.finality_depth if e.emitted == "pending"
+                       else self.confirmations(e.record.contract))
+                if tip - block.number >= due:
+                    e.emitted = "confirmed"
+                    e.record = e.record.with_status("confirmed")
+                    out.append(e.record)
+                else:
+                    left = True
             if not left:
                 self._waiting.discard(h)
         return out
@@ -103,7 +148,8 @@ class Ledger:
             return []
         out: list[Record] = []
         for e in block.entries:
-            if e.emitted is None:
+            if e.emitted != "confirmed":  # not emitted yet, or only pending
+                e.emitted = "confirmed"
                 e.record = e.record.with_status("confirmed")
                 out.append(e.record)
             if isinstance(e.record, StateRecord):
@@ -144,12 +190,15 @@ class Ledger:
         }
 
     @classmethod
-    def from_doc(cls, doc: Mapping[str, Any], confirmations: Mapping[str, int]) -> Ledger:
-        ledger = cls(confirmations, final_state=dict(doc.get("final_state") or []))
+    def from_doc(
+        cls, doc: Mapping[str, Any], confirmations: Mapping[str, int], *, finality_depth: int
+    ) -> Ledger:
+        ledger = cls(confirmations, finality_depth=finality_depth,
+                     final_state=dict(doc.get("final_state") or []))
         for b in doc.get("blocks", []):
             entries = [_Entry(record_from_dict(e["record"]), e["emitted"]) for e in b["entries"]]
             ledger._blocks[b["hash"]] = _Block(int(b["number"]), b["hash"], entries)
-            if any(e.emitted is None for e in entries):
+            if any(e.emitted != "confirmed" for e in entries):
                 ledger._waiting.add(b["hash"])
         return ledger
 

@@ -8,7 +8,13 @@ have the same ids: the store sees no duplicate and nothing is skipped.
 
 * **Backfill** (tip older than ``head - reorg_window``): ``eth_getLogs`` over address-filtered
   ranges chosen by ``RangePlanner``, the next range fetched while the current one is stored.
-  Blocks that deep are treated as final: records are emitted in their final status at once.
+  Blocks that deep are treated as final: records are emitted ``confirmed`` at once (also for
+  K = 0 contracts: no ``pending`` first).
+* **Catch-up** (at start, before anything else): a contract of the config that the checkpoint
+  does not cover (``Bound.coverage``: name, address, event selection) is backfilled alone from
+  its own start block up to the checkpoint's tip, chunk by chunk with the same range planning,
+  its progress in the checkpoint (``catchup``); records in blocks still in the window join the
+  ledger (``Ledger.adopt``) so a later reorg retracts them. Then the checkpoint covers it.
 * **Live** (within the window): headers by number into ``BlockCursor`` (reorg detection by parent
   hash), logs by block hash (EIP-234: the logs of exactly that block), state reads by block hash
   (EIP-1898), emission by ``Ledger`` (pending / confirmed / removed).
@@ -27,7 +33,7 @@ import logging
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
@@ -97,6 +103,8 @@ class Watcher:
         self._committed: dict[str, Any] | None = None
         self._cursor: BlockCursor | None = None
         self._ledger: Ledger | None = None
+        self._covered: list[dict[str, str]] = []  # coverage entries the checkpoint is good for
+        self._catchup: dict[str, Any] | None = None  # an unfinished catch-up: what, from where
         self._task: asyncio.Task[None] | None = None
         self._rng = random.Random()
 
@@ -196,6 +204,8 @@ class Watcher:
         if self._committed is None:
             await self._load(rpc)
         self._restore()
+        if len(self._covered) < len(self._bound.specs):
+            await self._catch_up(rpc)
         if rpc.subscriptions:
             try:
                 await rpc.subscribe_heads()
@@ -240,6 +250,10 @@ class Watcher:
         if doc is not None and doc.get("cursor"):
             self._committed = {k: doc[k] for k in ("block_number", "block_hash", "cursor",
                                                    "ledger", "chain_id", "name")}
+            # absent in checkpoints written before coverage was recorded: taken to cover the
+            # configuration as it is (what those versions did)
+            self._committed["contracts"] = doc.get("contracts")
+            self._committed["catchup"] = doc.get("catchup")
             logger.info("resuming from checkpoint %s at block %d", self._key,
                         doc["block_number"])
             return
@@ -250,7 +264,10 @@ class Watcher:
             raise RPCError(f"block {anchor_n} (start_block - 1) does not exist yet",
                            method="eth_getBlockByNumber")
         cursor = BlockCursor([Header.from_rpc(raw)], window=self.config.watch.reorg_window)
-        ledger = Ledger(self._bound.confirmations)
+        ledger = Ledger(self._bound.confirmations,
+                        finality_depth=self.config.watch.finality_depth)
+        self._covered = self._bound.coverage()
+        self._catchup = None
         self._committed = self._doc(cursor, ledger)
         logger.info("no checkpoint %s: starting at block %d", self._key, anchor_n + 1)
 
@@ -260,13 +277,19 @@ class Watcher:
             "chain_id": self._bound.chain_id, "name": self.config.watch.name,
             "block_number": cursor.tip.number, "block_hash": cursor.tip.hash,
             "cursor": cursor.to_doc(), "ledger": ledger.to_doc(),
+            "contracts": list(self._covered), "catchup": self._catchup,
         }
 
     def _restore(self) -> None:
         assert self._committed is not None and self._bound is not None
         self._cursor = BlockCursor.from_doc(self._committed["cursor"],
                                             window=self.config.watch.reorg_window)
-        self._ledger = Ledger.from_doc(self._committed["ledger"], self._bound.confirmations)
+        self._ledger = Ledger.from_doc(self._committed["ledger"], self._bound.confirmations,
+                                       finality_depth=self.config.watch.finality_depth)
+        current = self._bound.coverage()
+        covered = self._committed.get("contracts")
+        self._covered = current if covered is None else [e for e in current if e in covered]
+        self._catchup = self._committed.get("catchup")
 
     def _tip(self) -> Header:
         assert self._cursor is not None
@@ -289,9 +312,10 @@ class Watcher:
 
     # --- backfill ------------------------------------------------------------------------------
 
-    async def _fetch_range(self, rpc: Rpc, lo: int, hi: int) -> tuple[list[RawLog], Header]:
-        assert self._bound is not None
-        flt = {"fromBlock": hex(lo), "toBlock": hex(hi), **self._log_filter}
+    async def _fetch_range(
+        self, rpc: Rpc, lo: int, hi: int, log_filter: dict[str, object]
+    ) -> tuple[list[RawLog], Header]:
+        flt = {"fromBlock": hex(lo), "toBlock": hex(hi), **log_filter}
         logs, end = await rpc.batch([("eth_getLogs", [flt]),
                                      ("eth_getBlockByNumber", [hex(hi), False])])
         if end is None:
@@ -305,22 +329,14 @@ class Watcher:
         blocks = await rpc.batch([("eth_getBlockByHash", [h, False]) for h in missing])
         return {h: int(b["timestamp"], 16) for h, b in zip(missing, blocks, strict=True) if b}
 
-    async def _backfill(self, rpc: Rpc, target: int) -> None:
-        """Emit every record of blocks ``tip+1 … target`` (all final), chunk by chunk."""
-        assert self._bound is not None and self._decoder is not None
-        cfg = self.config.watch
-        planner = RangePlanner(max_range=cfg.max_range)
-        start = self._tip().number + 1
-        began = time.monotonic()
-        n_records = 0
-        progress = BackfillProgress(start, target, cfg.progress_interval_s)
-        # on a terminal, also a status line redrawn in place (only for long backfills)
-        tty = (BackfillProgress(start, target, 0.25)
-               if sys.stderr.isatty() and target - start >= 10 * cfg.max_range else None)
-        # a short catch-up (the head ran ahead of the window) is routine: say so only in DEBUG
-        level = logging.INFO if target - start >= 2 * cfg.reorg_window else logging.DEBUG
-        logger.log(level, "backfill of blocks %d..%d (%d blocks)", start, target,
-                   target - start + 1)
+    async def _chunks(
+        self, rpc: Rpc, start: int, target: int, log_filter: dict[str, object]
+    ) -> AsyncGenerator[tuple[tuple[int, int], list[RawLog], Header], None]:
+        """``eth_getLogs`` of blocks ``start … target`` in ranges planned by ``RangePlanner``
+        (shrunk on refusals, grown back after successes): yields ``((lo, hi), logs, header of
+        hi)`` in order; the next range is already being fetched while the caller stores one.
+        Use under ``contextlib.aclosing`` so an abandoned prefetch is cancelled."""
+        planner = RangePlanner(max_range=self.config.watch.max_range)
         pending: asyncio.Task[tuple[list[RawLog], Header]] | None = None
         span = (start, start)
         refusals = 0
@@ -328,7 +344,7 @@ class Watcher:
             while start <= target:
                 if pending is None:
                     span = planner.plan(start, target)
-                    pending = asyncio.create_task(self._fetch_range(rpc, *span))
+                    pending = asyncio.create_task(self._fetch_range(rpc, *span, log_filter))
                 try:
                     logs, end = await pending
                 except (RangeTooLarge, RateLimited) as exc:
@@ -354,13 +370,39 @@ class Watcher:
                 start = span[1] + 1
                 if start <= target:  # fetch the next range while this one is stored
                     span = planner.plan(start, target)
-                    pending = asyncio.create_task(self._fetch_range(rpc, *span))
+                    pending = asyncio.create_task(self._fetch_range(rpc, *span, log_filter))
+                yield done_span, logs, end
+        finally:
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, WatcherError):
+                    await pending
+
+    async def _backfill(self, rpc: Rpc, target: int) -> None:
+        """Emit every record of blocks ``tip+1 … target`` (all final), chunk by chunk."""
+        assert self._bound is not None and self._decoder is not None
+        cfg = self.config.watch
+        start = self._tip().number + 1
+        began = time.monotonic()
+        n_records = 0
+        progress = BackfillProgress(start, target, cfg.progress_interval_s)
+        # on a terminal, also a status line redrawn in place (only for long backfills)
+        tty = (BackfillProgress(start, target, 0.25)
+               if sys.stderr.isatty() and target - start >= 10 * cfg.max_range else None)
+        # a short catch-up (the head ran ahead of the window) is routine: say so only in DEBUG
+        level = logging.INFO if target - start >= 2 * cfg.reorg_window else logging.DEBUG
+        logger.log(level, "backfill of blocks %d..%d (%d blocks)", start, target,
+                   target - start + 1)
+        chunks = self._chunks(rpc, start, target, self._log_filter)
+        async with contextlib.aclosing(chunks):
+            async for done_span, logs, end in chunks:
                 records = await self._backfill_records(rpc, logs)
                 n_records += len(records)
                 assert self._ledger is not None
                 out = self._ledger.finalize_all() + records
                 self._cursor = BlockCursor([end], window=cfg.reorg_window)
                 self._ledger = Ledger(self._bound.confirmations,
+                                      finality_depth=cfg.finality_depth,
                                       final_state=self._ledger.final_state)
                 await self._commit(out, propose=False)
                 self.stats.blocks += done_span[1] - done_span[0] + 1
@@ -372,11 +414,6 @@ class Watcher:
                 line = progress.update(done_span[1], n_records)
                 if line is not None:
                     logger.info("%s", line)
-        finally:
-            if pending is not None:
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, WatcherError):
-                    await pending
         if tty is not None:
             sys.stderr.write("\r\x1b[K")
         stats = self._decoder.stats
@@ -386,13 +423,80 @@ class Watcher:
                    stats.undecodable)
 
     async def _backfill_records(self, rpc: Rpc, logs: list[RawLog]) -> list[Record]:
-        assert self._decoder is not None and self._bound is not None
+        """Records of final blocks: ``confirmed`` at once, whatever the contract's K (a block
+        deeper than the window is deeper than every K and than ``finality_depth``)."""
+        assert self._decoder is not None
         timestamps = await self._timestamps(rpc, logs)
+        return [rec.with_status("confirmed")
+                for rec in self._decoder.decode_many(logs, timestamps)]
+
+    # --- catch-up of contracts the checkpoint does not cover -----------------------------------
+
+    async def _catch_up(self, rpc: Rpc) -> None:
+        """Backfill the contracts of the config the checkpoint does not cover, from their own
+        start blocks up to the committed tip, then record that the checkpoint covers them.
+
+        The tip does not move meanwhile. Each chunk is handed to the sink, then the checkpoint
+        stores how far the catch-up got (``catchup``): a crash resumes from there, repeating at
+        most one chunk (same ids; the sink is idempotent). Blocks up to the cursor's anchor are
+        final (``confirmed``); records of blocks still in the window join the ledger when that
+        block is the one the cursor holds (``Ledger.adopt``), with the proposal protocol of a
+        live step. A held block the node no longer has at that height was replaced while we
+        were down: the next live step orphans it and fetches its successor's logs with every
+        contract's filter, this one included.
+        """
+        assert self._bound is not None and self._cursor is not None
+        current = self._bound.coverage()
+        missing = [e for e in current if e not in self._covered]
+        names = {e["name"] for e in missing}
+        sub = self._bound.only(names)
+        starts = {n: self._bound.start_blocks.get(n, 0) for n in names}
+        target = self._tip().number
+        begin = min(starts.values())
+        resumed = self._catchup is not None and self._catchup.get("contracts") == missing
+        if self._catchup is not None and resumed:
+            begin = int(self._catchup["next_block"])
+        for name in sorted(names, key=lambda n: starts[n]) if begin <= target else ():
+            logger.info("catching up %s from block %d to %d%s", name, max(begin, starts[name]),
+                        target, " (resumed)" if resumed else "")
+        decoder = sub.decoder()
+        self._catchup = {"contracts": missing, "next_block": begin}
+        n_records = 0
+        chunks = self._chunks(rpc, begin, target, sub.log_filter())
+        async with contextlib.aclosing(chunks):
+            async for (_, hi), logs, _end in chunks:
+                timestamps = await self._timestamps(rpc, logs)
+                recs = [r for r in decoder.decode_many(logs, timestamps)
+                        if r.block_number >= starts[r.contract]]
+                out, adopted = self._catch_up_records(recs)
+                n_records += len(out)
+                self._catchup = {"contracts": missing, "next_block": hi + 1}
+                await self._commit(out, propose=adopted)
+        self._covered = current
+        self._catchup = None
+        await self._commit([], propose=False)
+        logger.info("catch-up of %s done: %d records", ", ".join(sorted(names)), n_records)
+
+    def _catch_up_records(self, records: Sequence[Record]) -> tuple[list[Record], bool]:
+        """What to emit for caught-up ``records``; True when the ledger took some."""
+        assert self._cursor is not None and self._ledger is not None
+        chain = self._cursor.chain
+        anchor, tip = chain[0].number, chain[-1].number
         out: list[Record] = []
-        conf = self._bound.confirmations
-        for rec in self._decoder.decode_many(logs, timestamps):
-            out.append(rec.with_status("confirmed") if conf.get(rec.contract, 0) else rec)
-        return out
+        late: dict[int, list[Record]] = {}
+        for rec in records:
+            if rec.block_number <= anchor:
+                out.append(rec.with_status("confirmed"))
+            else:
+                late.setdefault(rec.block_number, []).append(rec)
+        for number, recs in sorted(late.items()):
+            held = chain[number - anchor]
+            mine = [r for r in recs if r.block_hash == held.hash]
+            if len(mine) < len(recs):
+                logger.debug("catch-up: block %d is not %s any more; the live step will "
+                             "orphan it", number, held.hash)
+            out += self._ledger.adopt(held, mine, tip)
+        return out, bool(late)
 
     # --- live ----------------------------------------------------------------------------------
 

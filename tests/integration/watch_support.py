@@ -16,6 +16,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -118,11 +119,35 @@ def head(url: str) -> int:
     return int(rpc(url, "eth_blockNumber"), 16)
 
 
+@dataclass(frozen=True)
+class Canonical:
+    """The message ids a store must hold (``required``) and may hold (``optional``)."""
+
+    required: frozenset[str]
+    optional: frozenset[str]
+
+    def check(self, got: set[str], note: str = "") -> None:
+        missing = self.required - got
+        extra = got - self.required - self.optional
+        assert not missing and not extra, (
+            f"{len(missing)} missing {sorted(missing)[:5]}, {len(extra)} extra "
+            f"{sorted(extra)[:5]} {note}")
+
+
 def canonical_ids(url: str, contracts: dict[str, tuple[str, int]], upto: int | None = None,
-                  events: Sequence[str] | None = None) -> set[str]:
-    """Message ids the store must hold: every log of each (address, confirmations) contract in
-    the final chain, ``pending`` for K = 0, ``confirmed`` for K > 0 when K deep; only the
-    DemoToken ``events`` named, if given."""
+                  events: Sequence[str] | None = None, *, finality_depth: int,
+                  live_from: int | None = None) -> Canonical:
+    """Message ids for every log of each (address, confirmations) contract in the final chain,
+    its tip at ``upto`` (default: the head); only the DemoToken ``events`` named, if given.
+
+    * K > 0: ``confirmed`` once K deep, nothing before (required).
+    * K = 0, less than ``finality_depth`` deep: ``pending`` (required).
+    * K = 0, ``finality_depth`` deep or more: ``confirmed`` (required); its ``pending`` came
+      first if the watcher followed that block live, not if it backfilled it (then it was final
+      already, and `confirmed` is emitted at once). So that ``pending`` is optional, unless the
+      block is at or above ``live_from``, the first block the test knows was followed live:
+      then it is required too.
+    """
     topics = None
     if events is not None:
         abi = json.loads((ABI_DIR / "DemoToken.json").read_text())["abi"]
@@ -131,18 +156,26 @@ def canonical_ids(url: str, contracts: dict[str, tuple[str, int]], upto: int | N
         topics = [["0x" + keccak(text=sigs[e]).hex() for e in events]]
     top = head(url) if upto is None else upto
     chain_id = int(rpc(url, "eth_chainId"), 16)
-    out: set[str] = set()
+    required: set[str] = set()
+    optional: set[str] = set()
     for address, k in contracts.values():
-        last = top - k
-        if last < 0:
-            continue
-        flt: dict[str, Any] = {"fromBlock": "0x0", "toBlock": hex(last), "address": address}
+        flt: dict[str, Any] = {"fromBlock": "0x0", "toBlock": hex(top), "address": address}
         if topics is not None:
             flt["topics"] = topics
-        logs = rpc(url, "eth_getLogs", [flt])
-        status = "confirmed" if k else "pending"
-        out |= {f"{chain_id}:{lg['blockHash']}:{int(lg['logIndex'], 16)}/{status}" for lg in logs}
-    return out
+        for lg in rpc(url, "eth_getLogs", [flt]):
+            rid = f"{chain_id}:{lg['blockHash']}:{int(lg['logIndex'], 16)}"
+            number = int(lg["blockNumber"], 16)
+            depth = top - number
+            if k:
+                if depth >= k:
+                    required.add(f"{rid}/confirmed")
+            elif depth < finality_depth:
+                required.add(f"{rid}/pending")
+            else:
+                required.add(f"{rid}/confirmed")
+                live = live_from is not None and number >= live_from
+                (required if live else optional).add(f"{rid}/pending")
+    return Canonical(frozenset(required), frozenset(optional))
 
 
 def live_ids(docs: Iterable[dict[str, Any]], kind: str = "event") -> set[str]:

@@ -79,6 +79,11 @@ def test_parse_and_bind(tmp_path: Path) -> None:
     bound = bind(cfg, 31337)
     assert bound.addresses == [TOKEN, CALLDEMO]
     assert bound.start_block == 0  # CallDemo has an explicit address: no deployment block known
+    # where each would be caught up from, were it added after the checkpoint
+    assert bound.start_blocks == {"DemoToken": 3, "CallDemo": 0}
+    assert [e["name"] for e in bound.only({"CallDemo"}).coverage()] == ["CallDemo"]
+    assert bound.only({"CallDemo"}).log_filter()["address"] == [CALLDEMO]
+    assert cfg.watch.finality_depth == 12
     assert bound.specs[0].events == frozenset({"Transfer", "Message"})
     assert bound.specs[0].filters == {"Transfer": {"to": frozenset({WALLET})}}
     assert bound.calls[0].key == "CallDemo.get()" and bound.calls[0].calldata == "0x6d4ce63c"
@@ -91,6 +96,22 @@ def test_start_block_defaults_to_the_deployment_block(tmp_path: Path) -> None:
     deployments(tmp_path)
     text = BASE.split("[[contracts]]\nname = \"CallDemo\"")[0]
     assert bind(load_config(write(tmp_path, text)), 31337).start_block == 3
+
+
+def test_finality_depth_default_fits_a_small_window(tmp_path: Path) -> None:
+    small = BASE.replace("name = \"demo\"", "name = \"demo\"\nreorg_window = 8", 1)
+    assert load_config(write(tmp_path, small)).watch.finality_depth == 7
+    explicit = small.replace("reorg_window = 8", "reorg_window = 8\nfinality_depth = 3")
+    assert load_config(write(tmp_path, explicit)).watch.finality_depth == 3
+
+
+def test_coverage_changes_with_the_event_selection(tmp_path: Path) -> None:
+    deployments(tmp_path)
+    before = bind(load_config(write(tmp_path, BASE)), 31337).coverage()
+    wider = BASE.replace("events = [\"Transfer\", \"Message\"]", "events = [\"Transfer\"]")
+    after = bind(load_config(write(tmp_path, wider)), 31337).coverage()
+    assert before[1] == after[1] and before[0] != after[0]
+    assert before[0]["name"] == "DemoToken" and before[0]["address"] == TOKEN
 
 
 @pytest.mark.parametrize(
@@ -107,6 +128,10 @@ def test_start_block_defaults_to_the_deployment_block(tmp_path: Path) -> None:
         (("rpc = \"http://127.0.0.1:8545\"", "rpc = 5"), r"\[node\] rpc must be a string"),
         (("database = \"cp\"", "database = \"\""), r"\[stores\] database must not be empty"),
         (("address = \"0xe7f1", "address = \"0xZZf1"), r"CallDemo.address must be 0x \+ 40 hex"),
+        (("name = \"demo\"", "name = \"demo\"\nfinality_depth = 64"),
+         r"\[watch\] finality_depth must be >= 1 and below \[watch\] reorg_window \(64\), got 64"),
+        (("name = \"demo\"", "name = \"demo\"\nfinality_depth = 0"),
+         r"\[watch\] finality_depth must be >= 1 .* got 0"),
     ],
 )
 def test_config_errors_name_file_and_key(
