@@ -9,6 +9,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import signal
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,7 +63,8 @@ class CrashDuringCatchUp(MongoCheckpoints):
 
 
 def config_of(tmp_path: Path, mongo_uri: str, db: str, url: str,
-              contracts: dict[str, tuple[str, int]], names: Sequence[str]) -> Config:
+              contracts: dict[str, tuple[str, int]], names: Sequence[str],
+              max_range: int = 5) -> Config:
     """A config watching ``names`` of ``contracts`` (name → (address, deployment block)),
     addresses and start blocks from a deployments file, as scripts/deploy.py writes it."""
     deployments = tmp_path / "deployments.json"
@@ -70,7 +73,7 @@ def config_of(tmp_path: Path, mongo_uri: str, db: str, url: str,
     return load_config(ws.write_config(
         tmp_path / f"{'-'.join(names)}.toml", urls=[url], mongo_uri=mongo_uri, database=db,
         contracts=[{"name": n, "abi": "DemoToken"} for n in names],
-        name="catchup", reorg_window=WINDOW, finality_depth=FINALITY, max_range=5,
+        name="catchup", reorg_window=WINDOW, finality_depth=FINALITY, max_range=max_range,
         deployments=str(deployments),
     ))
 
@@ -205,3 +208,54 @@ async def test_crash_during_catch_up_resumes_without_gap(
     b_ids = {d["_id"] for d in docs if d["contract"] == "B"}
     assert len(b_ids) > 30
     assert 1 <= sum(1 for m in b_ids if sink.handed[m] > 1) <= 5
+
+
+def test_sigkill_during_catch_up_resumes_without_gap(
+    anvil: Anvil, mongo_uri: str, mongo_db_name: str, tmp_path: Path, unit: float
+) -> None:
+    """`chainpush watch` SIGKILLed while it catches up an added contract (the checkpoint shows
+    the catch-up under way), restarted: B's history complete, A's records untouched."""
+    url = anvil.http_url
+    a, a_block = ws.deploy(url, "DemoToken")
+    b, b_block = ws.deploy(url, "DemoToken")
+    n = ws.mine_traffic(url, [a, b], blocks=300, txs_per_block=2)
+    deployed = {"A": (a, a_block), "B": (b, b_block)}
+    # max_range = 1: one eth_getLogs per block, so the catch-up lasts long enough to be killed
+    only_a = config_of(tmp_path, mongo_uri, mongo_db_name, url, deployed, ["A"], max_range=1)
+    both = config_of(tmp_path, mongo_uri, mongo_db_name, url, deployed, ["A", "B"], max_range=1)
+    log = tmp_path / "watch.log"
+
+    def cp() -> dict[str, Any]:
+        return ws.checkpoint(mongo_uri, mongo_db_name) or {}
+
+    def run_to_head(config: Config) -> None:
+        top = ws.head(url)
+        proc = ws.start_watch_process(Path(config.source), log)
+        try:
+            ws.wait_for(lambda: cp().get("block_number") == top and cp().get("catchup") is None
+                        and proc.poll() is None, 60 * unit, f"the watcher to reach {top}")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10 * unit) == 0, log.read_text()[-2000:]
+
+    run_to_head(only_a)
+    tip = cp()["block_number"]
+    ws.mine_traffic(url, [a, b], blocks=1, txs_per_block=2, first=n)
+    proc = ws.start_watch_process(Path(both.source), log)
+    try:
+        ws.wait_for(lambda: (cp().get("catchup") or {}).get("next_block", 0) > b_block + 20,
+                    30 * unit, "the catch-up to get under way")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    killed = cp()
+    # the kill landed during the catch-up: B not covered yet, the tip where it was
+    assert killed["catchup"] is not None and killed["block_number"] == tip, killed["catchup"]
+    assert [c["name"] for c in killed["contracts"]] == ["A"]
+    run_to_head(both)
+    text = log.read_text()
+    assert f"catching up B from block {killed['catchup']['next_block']} to {tip} (resumed)" in text
+    docs = ws.stored_docs(mongo_uri, mongo_db_name)
+    want = ws.canonical_ids(url, {"A": (a, 0), "B": (b, 0)}, finality_depth=FINALITY)
+    want.check({d["_id"] for d in docs})
+    assert sum(1 for d in docs if d["contract"] == "B") > 300
