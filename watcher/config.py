@@ -56,6 +56,7 @@ from watcher.errors import ConfigError
 
 DEFAULT_MONGO_URI = "mongodb://127.0.0.1:27018/?directConnection=true"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6390/0"
+DEFAULT_NODE_URL = "http://127.0.0.1:8545"
 
 
 def _where(source: str, key: str) -> str:
@@ -106,6 +107,10 @@ class NodeConfig:
                 if key in ("urls", "ipc") and not spec.startswith(("http", "ws", "ipc://")):
                     spec = str((base / spec).resolve()) if not spec.startswith("/") else spec
                 urls.append(spec)
+        if not any(key in data for key in ("urls", "ipc", "ws", "rpc")):
+            # no endpoint configured: the documented default (CHAINPUSH_RPC/WS/IPC, applied at
+            # the entry point, still replace it)
+            urls.append(DEFAULT_NODE_URL)
         return cls(
             urls=tuple(urls), poll_interval_s=float(data.get("poll_interval_s", 1.0)),
             timeout_s=float(data.get("timeout_s", 10.0)),

@@ -34,7 +34,7 @@ deployments = "deployments"
 [stores]
 mongo_uri = "mongodb://user:secret@127.0.0.1:27018/"
 database = "cp"
-redis_url = "redis://ignored-by-the-watcher"
+redis_url = "redis://127.0.0.1:6399/2"
 
 [push]
 anything = "belongs to another component"
@@ -199,3 +199,13 @@ def test_cli_print_and_check_config(
     bad = write(tmp_path, BASE.replace("confirmations = 1", "confirmations = -1"))
     assert chainpush_main(["watch", "--config", str(bad), "--check-config"]) == 2
     assert "confirmations must be >= 0" in capsys.readouterr().err
+
+
+def test_node_section_is_optional_and_env_still_wins(tmp_path: Path) -> None:
+    text = BASE.replace(BASE[BASE.index("[node]"):BASE.index("[watch]")], "")
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.node.urls == ("http://127.0.0.1:8545",)
+    assert cfg.stores.redis_url == "redis://127.0.0.1:6399/2"  # collect's dispatch uses it
+    moved = apply_env(cfg, {"CHAINPUSH_IPC": "/tmp/x.ipc", "CHAINPUSH_REDIS_URL": "redis://h:1/0"})
+    assert moved.node.urls == ("/tmp/x.ipc",)
+    assert moved.stores.redis_url == "redis://h:1/0"
