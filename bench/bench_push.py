@@ -5,17 +5,23 @@
     .venv/bin/python bench/bench_push.py --conns 500 --messages 10 --latency-clients 100
 
 Everything runs on this machine: a redis-server and nx-27017 of its own (temporary directory), one
-push node as a subprocess (``chainpush push``, the deployable), and the websocket clients in a
-second subprocess (one asyncio process holding every connection). Phases:
+push node as a subprocess (``chainpush push``, the deployable), and the websocket clients in
+``--client-procs`` other processes (default 2), each holding a share of the connections. The
+clients timestamp each frame with ``time.time_ns()`` when its last byte is read off the socket
+(one clock: one machine) and parse frames only after the run, so client-side Python cost does not
+inflate the measured latency. Phases:
 
 1. **memory**: RSS of the node before and after ``--conns`` authenticated idle connections.
 2. **fan-out**: the same connections subscribe to one topic; ``--messages`` messages are published
    to the node's Redis inbox (dispatch's real transport); deliveries/s = conns x messages / time
    from the first publish to the last frame received by the clients. The same clients then
    connect to a raw ``websockets.broadcast`` server (same frames, same harness): the baseline.
-3. **latency**: ``--latency-clients`` connections; records go through the real ``Collector``
-   (MongoDB, then Redis, then the node) at ``--rate`` records/s; latency = client receive time -
-   time ``accept`` was called, over every delivery.
+3. **latency**: ``--latency-clients`` connections, ``--latency-messages`` records at ``--rate``/s,
+   every delivery timed, three runs on the same harness:
+   ``raw_broadcast`` (the baseline: a raw websockets server calling ``websockets.broadcast`` with
+   the same frames; clock from the broadcast call), ``dispatch`` (record published to the node's
+   Redis inbox → client) and ``collect`` (``Collector.accept`` called: MongoDB, Redis, node →
+   client); ratios and p99 excess against ``raw_broadcast`` are printed.
 4. **e2e** (``--phases e2e``): a fresh anvil (automine) and the real ``Watcher`` over IPC feeding
    the ``Collector``; ``--latency-messages`` DemoToken transfers at ``--rate``/s; latency =
    client receive time - time the transaction was sent (block → client, mining included).
@@ -39,34 +45,88 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SECRET = "bench-secret-" + "b" * 32
-TOPIC = "contract:Bench"
+TOPIC = "contract:Bench"  #: collect → client (stored in MongoDB)
+LIVE_TOPIC = "contract:BenchLive"  #: dispatch → client (inbox only, nothing in MongoDB)
+FANOUT_TOPIC = "contract:BenchFanout"
 
 
-def record(n: int, sent_at: float) -> dict[str, Any]:
-    """A realistic record (~450 bytes of JSON)."""
+def record(n: int, sent_ns: int) -> dict[str, Any]:
+    """A realistic record (~450 bytes of JSON); ``sent_ns`` is when its measured trip began."""
     return {
         "kind": "event", "id": f"31337:0x{n:064x}:0", "chain_id": 31337, "contract": "Bench",
         "address": "0x" + "12" * 20, "event": "Transfer",
         "args": {"from": "0x5B38Da6a701c568545dCfcB03FcB875f56beddC4",
                  "to": "0xAb8483F64d9C6d1EcF9b849Ae677dD3315835cb2",
-                 "value": str(10**21 + n), "sent_at": sent_at},
+                 "value": str(10**21 + n), "sent_ns": str(sent_ns)},
         "block_number": n, "block_hash": f"0x{n:064x}", "block_timestamp": 1700000000 + n,
         "tx_hash": f"0x{n:064x}", "log_index": 0, "status": "pending",
     }
 
 
-# --- client process ------------------------------------------------------------------------------
+# --- client worker processes -------------------------------------------------------------------
+
+
+def _timed_connection_class() -> type[Any]:
+    from websockets.asyncio.client import ClientConnection
+
+    class TimedConnection(ClientConnection):
+        """A client connection that, once ``capture`` is set, only timestamps what arrives.
+
+        The bytes are kept and the frames delimited with a header walk (RFC 6455 §5.2; a server
+        never masks) as they come off the socket, the timestamp being the read that completed
+        each frame; websockets' parser, UTF-8 and JSON decoding run after the run. The client
+        process's per-frame work is then a few µs, so what is measured is what the server
+        delivers rather than how fast a Python client parses 1,000 frames.
+        """
+
+        capture: Any = None
+        buf: bytearray
+        pos = 0
+        frames: list[tuple[int, int, int]]  # receive time (ns), payload start, end (text only)
+
+        def data_received(self, data: bytes) -> None:
+            if self.capture is None:
+                super().data_received(data)
+                return
+            now = time.time_ns()
+            buf = self.buf
+            buf += data
+            pos, size = self.pos, len(buf)
+            while size - pos >= 2:
+                length, head = buf[pos + 1] & 0x7F, 2
+                if length == 126:
+                    length, head = int.from_bytes(buf[pos + 2:pos + 4]), 4
+                elif length == 127:
+                    length, head = int.from_bytes(buf[pos + 2:pos + 10]), 10
+                end = pos + head + length
+                if end > size:
+                    break
+                if buf[pos] & 0x0F == 1:  # text (the node's pings are skipped, unanswered)
+                    self.frames.append((now, pos + head, end))
+                    self.capture()
+                pos = end
+            self.pos = pos
+
+        def start_capture(self, on_frame: Any) -> None:
+            self.buf, self.frames, self.capture = bytearray(), [], on_frame
+
+        def captured(self) -> list[tuple[int, bytes]]:
+            return [(t, bytes(self.buf[a:b])) for t, a, b in self.frames]
+
+    return TimedConnection
 
 
 async def client_main(args: argparse.Namespace) -> None:
-    from websockets.asyncio.client import ClientConnection, connect
+    """One worker: ``--conns`` connections; prints ``ready``, then one JSON line of results."""
+    from websockets.asyncio.client import connect
 
+    timed = _timed_connection_class()
     sem = asyncio.Semaphore(200)
 
-    async def open_one() -> ClientConnection:
+    async def open_one() -> Any:
         async with sem:
             ws = await connect(args.url, compression=None, ping_interval=None, open_timeout=60,
-                               max_queue=None)
+                               max_queue=None, create_connection=timed)
             await ws.send(json.dumps({"type": "auth", "token": args.token}))
             await ws.recv()
             if args.subscribe:
@@ -78,45 +138,62 @@ async def client_main(args: argparse.Namespace) -> None:
             return ws
 
     conns = await asyncio.gather(*(open_one() for _ in range(args.conns)))
-    print("ready", flush=True)
-    latencies: list[float] = []
-    first: dict[int, float] = {}  # offset -> latency of the first client to get it
-    arrivals: dict[str, list[float]] = {}  # e2e: tx hash -> receive times
-    last = [0.0]
-
-    async def reader(ws: ClientConnection) -> None:
-        for _ in range(args.expect):
-            data = await ws.recv()
-            now = time.time()
-            if args.e2e:
-                arrivals.setdefault(json.loads(data)["record"]["tx_hash"], []).append(now)
-            elif args.latency:
-                msg = json.loads(data)
-                latency = now - msg["record"]["args"]["sent_at"]
-                latencies.append(latency)
-                first.setdefault(msg["offset"], latency)
-        last[0] = max(last[0], time.time())
-
-    if args.expect:
-        await asyncio.gather(*(reader(ws) for ws in conns))
-        out: dict[str, Any] = {"t_last": last[0]}
-        if args.e2e:
-            out["arrivals"] = arrivals
-        if latencies:
-            latencies.sort()
-            out.update(p50_ms=1000 * latencies[len(latencies) // 2],
-                       p99_ms=1000 * latencies[int(len(latencies) * 0.99)],
-                       max_ms=1000 * latencies[-1], mean_ms=1000 * statistics.fmean(latencies),
-                       deliveries=len(latencies))
-            firsts = sorted(first.values())
-            out.update(first_client_p50_ms=1000 * firsts[len(firsts) // 2],
-                       first_client_p99_ms=1000 * firsts[int(len(firsts) * 0.99)])
-        print(json.dumps(out), flush=True)
-    else:
+    if not args.expect:
+        print("ready", flush=True)
         await asyncio.to_thread(sys.stdin.readline)  # hold the connections until told
+    else:
+        total = args.conns * args.expect
+        count = [0]
+        done = asyncio.Event()
+
+        def on_frame() -> None:
+            count[0] += 1
+            if count[0] >= total:
+                done.set()
+
+        for ws in conns:
+            ws.start_capture(on_frame)
+        print("ready", flush=True)
+        await done.wait()
+        # decoding happens after the run, off the measured path
+        sink = [item for ws in conns for item in ws.captured()]
+        out: dict[str, Any] = {"t_last_ns": max(t for t, _ in sink)}
+        if args.e2e:
+            out["samples"] = [[json.loads(data)["record"]["tx_hash"], t] for t, data in sink]
+        elif args.latency:
+            samples = []
+            for t, data in sink:
+                msg = json.loads(data)
+                samples.append([msg["offset"], t - int(msg["record"]["args"]["sent_ns"])])
+            out["samples"] = samples
+        print(json.dumps(out), flush=True)
     for ws in conns:
         if ws.transport is not None:
             ws.transport.abort()
+
+
+class Clients:
+    """``procs`` worker processes holding ``conns`` connections between them."""
+
+    def __init__(self, url: str, token: str, conns: int, procs: int, *, subscribe: bool,
+                 expect: int, latency: bool, log: Path, extra: tuple[str, ...] = ()) -> None:
+        shares = [conns // procs + (1 if i < conns % procs else 0) for i in range(procs)]
+        self.workers = []
+        for share in shares:
+            argv = [sys.executable, __file__, "--role", "client", "--url", url, "--token", token,
+                    "--conns", str(share), "--expect", str(expect), *extra]
+            argv += ["--subscribe"] if subscribe else []
+            argv += ["--latency"] if latency else []
+            self.workers.append(spawn(argv, log))
+        for worker in self.workers:
+            expect_line(worker, "ready")
+
+    def results(self) -> list[dict[str, Any]]:
+        return [json.loads(expect_line(worker, "{")) for worker in self.workers]
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            stop(worker)
 
 
 # --- raw baseline server process ---------------------------------------------------------------
@@ -137,7 +214,7 @@ async def raw_server_main(args: argparse.Namespace) -> None:
         await ws.send(wire.welcome(user="u", node="raw", topics=[], wallets=[], expires_at=0,
                                    heartbeat_s=20))
         await ws.recv()
-        await ws.send(wire.subscribed(topic=TOPIC, since=0, head=0, ref=None))
+        await ws.send(wire.subscribed(topic=args.topic, since=0, head=0, ref=None))
         subscribed.append(ws)
         if len(subscribed) == args.conns:
             all_in.set()
@@ -147,14 +224,23 @@ async def raw_server_main(args: argparse.Namespace) -> None:
                      max_queue=None):
         print("listening", flush=True)
         await all_in.wait()
-        frames = [wire.message(StoredMessage(TOPIC, n, f"m{n}", record(n, 0.0)))
-                  for n in range(1, args.messages + 1)]
         await asyncio.to_thread(sys.stdin.readline)  # "go"
-        t0 = time.time()
-        for frame in frames:
-            websockets.broadcast(subscribed, frame)
-            await asyncio.sleep(0)
-        print(json.dumps({"t0": t0}), flush=True)
+        t0 = time.time_ns()
+        if args.latency:
+            # paced like the chainpush runs; the clock starts just before the frame is built
+            for n in range(1, args.messages + 1):
+                frame = wire.message(StoredMessage(args.topic, n, f"m{n}",
+                                                   record(n, time.time_ns())))
+                websockets.broadcast(subscribed, frame)
+                await asyncio.sleep(max(0.0, t0 / 1e9 + n / args.rate - time.time()))
+        else:
+            frames = [wire.message(StoredMessage(args.topic, n, f"m{n}", record(n, 0)))
+                      for n in range(1, args.messages + 1)]
+            t0 = time.time_ns()
+            for frame in frames:
+                websockets.broadcast(subscribed, frame)
+                await asyncio.sleep(0)
+        print(json.dumps({"t0_ns": t0}), flush=True)
         await asyncio.to_thread(sys.stdin.readline)
 
 
@@ -181,15 +267,6 @@ def rss_kb(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def client(url: str, token: str, conns: int, *, subscribe: bool, expect: int, latency: bool,
-           log: Path, extra: tuple[str, ...] = ()) -> subprocess.Popen[str]:
-    argv = [sys.executable, __file__, "--role", "client", "--url", url, "--token", token,
-            "--conns", str(conns), "--expect", str(expect), *extra]
-    argv += ["--subscribe"] if subscribe else []
-    argv += ["--latency"] if latency else []
-    return spawn(argv, log)
-
-
 def stop(proc: subprocess.Popen[str]) -> None:
     if proc.poll() is None:
         try:
@@ -202,15 +279,23 @@ def stop(proc: subprocess.Popen[str]) -> None:
             proc.wait()
 
 
-async def publish_all(redis_url: str, namespace: str, node_id: str, messages: int) -> float:
+async def publish_all(redis_url: str, namespace: str, topic: str, messages: int,
+                      rate: float | None = None) -> int:
+    """Publish straight to the node's inbox (dispatch's transport, no MongoDB); return t0 (ns).
+
+    With ``rate``, one message every ``1/rate`` s (latency), else as fast as possible (fan-out).
+    The node's subscriptions start at offset 1 because MongoDB has no row for ``topic``.
+    """
     from chainpush.constants import RedisNames
     from push.dispatch import Dispatcher
     from push.records import StoredMessage
 
     async with Dispatcher(redis_url, names=RedisNames(namespace)) as dispatch:
-        t0 = time.time()
+        t0 = time.time_ns()
         for n in range(1, messages + 1):
-            await dispatch.publish([StoredMessage(TOPIC, n, f"m{n}", record(n, time.time()))])
+            await dispatch.publish([StoredMessage(topic, n, f"m{n}", record(n, time.time_ns()))])
+            if rate is not None:
+                await asyncio.sleep(max(0.0, t0 / 1e9 + n / rate - time.time()))
         return t0
 
 
@@ -226,7 +311,7 @@ async def paced_collect(mongo_uri: str, redis_url: str, namespace: str, db: str,
     ):
         start = time.monotonic()
         for n in range(1, count + 1):
-            await collector.accept([record(n, time.time())])
+            await collector.accept([record(n, time.time_ns())])
             delay = start + n / rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -265,7 +350,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         if "memory" in phases:
             measure_memory(args, node, url, token, log, results)
         if "fanout" in phases:
-            measure_fanout(args, url, token, log, results, redis.url, namespace, node_id)
+            measure_fanout(args, url, token, log, results, redis.url, namespace)
         if "latency" in phases:
             measure_latency(args, url, token, log, results, mongo.url, redis.url, namespace, db)
         if "e2e" in phases:
@@ -278,50 +363,84 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def percentiles(samples_ns: list[int]) -> dict[str, float]:
+    ordered = sorted(samples_ns)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(len(ordered) * q))] / 1e6, 2)
+
+    return {"p50_ms": at(0.50), "p99_ms": at(0.99), "max_ms": round(ordered[-1] / 1e6, 2),
+            "mean_ms": round(statistics.fmean(ordered) / 1e6, 2), "deliveries": len(ordered)}
+
+
+def latency_summary(outs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every delivery's latency, and the first client's per message (the pipeline alone)."""
+    every: list[int] = []
+    first: dict[int, int] = {}
+    for out in outs:
+        for offset, latency in out["samples"]:
+            every.append(latency)
+            first[offset] = min(latency, first.get(offset, latency))
+    summary = percentiles(every)
+    firsts = percentiles(list(first.values()))
+    summary.update(first_client_p50_ms=firsts["p50_ms"], first_client_p99_ms=firsts["p99_ms"])
+    return summary
+
+
 def measure_memory(args: argparse.Namespace, node: Any, url: str, token: str, log: Path,
                    results: dict[str, Any]) -> None:
     """RSS of the node before and after ``conns`` authenticated idle connections."""
     time.sleep(1.0)  # let the node finish starting (Redis, Mongo clients) before sampling
     before = rss_kb(node.pid)
-    idle = client(url, token, args.conns, subscribe=False, expect=0, latency=False, log=log)
-    expect_line(idle, "ready")
+    idle = Clients(url, token, args.conns, args.client_procs, subscribe=False, expect=0,
+                   latency=False, log=log)
     time.sleep(1.0)
     after = rss_kb(node.pid)
-    stop(idle)
+    idle.stop()
     results["memory"] = {"rss_before_kb": before, "rss_after_kb": after,
                          "per_connection_kb": round((after - before) / args.conns, 2)}
     print(f"memory: {results['memory']}", file=sys.stderr)
 
 
-def measure_fanout(args: argparse.Namespace, url: str, token: str, log: Path,
-                   results: dict[str, Any], redis_url: str, namespace: str, node_id: str) -> None:
+def raw_server(args: argparse.Namespace, conns: int, messages: int, topic: str, log: Path, *,
+               latency: bool) -> tuple[subprocess.Popen[str], str]:
     from chainpush import procs
 
-    # 2a. fan-out through the push node
-    subs = client(url, token, args.conns, subscribe=True, expect=args.messages,
-                  latency=False, log=log)
-    expect_line(subs, "ready")
-    t0 = asyncio.run(publish_all(redis_url, namespace, node_id, args.messages))
-    done = json.loads(expect_line(subs, "{"))
-    stop(subs)
-    deliveries = args.conns * args.messages
-    node_rate = deliveries / (done["t_last"] - t0)
-    # 2b. the raw websockets.broadcast baseline, same clients, same frames
     raw_port = procs.free_port()
-    raw = spawn([sys.executable, __file__, "--role", "raw-server", "--port", str(raw_port),
-                 "--conns", str(args.conns), "--messages", str(args.messages)], log)
+    argv = [sys.executable, __file__, "--role", "raw-server", "--port", str(raw_port),
+            "--conns", str(conns), "--messages", str(messages), "--topic", topic,
+            "--rate", str(args.rate)]
+    raw = spawn(argv + (["--latency"] if latency else []), log)
     expect_line(raw, "listening")
-    subs = client(f"ws://127.0.0.1:{raw_port}/", token, args.conns, subscribe=True,
-                  expect=args.messages, latency=False, log=log)
-    expect_line(subs, "ready")
+    return raw, f"ws://127.0.0.1:{raw_port}/"
+
+
+def go(raw: subprocess.Popen[str]) -> None:
     assert raw.stdin is not None
     raw.stdin.write("go\n")
     raw.stdin.flush()
-    raw_t0 = json.loads(expect_line(raw, "{"))["t0"]
-    raw_done = json.loads(expect_line(subs, "{"))
-    stop(subs)
+
+
+def measure_fanout(args: argparse.Namespace, url: str, token: str, log: Path,
+                   results: dict[str, Any], redis_url: str, namespace: str) -> None:
+    deliveries = args.conns * args.messages
+    # 2a. fan-out through the push node
+    subs = Clients(url, token, args.conns, args.client_procs, subscribe=True,
+                   expect=args.messages, latency=False, log=log, extra=("--topic", FANOUT_TOPIC))
+    t0 = asyncio.run(publish_all(redis_url, namespace, FANOUT_TOPIC, args.messages))
+    t_last = max(out["t_last_ns"] for out in subs.results())
+    subs.stop()
+    node_rate = deliveries / ((t_last - t0) / 1e9)
+    # 2b. the raw websockets.broadcast baseline, same clients, same frames
+    raw, raw_url = raw_server(args, args.conns, args.messages, FANOUT_TOPIC, log, latency=False)
+    subs = Clients(raw_url, token, args.conns, args.client_procs, subscribe=True,
+                   expect=args.messages, latency=False, log=log)
+    go(raw)
+    raw_t0 = json.loads(expect_line(raw, "{"))["t0_ns"]
+    raw_last = max(out["t_last_ns"] for out in subs.results())
+    subs.stop()
     stop(raw)
-    raw_rate = deliveries / (raw_done["t_last"] - raw_t0)
+    raw_rate = deliveries / ((raw_last - raw_t0) / 1e9)
     results["fanout"] = {"deliveries": deliveries,
                          "chainpush_per_s": round(node_rate),
                          "raw_broadcast_per_s": round(raw_rate),
@@ -332,18 +451,50 @@ def measure_fanout(args: argparse.Namespace, url: str, token: str, log: Path,
 def measure_latency(args: argparse.Namespace, url: str, token: str, log: Path,
                     results: dict[str, Any], mongo_url: str, redis_url: str, namespace: str,
                     db: str) -> None:
-    """Latency collect → client, through MongoDB, Redis and the node."""
-    lat = client(url, token, args.latency_clients, subscribe=True,
-                 expect=args.latency_messages, latency=True, log=log)
-    expect_line(lat, "ready")
-    asyncio.run(paced_collect(mongo_url, redis_url, namespace, db, args.latency_messages,
-                              args.rate))
-    latency = json.loads(expect_line(lat, "{"))
-    stop(lat)
-    latency.pop("t_last", None)
-    results["latency"] = {k: round(v, 2) if isinstance(v, float) else v
-                          for k, v in latency.items()}
-    print(f"latency: {results['latency']}", file=sys.stderr)
+    """Three runs on the same client harness, paced at ``--rate``:
+
+    * ``raw_broadcast``: the baseline, a raw websockets server; clock from the broadcast call;
+    * ``dispatch``: a record published to the node's Redis inbox (dispatch's transport) → client;
+    * ``collect``: ``Collector.accept`` called (MongoDB writes, Redis, node) → client.
+    """
+    n, count = args.latency_clients, args.latency_messages
+    out: dict[str, Any] = {"client_procs": args.client_procs}
+    raw, raw_url = raw_server(args, n, count, TOPIC, log, latency=True)
+    clients = Clients(raw_url, token, n, args.client_procs, subscribe=True, expect=count,
+                      latency=True, log=log)
+    go(raw)
+    expect_line(raw, "{")
+    out["raw_broadcast"] = latency_summary(clients.results())
+    clients.stop()
+    stop(raw)
+    print(f"latency raw_broadcast: {out['raw_broadcast']}", file=sys.stderr)
+
+    clients = Clients(url, token, n, args.client_procs, subscribe=True, expect=count,
+                      latency=True, log=log, extra=("--topic", LIVE_TOPIC))
+    asyncio.run(publish_all(redis_url, namespace, LIVE_TOPIC, count, rate=args.rate))
+    out["dispatch"] = latency_summary(clients.results())
+    clients.stop()
+    print(f"latency dispatch: {out['dispatch']}", file=sys.stderr)
+
+    clients = Clients(url, token, n, args.client_procs, subscribe=True, expect=count,
+                      latency=True, log=log)
+    asyncio.run(paced_collect(mongo_url, redis_url, namespace, db, count, args.rate))
+    out["collect"] = latency_summary(clients.results())
+    clients.stop()
+    print(f"latency collect: {out['collect']}", file=sys.stderr)
+
+    base = out["raw_broadcast"]
+    for name in ("dispatch", "collect"):
+        run = out[name]
+        out[f"{name}_vs_raw_broadcast"] = {
+            "p50_ratio": round(run["p50_ms"] / base["p50_ms"], 2),
+            "p99_ratio": round(run["p99_ms"] / base["p99_ms"], 2),
+            "p99_excess_ms": round(run["p99_ms"] - base["p99_ms"], 2),
+        }
+    results["latency"] = out
+    print("latency ratios against raw_broadcast: "
+          f"dispatch {out['dispatch_vs_raw_broadcast']}, "
+          f"collect {out['collect_vs_raw_broadcast']}", file=sys.stderr)
 
 
 def measure_e2e(args: argparse.Namespace, url: str, token: str, log: Path,
@@ -371,12 +522,11 @@ def measure_e2e(args: argparse.Namespace, url: str, token: str, log: Path,
             "[stores]", f"mongo_uri = {json.dumps(mongo_url)}", 'database = "e2e"', "",
             "[[contracts]]", 'name = "DemoToken"', "",
         ]))
-        lat = client(url, token, args.latency_clients, subscribe=True,
-                     expect=args.latency_messages, latency=False, log=log,
-                     extra=("--e2e", "--topic", "contract:DemoToken", "--filter",
-                            json.dumps({"status": "pending", "args.from": sender})))
-        expect_line(lat, "ready")
-        sent: dict[str, float] = {}
+        lat = Clients(url, token, args.latency_clients, args.client_procs, subscribe=True,
+                      expect=args.latency_messages, latency=False, log=log,
+                      extra=("--e2e", "--topic", "contract:DemoToken", "--filter",
+                             json.dumps({"status": "pending", "args.from": sender})))
+        sent: dict[str, int] = {}
 
         async def drive() -> None:
             from push.collect import Collector
@@ -389,30 +539,23 @@ def measure_e2e(args: argparse.Namespace, url: str, token: str, log: Path,
                 task = asyncio.create_task(watcher.run())
                 await asyncio.sleep(2.0)  # backfill of the deployment block, then live
                 for n in range(args.latency_messages):
-                    t = time.time()
+                    t = time.time_ns()
                     tx = await asyncio.to_thread(
                         contract.functions.transfer(w3.eth.accounts[1], n + 1).transact)
                     sent["0x" + bytes(tx).hex()] = t
                     await asyncio.sleep(1 / args.rate)
-                done = asyncio.create_task(asyncio.to_thread(expect_line, lat, "{"))
+                done = asyncio.create_task(asyncio.to_thread(lat.results))
                 await asyncio.wait([done, task], return_when="FIRST_COMPLETED")
                 if not done.done():
                     task.result()  # the watcher stopped first: raise its error
                 task.cancel()
-                results["_e2e_raw"] = json.loads(done.result())
+                results["_e2e_raw"] = done.result()
 
         asyncio.run(drive())
-        stop(lat)
-        raw = results.pop("_e2e_raw")
-        latencies = sorted(t - sent[tx] for tx, times in raw["arrivals"].items() for t in times)
-        firsts = sorted(min(times) - sent[tx] for tx, times in raw["arrivals"].items())
-        results["e2e"] = {
-            "deliveries": len(latencies),
-            "p50_ms": round(1000 * latencies[len(latencies) // 2], 2),
-            "p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)], 2),
-            "first_client_p50_ms": round(1000 * firsts[len(firsts) // 2], 2),
-            "first_client_p99_ms": round(1000 * firsts[int(len(firsts) * 0.99)], 2),
-        }
+        lat.stop()
+        outs = results.pop("_e2e_raw")
+        results["e2e"] = latency_summary([
+            {"samples": [[tx, t - sent[tx]] for tx, t in out["samples"]]} for out in outs])
         print(f"e2e: {results['e2e']}", file=sys.stderr)
     finally:
         anvil.stop()
@@ -426,8 +569,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-clients", type=int, default=1000)
     parser.add_argument("--latency-messages", type=int, default=100)
     parser.add_argument("--rate", type=float, default=5.0, help="records/s in the latency phase")
+    parser.add_argument("--client-procs", type=int, default=2,
+                        help="client worker processes sharing the connections")
     parser.add_argument("--phases", default="memory,fanout,latency",
-                        help="comma-separated subset of memory,fanout,latency")
+                        help="comma-separated subset of memory,fanout,latency,e2e")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     # internal (subprocess roles)
     parser.add_argument("--url", default="")

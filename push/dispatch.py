@@ -188,6 +188,9 @@ class NodeLink:
         self._retry = retry or RetryPolicy(first_delay_s=0.1, max_delay_s=2.0)
         self._clock = clock
         self._registered: set[str] = set()
+        #: registrations under way: a burst of first subscribers to one topic shares one
+        #: round trip instead of opening one Redis connection each
+        self._registering: dict[str, asyncio.Future[None]] = {}
         self.connected = asyncio.Event()
 
     async def __aenter__(self) -> NodeLink:
@@ -213,9 +216,20 @@ class NodeLink:
             group.create_task(self._inbox_loop())
 
     async def register_topic(self, topic: str) -> None:
-        """Register a first subscriber's topic now rather than at the next heartbeat."""
+        """Register a first subscriber's topic now rather than at the next heartbeat.
+
+        Concurrent calls for one topic wait for the same registration (cancelling one caller
+        does not cancel it for the others)."""
         if topic in self._registered:
             return
+        pending = self._registering.get(topic)
+        if pending is None:
+            pending = asyncio.ensure_future(self._register(topic))
+            self._registering[topic] = pending
+            pending.add_done_callback(lambda _: self._registering.pop(topic, None))
+        await asyncio.shield(pending)
+
+    async def _register(self, topic: str) -> None:
         expiry = self._clock() + self.node_ttl_s
         try:
             async with self._redis.pipeline(transaction=False) as pipe:

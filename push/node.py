@@ -15,8 +15,10 @@ Redis inbox and are written only when ``offset == cursor.next``; a gap or a subs
 Every ``reconcile_s`` and after each Redis reconnection the node compares each topic's last
 offset in MongoDB with its subscriptions, which catches messages that pub/sub lost at the tail.
 
-Live frames are serialised once per message and written with :func:`websockets.broadcast`
-(no per-connection task or queue). The send queue of a connection is its transport write
+Live frames are serialised once per message, JSON and websocket framing both (a server frame is
+unmasked, so without compression its bytes are the same for every connection), and the bytes are
+written straight to each subscriber's transport (:meth:`PushNode._fan_out`): no per-connection
+task, queue or frame encoding. The send queue of a connection is its transport write
 buffer; above ``max_send_buffer_bytes`` the connection is closed with 4008 (slow consumer) and the
 client resumes with ``since``, so a client that never reads costs at most that much memory and
 never slows the others. History is written with ``await send`` and so waits for the client.
@@ -38,7 +40,9 @@ import websockets
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from chainpush.constants import RedisNames
 from push import wire
@@ -462,17 +466,45 @@ class PushNode:
                 self._start_repair(conn, sub)
         if not targets:
             return 0
+        sent = self._fan_out(targets, wire.message(message))
+        self.metrics.inc("chainpush_messages_out_total", sent)
+        return sent
+
+    def _fan_out(self, targets: list[Connection], text: str) -> int:
+        """Write one live frame to ``targets`` now; close slow consumers with 4008.
+
+        What :func:`websockets.broadcast` does per connection (check the state, build the frame,
+        serialise it, write it) minus the per-connection frame building: the frame is serialised
+        once (RFC 6455 §5.1: a server never masks, so the bytes are the same for everyone) and
+        written to each transport. That is equivalent for a connection that is OPEN, not in the
+        middle of a fragmented send, and without extensions (``compression`` off); anything else
+        goes through :func:`websockets.broadcast`, which does the same checks itself.
+        """
         limit = self.config.max_send_buffer_bytes
-        ready = []
+        data = text.encode()
+        frame = Frame(Opcode.TEXT, data).serialize(mask=False) if not self.config.compression \
+            else b""
+        sent = 0
+        others: list[ServerConnection] = []
         for conn in targets:
-            transport = conn.ws.transport
-            if transport is not None and transport.get_write_buffer_size() > limit:
+            ws = conn.ws
+            transport = ws.transport
+            if transport is None or transport.is_closing():
+                continue
+            if transport.get_write_buffer_size() > limit:
                 self._spawn(self._close(conn, wire.CLOSE_SLOW_CONSUMER), f"slow-{conn.id}")
+                continue
+            protocol = ws.protocol
+            if (frame and protocol.state is State.OPEN and ws.send_in_progress is None
+                    and not protocol.expect_continuation_frame and not protocol.writes):
+                transport.write(frame)
+                sent += 1
             else:
-                ready.append(conn.ws)
-        websockets.broadcast(ready, wire.message(message))
-        self.metrics.inc("chainpush_messages_out_total", len(ready))
-        return len(ready)
+                others.append(ws)
+        if others:
+            websockets.broadcast(others, data, text=True)
+            sent += sum(1 for ws in others if ws.protocol.state is State.OPEN)
+        return sent
 
     async def reconcile(self) -> None:
         """Repair every subscription that is behind its topic's last offset in MongoDB."""

@@ -72,6 +72,29 @@ async def test_collector_with_its_own_dispatcher(
             assert [m["offset"] for m in await client.until(3)] == [1, 2, 3]
 
 
+async def test_live_frames_with_compression_on(
+    mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float
+) -> None:
+    # live frames are written pre-encoded only without extensions; with permessage-deflate the
+    # node hands them to websockets.broadcast, which compresses per connection
+    cfg = stores(mongo_uri, redis_url, mongo_db_name)
+    async with (
+        collector_for(cfg) as collector,
+        push_node(cfg, "n1", unit, compression=True) as n1,
+        Client.connect(n1.url, token()) as deflated,
+        Client.connect(n1.url, token(), compression=None) as plain,
+    ):
+        assert deflated.ws.protocol.extensions and not plain.ws.protocol.extensions
+        for client in (deflated, plain):
+            await client.subscribe(TOPIC)
+        await collector.accept([make_record(n) for n in range(5)])
+        async with asyncio.timeout(10 * unit):
+            for client in (deflated, plain):
+                got = await client.until(5, TOPIC)
+                assert [m["offset"] for m in got] == [1, 2, 3, 4, 5]
+                assert got[0]["record"] == make_record(0)
+
+
 async def test_reconnect_with_since_gets_exactly_the_missed(
     mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float
 ) -> None:
