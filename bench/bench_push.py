@@ -133,8 +133,15 @@ async def client_main(args: argparse.Namespace) -> None:
                 frame: dict[str, Any] = {"type": "subscribe", "topic": args.topic}
                 if args.filter:
                     frame["filter"] = json.loads(args.filter)
-                await ws.send(json.dumps(frame))
-                await ws.recv()
+                while True:
+                    await ws.send(json.dumps(frame))
+                    answer = json.loads(await ws.recv())
+                    if answer["type"] == "subscribed":
+                        break
+                    # ``unavailable``: the node's head read timed out under the connection burst;
+                    # the protocol says subscribe again later
+                    assert answer.get("code") == "unavailable", answer
+                    await asyncio.sleep(0.1)
             return ws
 
     conns = await asyncio.gather(*(open_one() for _ in range(args.conns)))
