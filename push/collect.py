@@ -28,10 +28,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from types import TracebackType
 from typing import Any, Protocol
 
 from chainpush.constants import RedisNames
+from chainpush.resource import AsyncResource
 from push.dispatch import Dispatcher
 from push.metrics import Metrics
 from push.records import StoredMessage, message_id, topics_of
@@ -47,7 +47,7 @@ class Dispatch(Protocol):
     async def publish(self, messages: Sequence[StoredMessage]) -> None: ...
 
 
-class Collector:
+class Collector(AsyncResource):
     """The watcher's ``Sink``: ``await accept(batch)`` returns once the batch is stored.
 
     Use as ``async with Collector(mongo_uri=..., database=..., redis_url=...) as collector``:
@@ -94,11 +94,6 @@ class Collector:
             await self.store.ensure_indexes()
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         if self._owned_dispatch is not None:

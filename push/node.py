@@ -34,7 +34,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 
 import websockets
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -45,6 +44,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from chainpush.constants import RedisNames
+from chainpush.resource import AsyncResource
 from push import wire
 from push.config import PushConfig, StoresConfig
 from push.dispatch import NodeLink
@@ -82,7 +82,7 @@ class Connection:
     closing: bool = False
 
 
-class PushNode:
+class PushNode(AsyncResource):
     """Serve websocket clients; ``async with PushNode(...) as node`` starts everything.
 
     ``run()`` waits until the background loops stop (they only stop on error or ``aclose()``).
@@ -153,11 +153,6 @@ class PushNode:
         logger.info("push node %s serving %s", self.config.node_id, self.url)
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def _background(self) -> None:
         async with asyncio.TaskGroup() as group:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from types import TracebackType
 from typing import Any, Literal
 
 import pymongo
@@ -17,6 +16,7 @@ import pymongo.errors
 from pymongo import AsyncMongoClient
 
 from chainpush.constants import EVENTS, MESSAGES
+from chainpush.resource import AsyncResource
 from push.records import StoredMessage
 from push.retry import RetryPolicy, retrying
 
@@ -35,7 +35,7 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 InsertResult = Literal["inserted", "offset_taken", "exists"]
 
 
-class MessageStore:
+class MessageStore(AsyncResource):
     """Async context manager over one MongoDB database; ``aclose()`` closes the client."""
 
     def __init__(
@@ -56,11 +56,6 @@ class MessageStore:
         await self.ensure_indexes()
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -21,10 +21,10 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 
 from aiohttp import web
 
+from chainpush.resource import AsyncResource
 from push.config import AuthServiceConfig
 from push.metrics import Metrics
 from push.tokens import Claims, TokenConfig, issue
@@ -37,7 +37,7 @@ _WALLET = re.compile(r"0x[0-9a-fA-F]{40}")
 MAX_BODY_BYTES = 4096
 
 
-class AuthService:
+class AuthService(AsyncResource):
     """``async with AuthService(...) as svc`` listens; ``svc.url`` is where."""
 
     def __init__(
@@ -83,11 +83,6 @@ class AuthService:
                     "on" if self.dev_mode else "off")
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         if self._runner is not None:

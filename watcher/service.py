@@ -35,9 +35,9 @@ import sys
 import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Protocol
 
+from chainpush.resource import AsyncResource
 from watcher.binding import Bound, bind
 from watcher.calls import ViewCall
 from watcher.checkpoint import CheckpointError, MongoCheckpoints
@@ -85,7 +85,7 @@ class WatchStats:
     steps: int = 0
 
 
-class Watcher:
+class Watcher(AsyncResource):
     """Follows the configured contracts and hands their records to ``sink``."""
 
     def __init__(
@@ -114,11 +114,6 @@ class Watcher:
                 self.config.stores.mongo_uri, self.config.stores.database
             )
         return self
-
-    async def __aexit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Stop ``run()`` (if running) and release the checkpoint store."""

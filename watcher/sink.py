@@ -13,13 +13,13 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Any, Protocol, TextIO
 
 from pymongo import AsyncMongoClient
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from chainpush.constants import EVENTS
+from chainpush.resource import AsyncResource
 from watcher.errors import WatcherError
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def _message_id(record: dict[str, object]) -> str:
     return f"{record['id']}/{record['status']}"
 
 
-class MongoSink:
+class MongoSink(AsyncResource):
     """Stores each record in ``events`` under ``_id`` = message id; duplicates are no-ops."""
 
     def __init__(self, mongo_uri: str, database: str) -> None:
@@ -70,16 +70,8 @@ class MongoSink:
     async def aclose(self) -> None:
         await self._client.close()
 
-    async def __aenter__(self) -> MongoSink:
-        return self
 
-    async def __aexit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-
-class JsonLinesSink:
+class JsonLinesSink(AsyncResource):
     """Prints each record as one JSON line (a debugging aid; ``--sink stdout``)."""
 
     def __init__(self, out: TextIO | None = None) -> None:
@@ -92,11 +84,3 @@ class JsonLinesSink:
 
     async def aclose(self) -> None:
         return None
-
-    async def __aenter__(self) -> JsonLinesSink:
-        return self
-
-    async def __aexit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
