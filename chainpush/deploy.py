@@ -1,8 +1,9 @@
 """Deploy the demo contracts, record where they live, call them and send demo transactions.
 
 The geth tutorial's steps in Python (DESIGN-NOTES §1): the compiled ABI + bytecode come from
-``abi/<Name>.json`` (``chainpush compile``); deploying notes the address per chain id in
-``deployments/<chain_id>.json``; calling builds web3 contract objects from the ABI.
+``abi/<Name>.json`` (``chainpush compile``, read by ``watcher.compile.load_artifact``);
+deploying notes the address per chain id in ``deployments/<chain_id>.json``; calling builds
+web3 contract objects from the ABI.
 
 A transaction is sent from the node's first unlocked account (anvil, hardhat) or, given a private
 key, signed locally, and is final only once mined: every send here waits for its receipt.
@@ -15,7 +16,6 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from eth_typing import ChecksumAddress
 from web3 import Web3
@@ -24,6 +24,7 @@ from web3.middleware import SignAndSendRawMiddlewareBuilder
 from web3.types import TxReceipt
 
 from chainpush.procs import ROOT
+from watcher.compile import load_artifact
 
 logger = logging.getLogger(__name__)
 
@@ -42,19 +43,6 @@ class Deployment:
     address: ChecksumAddress
     block: int
     tx: str
-
-
-def load_compiled(name: str, abi_dir: Path = DEFAULT_ABI_DIR) -> dict[str, Any]:
-    path = abi_dir / f"{name}.json"
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise DeployError(f"no compiled artifact {path}: run `chainpush compile`") from exc
-    except json.JSONDecodeError as exc:
-        raise DeployError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(data.get("abi"), list) or not isinstance(data.get("bytecode"), str):
-        raise DeployError(f"{path} lacks 'abi' (list) or 'bytecode' (hex string)")
-    return data
 
 
 def deployments_path(chain_id: int, deployments_dir: Path = DEFAULT_DEPLOYMENTS_DIR) -> Path:
@@ -130,15 +118,15 @@ def deploy(
     chain_id = int(w3.eth.chain_id)
     known = read_deployments(chain_id, deployments_dir)
     for name in names:
-        compiled = load_compiled(name, abi_dir)
+        compiled = load_artifact(abi_dir, name)
         previous = known.get(name)
         if previous is not None and not force:
             code = bytes(w3.eth.get_code(previous.address))
-            expected = compiled.get("deployedBytecode", "")
-            if code and (not expected or code.hex() == expected.removeprefix("0x")):
+            expected = compiled.deployed_bytecode.removeprefix("0x")
+            if code and (not expected or code.hex() == expected):
                 logger.info("%s already deployed at %s", name, previous.address)
                 continue
-        factory = w3.eth.contract(abi=compiled["abi"], bytecode=compiled["bytecode"])
+        factory = w3.eth.contract(abi=compiled.abi, bytecode=compiled.bytecode)
         receipt = wait(w3, factory.constructor().transact(), f"deploy of {name}")
         address = receipt["contractAddress"]
         if address is None:
@@ -168,4 +156,4 @@ def contract(
             f"no code at {deployment.address} for {name} on chain {chain_id}: the node was "
             "probably restarted; run scripts/deploy.py again"
         )
-    return w3.eth.contract(address=deployment.address, abi=load_compiled(name, abi_dir)["abi"])
+    return w3.eth.contract(address=deployment.address, abi=load_artifact(abi_dir, name).abi)

@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,22 @@ def _port(preferred: int) -> int:
     return preferred
 
 
+def _service_state(server: procs.Server) -> ServiceState:
+    return ServiceState(server.name, server.pid, server.url, str(server.log_path))
+
+
+def _store(
+    name: str, external_url: str | None, started: list[procs.Server],
+    start: Callable[[], procs.Server],
+) -> ServiceState:
+    """An external store given by URL as is, else one started now (and added to ``started``)."""
+    if external_url:
+        return ServiceState(name, None, external_url, None)
+    server = start()
+    started.append(server)
+    return _service_state(server)
+
+
 def up(config: DevStackConfig) -> StackState:
     """Start what is not running; return the stack. Idempotent: a healthy stack is left alone."""
     current = load_state(config.state_dir)
@@ -149,23 +166,11 @@ def up(config: DevStackConfig) -> StackState:
                    "--state-interval", "5"),
         )
         started.append(anvil)
-        node = ServiceState("anvil", anvil.pid, anvil.url, str(anvil.log_path))
-        if config.external_redis_url:
-            redis = ServiceState("redis", None, config.external_redis_url, None)
-        else:
-            srv = procs.start_redis(
-                port=_port(config.redis_port), state_dir=config.state_dir, detach=True
-            )
-            started.append(srv)
-            redis = ServiceState("redis", srv.pid, srv.url, str(srv.log_path))
-        if config.external_mongo_uri:
-            mongo = ServiceState("mongo", None, config.external_mongo_uri, None)
-        else:
-            srv = procs.start_mongo(
-                port=_port(config.mongo_port), state_dir=config.state_dir, detach=True
-            )
-            started.append(srv)
-            mongo = ServiceState("mongo", srv.pid, srv.url, str(srv.log_path))
+        node = _service_state(anvil)
+        redis = _store("redis", config.external_redis_url, started, lambda: procs.start_redis(
+            port=_port(config.redis_port), state_dir=config.state_dir, detach=True))
+        mongo = _store("mongo", config.external_mongo_uri, started, lambda: procs.start_mongo(
+            port=_port(config.mongo_port), state_dir=config.state_dir, detach=True))
     except BaseException:
         for server in reversed(started):
             server.stop()

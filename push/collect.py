@@ -34,9 +34,10 @@ from chainpush.constants import RedisNames
 from chainpush.resource import AsyncResource
 from push.dispatch import Dispatcher
 from push.metrics import Metrics
-from push.records import StoredMessage, message_id, topics_of
+from push.records import StoredMessage, topics_of
 from push.retry import RetryPolicy
 from push.store import MessageStore
+from watcher.record import message_id
 
 logger = logging.getLogger(__name__)
 

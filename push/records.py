@@ -1,4 +1,5 @@
-"""The event record seen from the push side: message ids, topics, stored messages.
+"""The event record seen from the push side: topics and stored messages (message ids are
+``watcher.record.message_id``, the seam's one definition).
 
 Pure: takes the watcher's JSON-safe dicts (docs/seams.md §1) and returns values. Never awaits,
 never imports a driver.
@@ -42,11 +43,6 @@ class StoredMessage:
     offset: int
     msg_id: str
     record: Mapping[str, Any]
-
-
-def message_id(record: Mapping[str, Any]) -> str:
-    """``id + "/" + status``: each status transition of an event is one message."""
-    return f"{record['id']}/{record['status']}"
 
 
 def validate(record: Mapping[str, Any]) -> None:

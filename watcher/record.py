@@ -10,6 +10,7 @@ stored and delivered exactly once.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypedDict, cast
 
@@ -47,7 +48,7 @@ def state_key(contract: str, function: str, inputs: list[Any]) -> str:
     return f"{contract}.{function}({rendered})"
 
 
-def message_id(record: RecordDict) -> str:
+def message_id(record: Mapping[str, Any]) -> str:
     """``id + "/" + status``: the key collect stores one message under."""
     return f"{record['id']}/{record['status']}"
 

@@ -8,8 +8,9 @@ import sys
 import pytest
 
 from push.errors import InvalidRecord
-from push.records import StoredMessage, addresses, is_address, message_id, topics_of
+from push.records import StoredMessage, addresses, is_address, topics_of
 from push.routing import live_nodes, plan, registrations
+from watcher.record import message_id
 
 A = "0x5B38Da6a701c568545dCfcB03FcB875f56beddC4"
 
