@@ -1,0 +1,182 @@
+"""Directed cases of the stepper (``watcher.stepper``) in the simulation's model world, one per
+bug of issue 9; the random runs are ``test_watcher_sim.py``."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from tests.sim.watcher_sim import FAST, SLOW, Faults, directed
+from watcher.checkpoint import CheckpointError
+from watcher.cursor import Header
+from watcher.ledger import Ledger
+from watcher.record import EventRecord, message_id
+from watcher.sink import SinkError
+from watcher.stepper import Accept, Action, Save
+
+
+def test_restart_after_downtime_across_a_reorg_retracts_the_orphaned_tip() -> None:
+    """Issue 9.1: stopped at 10a, the node reorgs to 10b and mines more than the window; on
+    restart 10a's records are removed (never confirmed) and 10b's are emitted."""
+    sim = directed(window=4, k=2, finality_depth=2)
+    sim.chain.mine(10, logs_of=(FAST, SLOW))
+    sim.catch_up()
+    orphan = list(sim.chain.canon)
+    assert sim.messages(10, FAST) == ["pending"]
+    sim.stepper = sim._new_stepper()  # the watcher stops; a new process starts later
+    sim.chain.fork(9, logs_of=(FAST, SLOW))
+    sim.chain.mine(6, logs_of=(FAST,))
+    sim.catch_up()
+    assert sim.messages(10, FAST, branch=orphan) == ["pending", "removed"]
+    assert sim.messages(10, SLOW, branch=orphan) == []  # never emitted: nothing to retract
+    assert sim.messages(10, FAST)[-1] == "confirmed"
+    assert sim.messages(10, SLOW) == ["confirmed"]
+    sim.check()
+
+
+@pytest.mark.parametrize("where", ["save fails", "save fails after writing"])
+def test_failed_checkpoint_after_accept_is_completed_then_retracted(where: str) -> None:
+    """Issue 9.2: the checkpoint write fails after the sink accepted 11a; the node reorgs to
+    11b during the backoff; the retry completes the proposal, so 11a is retracted."""
+    sim = directed(window=4, k=2, finality_depth=2)
+    sim.chain.mine(10, logs_of=(FAST,))
+    sim.catch_up()
+    sim.chain.mine(1, logs_of=(FAST,))
+    orphan = list(sim.chain.canon)
+    fired: list[Action] = []
+
+    def inject(action: Action) -> None:
+        if isinstance(action, Save) and action.state["block_number"] == 11 and not fired:
+            fired.append(action)
+            sim.chain.fork(10, logs_of=(FAST,))
+            if where == "save fails after writing":
+                sim.checkpoints[action.key] = {**action.state, "proposed": None}
+            raise CheckpointError("checkpoint write failed")
+
+    sim.inject = inject
+    sim.catch_up()
+    assert fired
+    assert sim.messages(11, FAST, branch=orphan) == ["pending", "removed"]
+    assert sim.messages(11, FAST) == ["pending"]
+    sim.check()
+
+
+def test_partial_sink_write_is_completed_then_retracted() -> None:
+    """Issue 9.2: the sink stores part of 11a's batch and fails; the node reorgs meanwhile."""
+    sim = directed(window=4, k=2, finality_depth=2)
+    sim.chain.mine(10, logs_of=(FAST,))
+    sim.catch_up()
+    sim.chain.mine(1, logs_of=(FAST, FAST))
+    orphan = list(sim.chain.canon)
+    fired: list[Action] = []
+
+    def inject(action: Action) -> None:
+        if isinstance(action, Accept) and action.batch and not fired:
+            fired.append(action)
+            sim.store.put(action.batch[0])
+            sim.chain.fork(10, logs_of=(FAST,))
+            raise SinkError("stored 1 record of 2, then failed")
+
+    sim.inject = inject
+    sim.catch_up()
+    assert fired
+    assert sim.messages(11, FAST, branch=orphan) == ["pending", "removed"]
+    sim.check()
+
+
+def test_k_positive_flip_flop_gets_a_new_incarnation() -> None:
+    """Issue 9.3: confirmed → removed → the block comes back: ``confirmed/1``, not a duplicate
+    of the retracted ``confirmed``."""
+    sim = directed(window=6, k=2, finality_depth=3)
+    sim.chain.mine(10, logs_of=(SLOW, FAST))
+    sim.catch_up()
+    a = list(sim.chain.canon)
+    assert sim.messages(8, SLOW) == ["confirmed"]
+    sim.chain.fork(7, logs_of=(FAST,))
+    sim.catch_up()
+    assert sim.messages(8, SLOW, branch=a) == ["confirmed", "removed"]
+    assert sim.messages(8, FAST, branch=a) == ["pending", "removed"]
+    sim.chain.switch_to(a)  # A → B → A
+    sim.chain.mine(4, logs_of=(FAST,))
+    sim.catch_up()
+    assert sim.messages(8, SLOW) == ["confirmed", "removed", "confirmed/1"]
+    assert sim.messages(8, FAST) == ["pending", "removed", "pending/1", "confirmed/1"]
+    sim.check()
+
+
+def test_flip_flop_during_downtime_and_backfill_keeps_the_incarnation() -> None:
+    """The block comes back while the watcher is down and is emitted by backfill."""
+    sim = directed(window=4, k=2, finality_depth=2)
+    sim.chain.mine(10, logs_of=(FAST,))
+    sim.catch_up()
+    a = list(sim.chain.canon)
+    sim.chain.fork(8, logs_of=(FAST,))
+    sim.catch_up()
+    assert sim.messages(10, FAST, branch=a) == ["pending", "removed"]
+    sim.stepper = sim._new_stepper()
+    sim.chain.switch_to(a)
+    sim.chain.mine(8, logs_of=(FAST,))
+    sim.catch_up()
+    assert sim.messages(10, FAST)[-1] == "confirmed/1"
+    sim.check()
+
+
+def test_contract_removed_from_the_config_keeps_its_confirmations() -> None:
+    """Issue 9.7: a K=3 record pending when its contract leaves the config is confirmed at
+    depth 3, not at once."""
+    sim = directed(window=6, k=3, finality_depth=2)
+    sim.chain.mine(8, logs_of=(SLOW,))
+    sim.catch_up()
+    assert sim.messages(8, SLOW) == []
+    # as if [[contracts]] Slow were deleted from the file: gone from the confirmations too
+    sim.bound = replace(sim.bound.only({"Fast"}), confirmations={"Fast": 0})
+    sim.stepper = sim._new_stepper()
+    sim.chain.mine(1, logs_of=(FAST,))
+    sim.catch_up()
+    assert sim.messages(8, SLOW) == []
+    sim.chain.mine(2, logs_of=(FAST,))
+    sim.catch_up()
+    assert sim.messages(8, SLOW) == ["confirmed"]
+
+
+def record(contract: str = "Slow", number: int = 5) -> EventRecord:
+    return EventRecord(chain_id=1, contract=contract, address="0x" + "bb" * 20,
+                       event="Transfer", args={}, block_number=number,
+                       block_hash=f"0x{number:064x}", block_timestamp=0, tx_hash="0x" + "00" * 32,
+                       log_index=0)
+
+
+def test_ledger_keeps_k_of_a_contract_gone_from_the_config() -> None:
+    ledger = Ledger({"Slow": 3}, finality_depth=2)
+    h = Header(5, f"0x{5:064x}", "0x" + "00" * 32, 0)
+    assert ledger.add_block(h, [record()]) == []
+    restored = Ledger.from_doc(ledger.to_doc(), {}, finality_depth=2)
+    assert restored.confirm(6) == []
+    assert [r.status for r in restored.confirm(8)] == ["confirmed"]
+
+
+def test_ledger_without_k_in_an_old_checkpoint_waits_for_finalization() -> None:
+    ledger = Ledger({"Slow": 3}, finality_depth=2)
+    h = Header(5, f"0x{5:064x}", "0x" + "00" * 32, 0)
+    ledger.add_block(h, [record()])
+    doc: dict[str, Any] = ledger.to_doc()
+    for b in doc["blocks"]:
+        for e in b["entries"]:
+            del e["k"]
+    restored = Ledger.from_doc(doc, {}, finality_depth=2)
+    assert restored.confirm(100) == []
+    assert [r.status for r in restored.finalize(h)] == ["confirmed"]
+
+
+def test_message_id_carries_the_incarnation_after_the_first() -> None:
+    assert message_id({"id": "1:0xab:0", "status": "pending"}) == "1:0xab:0/pending"
+    assert message_id({"id": "1:0xab:0", "status": "pending", "incarnation": 0}) \
+        == "1:0xab:0/pending"
+    assert message_id({"id": "1:0xab:0", "status": "confirmed", "incarnation": 2}) \
+        == "1:0xab:0/confirmed/2"
+    rec = record().with_incarnation(1).with_status("removed")
+    assert rec.message_id == f"{rec.id}/removed/1"
+    assert rec.to_dict()["incarnation"] == 1
+    assert Faults.none().crash == 0
