@@ -237,10 +237,13 @@ class _Performer:
         checkpoints = w._checkpoints
         assert checkpoints is not None
         if isinstance(action, Call):
-            if len(action.calls) == 1:
-                method, params = action.calls[0]
-                return [await rpc.call(method, params)]
-            return await rpc.batch(list(action.calls))
+            try:
+                return await rpc.batch(list(action.calls))
+            except RPCError as exc:
+                if not action.optional:
+                    raise
+                logger.debug("optional %s: %s", action.calls[0][0], exc)
+                return None
         if isinstance(action, FetchRange):
             return await self._fetch_range(action)
         if isinstance(action, Prefetch):

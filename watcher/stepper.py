@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from watcher.binding import Bound
+from watcher.bloom import LogBloom
 from watcher.calls import ViewCall
 from watcher.config import WatchConfig
 from watcher.cursor import BlockCursor, Event, Header, Reorg
@@ -72,9 +73,12 @@ class Load:
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One JSON-RPC batch; send back the list of results, in order."""
+    """One JSON-RPC batch; send back the list of results, in order. With ``optional``, a
+    JSON-RPC error reply (e.g. a method the node lacks) sends back None instead of ending the
+    session; an unreachable node still ends it."""
 
     calls: tuple[RpcCall, ...]
+    optional: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +193,13 @@ class Stepper:
         self.stats = WatchStats()
         self.committed: dict[str, Any] | None = None
         self._s: _Session | None = None
+        topics = self.log_filter.get("topics")
+        topic0s = list(topics[0]) if isinstance(topics, list) and topics else None
+        self._addresses = {a.lower() for a in bound.addresses}
+        self._topic0s = None if topic0s is None else {t.lower() for t in topic0s}
+        self.bloom = LogBloom(bound.addresses, topic0s)
+        # block hash -> times its logs were `[]` against its bloom with no receipts to settle it
+        self._doubted: dict[str, int] = {}
 
     # --- the session ---------------------------------------------------------------------------
 
@@ -465,9 +476,12 @@ class Stepper:
         cursor = s.cursor
         budget = self.watch.live_batch_blocks
         events: list[Event] = []
+        blooms: dict[str, str | None] = {}
         (latest,) = yield Call((("eth_getBlockByNumber", [hex(head), False]),))
         if latest:
-            cursor.receive_head(Header.from_rpc(latest))
+            h = Header.from_rpc(latest)
+            blooms[h.hash] = latest.get("logsBloom")
+            cursor.receive_head(h)
             events += cursor.events_received()
         fetched = 0
         while cursor.next_number <= head and fetched < budget:
@@ -482,6 +496,7 @@ class Stepper:
                 header = Header.from_rpc(raw)
                 if header.number != cursor.next_number:
                     break
+                blooms[header.hash] = raw.get("logsBloom")
                 cursor.receive_block(header)
                 events += cursor.events_received()
                 fetched += 1
@@ -493,7 +508,7 @@ class Stepper:
         if not events:
             return False
         survivors = surviving_blocks(events)
-        logs_by_block, values = yield from self._live_fetch(list(survivors.values()))
+        logs_by_block, values = yield from self._live_fetch(list(survivors.values()), blooms)
         decoder = self.decoder
 
         def records_of(header: Header) -> list[Record]:
@@ -514,10 +529,11 @@ class Stepper:
         return True
 
     def _live_fetch(
-        self, headers: list[Header]
+        self, headers: list[Header], blooms: dict[str, str | None]
     ) -> Generator[Action, Any, tuple[dict[str, list[RawLog]],
                                       dict[str, list[tuple[ViewCall, str]]]]]:
-        """Logs (by block hash) and state-call results of ``headers``, in two batches."""
+        """Logs (by block hash) and state-call results of ``headers``, in two batches (three
+        when a block's ``[]`` contradicts its bloom)."""
         if not headers:
             return {}, {}
         results = yield Call(tuple(("eth_getLogs", [{"blockHash": h.hash, **self.log_filter}])
@@ -529,6 +545,10 @@ class Stepper:
                     raise RPCError(f"eth_getLogs for block {h.hash} returned a log of block "
                                    f"{lg.get('blockHash')}", method="eth_getLogs")
             logs_by_block[h.hash] = list(logs)
+        doubted = [h for h in headers
+                   if not logs_by_block[h.hash] and self.bloom.may_match(blooms.get(h.hash))]
+        if doubted:
+            yield from self._settle(doubted, logs_by_block)
         wanted: list[tuple[Header, ViewCall]] = []
         for h in headers:
             if not self.bound.calls:
@@ -548,6 +568,47 @@ class Stepper:
             for (h, c), result in zip(wanted, outs, strict=True):
                 values.setdefault(h.hash, []).append((c, str(result)))
         return logs_by_block, values
+
+    def _settle(self, doubted: list[Header], logs_by_block: dict[str, list[RawLog]]) -> Steps:
+        """``eth_getLogs`` answered ``[]`` for blocks whose ``logsBloom`` says our logs may be
+        there (a false positive, or a provider that has not indexed the block — or lies). The
+        block's receipts settle it: their logs that our filter selects replace the ``[]``.
+        A node without ``eth_getBlockReceipts``: the step is retried (``RPCError``) and the
+        ``[]`` accepted only the third time for the same block."""
+        receipts = yield Call(tuple(("eth_getBlockReceipts", [h.hash]) for h in doubted),
+                              optional=True)
+        if receipts is None or any(r is None for r in receipts):
+            for h in doubted:
+                seen = self._doubted.get(h.hash, 0) + 1
+                self._doubted[h.hash] = seen
+                if seen < 3:
+                    raise RPCError(f"eth_getLogs answered [] for block {h.number} {h.hash} but "
+                                   f"its logsBloom matches the watched addresses/topics, and "
+                                   f"its receipts are unavailable; retrying ({3 - seen} tries "
+                                   f"left before [] is accepted)", method="eth_getLogs")
+                logger.warning("block %d %s: [] accepted after 3 tries against its logsBloom "
+                               "(a bloom false positive?)", h.number, h.hash)
+                self._doubted.pop(h.hash, None)
+            return
+        for h, block_receipts in zip(doubted, receipts, strict=True):
+            found: list[RawLog] = []
+            for receipt in block_receipts:
+                for lg in receipt.get("logs") or []:
+                    topics = lg.get("topics") or []
+                    if str(lg.get("address", "")).lower() not in self._addresses:
+                        continue
+                    if self._topic0s is not None and (
+                            not topics or str(topics[0]).lower() not in self._topic0s):
+                        continue
+                    if str(lg.get("blockHash", h.hash)).lower() != h.hash:
+                        raise RPCError(f"eth_getBlockReceipts for block {h.hash} returned a log "
+                                       f"of block {lg.get('blockHash')}",
+                                       method="eth_getBlockReceipts")
+                    found.append(lg)
+            if found:
+                logger.warning("eth_getLogs answered [] for block %d %s, its receipts hold %d "
+                               "watched logs: using those", h.number, h.hash, len(found))
+            logs_by_block[h.hash] = found
 
     def _state_records(
         self, header: Header, values: list[tuple[ViewCall, str]]

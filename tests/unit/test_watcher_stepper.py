@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 
 from tests.sim.watcher_sim import FAST, SLOW, Faults, directed
+from watcher.bloom import LogBloom, bloom_mask, bloom_of
 from watcher.checkpoint import CheckpointError
 from watcher.cursor import Header
 from watcher.ledger import Ledger
 from watcher.record import EventRecord, message_id
 from watcher.sink import SinkError
-from watcher.stepper import Accept, Action, Save
+from watcher.stepper import Accept, Action, Call, Save
 
 
 def test_restart_after_downtime_across_a_reorg_retracts_the_orphaned_tip() -> None:
@@ -180,3 +181,40 @@ def test_message_id_carries_the_incarnation_after_the_first() -> None:
     assert rec.message_id == f"{rec.id}/removed/1"
     assert rec.to_dict()["incarnation"] == 1
     assert Faults.none().crash == 0
+
+
+@pytest.mark.parametrize("receipts", [True, False])
+def test_logs_answered_empty_against_the_bloom_are_not_lost(receipts: bool) -> None:
+    """Issue 9.6: a provider answers ``[]`` for a block whose ``logsBloom`` holds our address
+    and topic: its receipts are read instead, or the step is retried."""
+    sim = directed(window=4, k=2, finality_depth=2)
+    sim.faults.receipts = receipts
+    sim.chain.mine(6, logs_of=(FAST,))
+    sim.catch_up()
+    lies: list[str] = []
+
+    def inject(action: Action) -> None:
+        lying = len(lies) < 2  # twice: with receipts the first lie is settled at once
+        sim.faults.lie = 1.0 if lying else 0.0
+        if lying and isinstance(action, Call) and any(
+                m == "eth_getLogs" and "blockHash" in p[0] for m, p in action.calls):
+            lies.append(str(action.calls))
+
+    sim.inject = inject
+    sim.chain.mine(1, logs_of=(FAST,))
+    sim.catch_up()
+    assert lies
+    assert sim.messages(7, FAST) == ["pending"]
+    sim.check()
+
+
+def test_bloom_masks_match_the_logs_they_were_made_of() -> None:
+    topic = "0x" + "ab" * 32
+    bloom = bloom_of([(FAST, [topic])])
+    assert LogBloom([FAST], [topic]).may_match(bloom)
+    assert LogBloom([FAST], None).may_match(bloom)
+    assert not LogBloom([SLOW], None).may_match(bloom)
+    assert not LogBloom([FAST], ["0x" + "cd" * 32]).may_match(bloom)
+    assert not LogBloom([FAST], None).may_match("0x" + "00" * 256)
+    assert LogBloom([FAST], None).may_match(None)  # no bloom: no proof
+    assert bin(bloom_mask(b"x")).count("1") in (1, 2, 3)
