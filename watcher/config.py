@@ -19,6 +19,9 @@ Sections this module reads (others, e.g. ``[push]``, belong to other components 
                                # deep (1 … reorg_window - 1; no "off": every pending record is
                                # confirmed at the latest when its block leaves the window);
                                # default 12, or reorg_window - 1 when that is smaller
+    finality = "depth"         # or "tag": K = 0 records are confirmed once the node's
+                               # `finalized` block reaches them (finality_depth only on a node
+                               # without the tag); keep reorg_window above the finality lag
     abi_dir = "abi"
     deployments = "deployments"   # a directory of <chain_id>.json, or one such file
 
@@ -128,6 +131,9 @@ class WatchConfig:
     #: K = 0 contracts: ``confirmed`` follows ``pending`` once the block is this many blocks
     #: deep. Always on (1 … reorg_window - 1): a block leaving the window is final anyway.
     finality_depth: int = 12
+    #: "depth": final = ``finality_depth`` deep; "tag": final = at or below the node's
+    #: ``finalized`` block (by depth on a node without that tag)
+    finality: Literal["depth", "tag"] = "depth"
     abi_dir: Path = Path("abi")
     deployments: Path | None = None
     live_batch_blocks: int = 100
@@ -149,6 +155,9 @@ class WatchConfig:
                 f"[watch] finality_depth must be >= 1 and below [watch] reorg_window "
                 f"({self.reorg_window}), got {self.finality_depth}"
             )
+        if self.finality not in ("depth", "tag"):
+            raise ConfigError(f"[watch] finality must be \"depth\" or \"tag\", got "
+                              f"{self.finality!r}")
         if self.live_batch_blocks < 1:
             raise ConfigError(
                 f"[watch] live_batch_blocks must be >= 1, got {self.live_batch_blocks}"
@@ -268,7 +277,8 @@ class Config:
                                "chain_id"}, source, "[node]")
         watch_raw = _table(data, "watch", source)
         _check_keys(watch_raw, {"name", "confirmations", "start_block", "max_range",
-                                "reorg_window", "finality_depth", "abi_dir", "deployments",
+                                "reorg_window", "finality_depth", "finality", "abi_dir",
+                                "deployments",
                                 "live_batch_blocks", "progress_interval_s"}, source, "[watch]")
         reorg_window = int(watch_raw.get("reorg_window", 64))
         watch = WatchConfig(
@@ -279,6 +289,7 @@ class Config:
             reorg_window=reorg_window,
             # unset: 12, or what a small window allows (set explicitly, it is validated)
             finality_depth=int(watch_raw.get("finality_depth", min(12, reorg_window - 1))),
+            finality=watch_raw.get("finality", "depth"),
             abi_dir=base / str(watch_raw.get("abi_dir", "abi")),
             deployments=(base / str(watch_raw["deployments"])) if "deployments" in watch_raw
             else base / "deployments",
@@ -311,7 +322,8 @@ class Config:
                 "name": self.watch.name, "confirmations": self.watch.confirmations,
                 "start_block": self.watch.start_block, "max_range": self.watch.max_range,
                 "reorg_window": self.watch.reorg_window,
-                "finality_depth": self.watch.finality_depth, "abi_dir": str(self.watch.abi_dir),
+                "finality_depth": self.watch.finality_depth, "finality": self.watch.finality,
+                "abi_dir": str(self.watch.abi_dir),
                 "deployments": str(self.watch.deployments),
             },
             "contracts": [

@@ -143,18 +143,25 @@ class Ledger:
             self._waiting.add(header.hash)
         return out
 
-    def confirm(self, tip: int) -> list[Record]:
+    def confirm(self, tip: int, finalized: int | None = None) -> list[Record]:
         """Records that reached their confirmations (K > 0) or finality (``pending`` ones)
-        now that the tip is at ``tip``."""
+        now that the tip is at ``tip``. With ``finalized`` (the node's ``finalized`` block,
+        ``[watch] finality = "tag"``), finality is that tag instead of ``finality_depth``, and
+        a K > 0 record of a finalized block is confirmed even before K."""
         out: list[Record] = []
         for h in sorted(self._waiting, key=lambda x: self._blocks[x].number):
             block = self._blocks[h]
             left = False
+            final = finalized is not None and block.number <= finalized
             for e in block.entries:
                 if e.emitted == "confirmed":
                     continue
-                due = self.finality_depth if e.emitted == "pending" else e.k
-                if tip - block.number >= due:
+                if e.emitted == "pending":
+                    due = final if finalized is not None else (
+                        tip - block.number >= self.finality_depth)
+                else:
+                    due = final or tip - block.number >= e.k
+                if due:
                     e.emitted = "confirmed"
                     e.record = e.record.with_status("confirmed")
                     out.append(e.record)
@@ -266,7 +273,7 @@ def surviving_blocks(events: Iterable[Event]) -> dict[str, Header]:
 
 def apply_events(
     ledger: Ledger, events: Sequence[Event], records_of: Callable[[Header], Sequence[Record]],
-    tip: int,
+    tip: int, finalized: int | None = None,
 ) -> list[Record]:
     """Everything to emit for the cursor's ``events`` (in order), then for the tip at ``tip``.
 
@@ -283,5 +290,5 @@ def apply_events(
                 out += ledger.add_block(ev.header, records_of(ev.header))
         elif isinstance(ev, Finalized):
             out += ledger.finalize(ev.header)
-    out += ledger.confirm(tip)
+    out += ledger.confirm(tip, finalized)
     return out

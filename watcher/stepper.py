@@ -177,6 +177,8 @@ class _Session:
     ledger: Ledger
     covered: list[dict[str, str]]  # coverage entries the checkpoint is good for
     catchup: dict[str, Any] | None  # an unfinished catch-up: what, from where
+    finalized: int | None = None  # the node's `finalized` block ([watch] finality = "tag")
+    has_tag: bool = True  # False once the node answered that it has no `finalized` tag
 
 
 class Stepper:
@@ -217,6 +219,8 @@ class Stepper:
         while True:
             (raw_head,) = yield Call((("eth_blockNumber", []),))
             head = int(raw_head, 16)
+            if self.watch.finality == "tag" and s.has_tag:
+                yield from self._read_finalized()
             tip = s.cursor.tip.number
             if tip < head - window:
                 # the first block after a gap must link to the committed tip: a reorg while
@@ -452,6 +456,23 @@ class Stepper:
 
     # --- live ----------------------------------------------------------------------------------
 
+    def _read_finalized(self) -> Steps:
+        """The node's ``finalized`` block number; a node without the tag (an error, or
+        ``null`` for a chain too short to have one) leaves finality to depth."""
+        s = self._sess()
+        answer = yield Call((("eth_getBlockByNumber", ["finalized", False]),), optional=True)
+        if answer is None:
+            logger.info("the node has no `finalized` block tag: finality by depth (%d blocks)",
+                        self.watch.finality_depth)
+            s.has_tag = False
+            return
+        raw = answer[0]
+        if raw is None:
+            return  # not yet (a young chain): keep the last one, or depth
+        number = int(raw["number"], 16)
+        if s.finalized is None or number > s.finalized:
+            s.finalized = number
+
     def _relink(self) -> Generator[Action, Any, bool]:
         """Before jumping ahead by backfill: is the committed tip still canonical? If not, a
         live step at its height walks the cursor back (retracting what was orphaned) and
@@ -524,7 +545,7 @@ class Stepper:
                 logger.info("reorg of depth %d: blocks %d..%d orphaned, common ancestor %d %s",
                             ev.depth, ev.orphaned[0].number, ev.orphaned[-1].number,
                             ev.ancestor.number, ev.ancestor.hash)
-        out = apply_events(s.ledger, events, records_of, cursor.tip.number)
+        out = apply_events(s.ledger, events, records_of, cursor.tip.number, s.finalized)
         yield from self._commit(out, propose=True)
         return True
 

@@ -255,7 +255,10 @@ class Sim:
         self.watch = WatchConfig(
             reorg_window=w, finality_depth=rng.randint(1, w - 1),
             max_range=rng.choice((1, 3, 10, 100)), live_batch_blocks=rng.choice((1, 2, 5, 100)),
+            finality=rng.choice(("depth", "tag")),
         )
+        #: the node's `finalized` tag: how far below the head (None: the node has no tag)
+        self.finality_lag = rng.choice((None, rng.randint(1, w - 1)))
         self.bound = Bound(
             chain_id=CHAIN_ID,
             specs=(ContractSpec("Fast", checksum(FAST), _ABI),
@@ -285,9 +288,15 @@ class Sim:
 
     # --- the world between and during actions ------------------------------------------------
 
+    def finalized(self) -> int | None:
+        """The node's ``finalized`` block (never forked below: part of ``floor``)."""
+        if self.finality_lag is None or self.chain.head - self.finality_lag < 1:
+            return None
+        return self.chain.head - self.finality_lag
+
     def _fork(self, max_depth: int) -> None:
         c = self.chain
-        lo = max(self.floor, c.head - max_depth)
+        lo = max(self.floor, c.head - max_depth, self.finalized() or 0)
         if lo >= c.head:
             return
         if self.rng.random() < 0.3 and c.flip_back(lo):
@@ -319,6 +328,13 @@ class Sim:
             head = c.head - (1 if c.head > 0 and self.rng.random() < f.lag else 0)
             self.floor = max(self.floor, head - self.window + 1)
             return hex(head)
+        if method == "eth_getBlockByNumber" and params[0] == "finalized":
+            if self.finality_lag is None:
+                raise RPCError("unknown block tag 'finalized'", method=method)
+            f_n = self.finalized()
+            self.floor = max(self.floor, f_n or 0)
+            b = c.at(f_n) if f_n is not None else None
+            return b.header() if b is not None else None
         if method == "eth_getBlockByNumber":
             block = c.at(int(params[0], 16))
             if block is None or self.rng.random() < f.null_block:
@@ -529,6 +545,14 @@ class Sim:
                 due = k if k else self.watch.finality_depth
                 want = "confirmed" if depth >= due else ("pending" if k == 0 else None)
                 got = final[rid]["status"] if rid in final else None
+                if self.watch.finality == "tag" and self.finality_lag is not None and (
+                        depth < self.window):
+                    # final by the node's tag: confirmed some time between the tag and the
+                    # window's end (K > 0: at K deep or by the tag, whichever first)
+                    if k:
+                        want = "confirmed" if depth >= k else got
+                    else:
+                        want = got if got in ("pending", "confirmed") else "pending"
                 if want is None:
                     if got == "confirmed":
                         problems.append(f"{rid} ({name}, block {n}, depth {depth}): confirmed "
@@ -545,7 +569,8 @@ class Sim:
             raise SimFailure("; ".join(problems[:5]) + more)
 
     def summary(self) -> str:
-        return (f"window {self.window} K {self.k} finality {self.watch.finality_depth} "
+        return (f"window {self.window} K {self.k} finality {self.watch.finality} "
+                f"{self.watch.finality_depth} lag {self.finality_lag} "
                 f"head {self.chain.head} reorgs {self.chain.reorgs} flip-flops "
                 f"{self.chain.flipflops} crashes {self.crashes} failures {self.failures} "
                 f"actions {self.actions} messages {len(self.store.order)}")

@@ -218,3 +218,33 @@ def test_bloom_masks_match_the_logs_they_were_made_of() -> None:
     assert not LogBloom([FAST], None).may_match("0x" + "00" * 256)
     assert LogBloom([FAST], None).may_match(None)  # no bloom: no proof
     assert bin(bloom_mask(b"x")).count("1") in (1, 2, 3)
+
+
+def test_finality_by_the_nodes_finalized_tag() -> None:
+    """Issue 9.6: with ``finality = "tag"`` a K=0 record is confirmed when the node's
+    ``finalized`` block reaches it — not at ``finality_depth``; by depth on a node without
+    the tag."""
+    sim = directed(window=8, k=2, finality_depth=2)
+    sim.watch = replace(sim.watch, finality="tag")
+    sim.stepper = sim._new_stepper()
+    sim.finality_lag = 5
+    sim.chain.mine(10, logs_of=(FAST,))
+    sim.catch_up()
+    assert sim.messages(7, FAST) == ["pending"]  # 3 deep: past finality_depth, not finalized
+    assert sim.messages(5, FAST)[-1] == "confirmed"  # the finalized block
+    sim.finality_lag = None  # another node, without the tag: by depth again
+    sim.stepper = sim._new_stepper()
+    sim.chain.mine(1, logs_of=(FAST,))
+    sim.catch_up()
+    assert sim.messages(7, FAST) == ["pending", "confirmed"]
+
+
+def test_ledger_confirms_by_the_tag_not_by_depth() -> None:
+    ledger = Ledger({"Fast": 0, "Slow": 3}, finality_depth=2)
+    h = Header(5, f"0x{5:064x}", "0x" + "00" * 32, 0)
+    out = ledger.add_block(h, [record("Fast"), record("Slow")])
+    assert [r.status for r in out] == ["pending"]
+    assert ledger.confirm(7, finalized=4) == []  # 2 deep (= finality_depth), not finalized
+    # finalized: Fast confirmed; Slow too, before its K = 3 confirmations
+    assert [(r.contract, r.status) for r in ledger.confirm(7, finalized=5)] == [
+        ("Fast", "confirmed"), ("Slow", "confirmed")]
