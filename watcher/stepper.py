@@ -200,8 +200,6 @@ class Stepper:
         self._addresses = {a.lower() for a in bound.addresses}
         self._topic0s = None if topic0s is None else {t.lower() for t in topic0s}
         self.bloom = LogBloom(bound.addresses, topic0s)
-        # block hash -> times its logs were `[]` against its bloom with no receipts to settle it
-        self._doubted: dict[str, int] = {}
 
     # --- the session ---------------------------------------------------------------------------
 
@@ -592,28 +590,31 @@ class Stepper:
 
     def _settle(self, doubted: list[Header], logs_by_block: dict[str, list[RawLog]]) -> Steps:
         """``eth_getLogs`` answered ``[]`` for blocks whose ``logsBloom`` says our logs may be
-        there (a false positive, or a provider that has not indexed the block — or lies). The
-        block's receipts settle it: their logs that our filter selects replace the ``[]``.
-        A node without ``eth_getBlockReceipts``: the step is retried (``RPCError``) and the
-        ``[]`` accepted only the third time for the same block."""
+        there (a bloom false positive, or a provider that has not indexed the block — or
+        lies). The blocks' receipts settle it: their logs that our filter selects replace the
+        ``[]``. ``eth_getBlockReceipts`` where the node has it, else the receipt of each of the
+        block's transactions (costly, but only for such blocks)."""
         receipts = yield Call(tuple(("eth_getBlockReceipts", [h.hash]) for h in doubted),
                               optional=True)
-        if receipts is None or any(r is None for r in receipts):
-            for h in doubted:
-                seen = self._doubted.get(h.hash, 0) + 1
-                self._doubted[h.hash] = seen
-                if seen < 3:
-                    raise RPCError(f"eth_getLogs answered [] for block {h.number} {h.hash} but "
-                                   f"its logsBloom matches the watched addresses/topics, and "
-                                   f"its receipts are unavailable; retrying ({3 - seen} tries "
-                                   f"left before [] is accepted)", method="eth_getLogs")
-                logger.warning("block %d %s: [] accepted after 3 tries against its logsBloom "
-                               "(a bloom false positive?)", h.number, h.hash)
-                self._doubted.pop(h.hash, None)
-            return
+        if receipts is None:
+            blocks = yield Call(tuple(("eth_getBlockByHash", [h.hash, False]) for h in doubted))
+            receipts = []
+            for h, block in zip(doubted, blocks, strict=True):
+                if block is None:
+                    raise RPCError(f"block {h.number} {h.hash} is missing on the node",
+                                   method="eth_getBlockByHash")
+                txs = [t if isinstance(t, str) else t["hash"] for t in block["transactions"]]
+                receipts.append((yield Call(tuple(("eth_getTransactionReceipt", [t])
+                                                  for t in txs))) if txs else [])
         for h, block_receipts in zip(doubted, receipts, strict=True):
+            if block_receipts is None:
+                raise RPCError(f"no receipts for block {h.number} {h.hash}",
+                               method="eth_getBlockReceipts")
             found: list[RawLog] = []
             for receipt in block_receipts:
+                if receipt is None:
+                    raise RPCError(f"a receipt of block {h.number} {h.hash} is missing",
+                                   method="eth_getTransactionReceipt")
                 for lg in receipt.get("logs") or []:
                     topics = lg.get("topics") or []
                     if str(lg.get("address", "")).lower() not in self._addresses:
@@ -622,9 +623,8 @@ class Stepper:
                             not topics or str(topics[0]).lower() not in self._topic0s):
                         continue
                     if str(lg.get("blockHash", h.hash)).lower() != h.hash:
-                        raise RPCError(f"eth_getBlockReceipts for block {h.hash} returned a log "
-                                       f"of block {lg.get('blockHash')}",
-                                       method="eth_getBlockReceipts")
+                        raise RPCError(f"a receipt of block {h.hash} holds a log of block "
+                                       f"{lg.get('blockHash')}", method="eth_getBlockReceipts")
                     found.append(lg)
             if found:
                 logger.warning("eth_getLogs answered [] for block %d %s, its receipts hold %d "

@@ -132,6 +132,7 @@ class Chain:
         self._n = 0
         genesis = Block(0, self._hash(), "0x" + "00" * 32, [])
         self.blocks: dict[str, Block] = {genesis.hash: genesis}
+        self.txs: dict[str, dict[str, Any]] = {}  # tx hash -> its one log
         self.canon: list[str] = [genesis.hash]
         self.branches: list[list[str]] = []  # canonical chains we left (for flip-flops)
         self.reorgs = 0
@@ -150,7 +151,7 @@ class Chain:
 
     def _new_block(self, parent: Block, logs_of: tuple[str, ...] | None = None) -> Block:
         h = self._hash()
-        logs = []
+        logs: list[dict[str, Any]] = []
         if logs_of is None:
             n = self.rng.choice((0, 0, 1, 1, 2, 3))
             logs_of = tuple(self.rng.choice((FAST, FAST, SLOW, SLOW, OTHER)) for _ in range(n))
@@ -163,6 +164,8 @@ class Chain:
                 "blockHash": h, "transactionHash": f"0x{int(h, 16) * 16 + i:064x}",
                 "transactionIndex": hex(i), "logIndex": hex(i), "removed": False,
             })
+        for lg in logs:
+            self.txs[lg["transactionHash"]] = lg
         block = Block(parent.number + 1, h, parent.hash, logs)
         self.blocks[h] = block
         return block
@@ -348,7 +351,12 @@ class Sim:
                     for lg in b.logs]
         if method == "eth_getBlockByHash":
             b = c.blocks.get(params[0])
-            return b.header() if b is not None else None
+            if b is None:
+                return None
+            return {**b.header(), "transactions": [lg["transactionHash"] for lg in b.logs]}
+        if method == "eth_getTransactionReceipt":
+            lg = c.txs.get(params[0])
+            return {"transactionHash": params[0], "logs": [_copy(lg)]} if lg else None
         if method == "eth_getLogs":
             flt = params[0]
             addresses = {a.lower() for a in flt.get("address", [])}
