@@ -174,3 +174,40 @@ def test_anvil_logs_bloom_and_finalized_tag(anvil: Anvil) -> None:
     finalized = ws.rpc(url, "eth_getBlockByNumber", ["finalized", False])
     assert finalized is not None
     assert int(finalized["number"], 16) < ws.head(url)
+
+
+async def test_finality_by_the_finalized_tag_on_anvil(
+    anvil: Anvil, mongo_uri: str, mongo_db_name: str, tmp_path: Path, unit: float
+) -> None:
+    """``finality = "tag"``: a K=0 record 10 blocks deep (past ``finality_depth`` = 4) stays
+    ``pending`` until anvil's ``finalized`` block (head - 64) reaches it."""
+    url = anvil.http_url
+    token, _ = ws.deploy(url, "DemoToken")
+    await asyncio.to_thread(ws.rpc, url, "anvil_mine", [hex(70)])  # anvil has the tag now
+    await asyncio.to_thread(ws.mine_traffic, url, token, blocks=2, txs_per_block=2)
+    events_at = await asyncio.to_thread(ws.head, url)
+    await asyncio.to_thread(ws.rpc, url, "anvil_mine", [hex(10)])
+    config = load_config(ws.write_config(
+        tmp_path / "w.toml", urls=[url], mongo_uri=mongo_uri, database=mongo_db_name,
+        contracts=[{"name": "DemoToken", "address": token}], reorg_window=80,
+        finality_depth=4, finality="tag",
+    ))
+    assert config.watch.finality == "tag"
+
+    def statuses() -> set[str]:
+        return {d["status"] for d in ws.stored_docs(mongo_uri, mongo_db_name)
+                if d["block_number"] == events_at}
+
+    async with MongoSink(mongo_uri, mongo_db_name) as sink:
+        async with Watcher(config, sink) as w:
+            await run_until_caught_up(w, url, unit)
+        assert await asyncio.to_thread(statuses) == {"pending"}  # 10 deep, not finalized
+        await asyncio.to_thread(ws.rpc, url, "anvil_mine", [hex(60)])
+        finalized = await asyncio.to_thread(ws.rpc, url, "eth_getBlockByNumber",
+                                            ["finalized", False])
+        assert int(finalized["number"], 16) >= events_at
+        async with Watcher(config, sink) as w:
+            await run_until_caught_up(w, url, unit)
+    assert await asyncio.to_thread(statuses) == {"pending", "confirmed"}
+    docs = await asyncio.to_thread(ws.stored_docs, mongo_uri, mongo_db_name)
+    assert len({d["id"] for d in docs if d["block_number"] == events_at}) == 2

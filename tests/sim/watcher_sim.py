@@ -262,13 +262,12 @@ class Sim:
         )
         #: the node's `finalized` tag: how far below the head (None: the node has no tag)
         self.finality_lag = rng.choice((None, rng.randint(1, w - 1)))
-        self.bound = Bound(
-            chain_id=CHAIN_ID,
-            specs=(ContractSpec("Fast", checksum(FAST), _ABI),
-                   ContractSpec("Slow", checksum(SLOW), _ABI)),
-            confirmations={"Fast": 0, "Slow": self.k}, calls=(), start_block=0,
-            start_blocks={"Fast": 0, "Slow": 0},
-        )
+        #: "Late" (the third address, K = 0) is in the config: added and removed at restarts
+        self.late = False
+        self.config_changes = rng.random() < 0.3
+        self.late_k = rng.choice((0, self.k))
+        self.early: list[str] = []  # confirmed before K (checked as they are accepted)
+        self.bound = self._bound()
         self.chain = Chain(rng)
         self.chain.mine(rng.choice((0, 1, w, 3 * w)))
         self.faults = Faults.draw(rng)
@@ -285,6 +284,16 @@ class Sim:
         self.crashes = 0
         self.failures = 0
         self.stepper = self._new_stepper()
+
+    def _bound(self) -> Bound:
+        specs = [ContractSpec("Fast", checksum(FAST), _ABI),
+                 ContractSpec("Slow", checksum(SLOW), _ABI)]
+        confirmations = {"Fast": 0, "Slow": self.k}
+        if self.late:
+            specs.append(ContractSpec("Late", checksum(OTHER), _ABI))
+            confirmations["Late"] = self.late_k
+        return Bound(chain_id=CHAIN_ID, specs=tuple(specs), confirmations=confirmations,
+                     calls=(), start_block=0, start_blocks=dict.fromkeys(confirmations, 0))
 
     def _new_stepper(self) -> Stepper:
         return Stepper(self.bound, self.watch, poll_interval_s=1.0)
@@ -422,6 +431,7 @@ class Sim:
             return None
         if isinstance(action, Accept):
             batch = json.loads(json.dumps(action.batch))
+            self._check_depths(batch)
             if rng.random() < f.sink:
                 for rec in batch[: rng.randint(0, len(batch))]:
                     self.store.put(rec)
@@ -434,6 +444,20 @@ class Sim:
         if isinstance(action, Prefetch | Subscribe | Sleep | Backfilling):
             return None
         raise AssertionError(f"unknown action {action!r}")
+
+    def _check_depths(self, batch: list[dict[str, Any]]) -> None:
+        """No K > 0 record confirmed before it is K deep (or finalized by the node's tag)."""
+        ks = {"Slow": self.k, "Late": self.late_k}
+        lag = self.finality_lag if self.watch.finality == "tag" else None
+        for rec in batch:
+            k = ks.get(rec["contract"], 0)
+            if rec["status"] != "confirmed" or not k:
+                continue
+            need = min(k, lag) if lag is not None else k
+            if self.chain.head - rec["block_number"] < need:
+                self.early.append(f"{message_id(rec)} ({rec['contract']}, block "
+                                  f"{rec['block_number']}) confirmed at head {self.chain.head}, "
+                                  f"before {k} confirmations")
 
     def drive(self, f: Faults, *, chaos: bool, budget: int, until_caught_up: bool) -> bool:
         """Run sessions for ``budget`` actions at most; with ``until_caught_up``, stop (and
@@ -478,6 +502,9 @@ class Sim:
                 self.crashes += 1
                 gen.close()
                 gen = None
+                if chaos and self.config_changes and self.rng.random() < 0.3:
+                    self.late = not self.late  # the restarted watcher has another config
+                    self.bound = self._bound()
                 self.stepper = self._new_stepper()
                 if chaos:
                     self._downtime()
@@ -527,7 +554,7 @@ class Sim:
 
     def check(self) -> None:
         c, store = self.chain, self.store
-        problems: list[str] = list(store.conflicts)
+        problems: list[str] = list(store.conflicts) + self.early
         by_id: dict[str, list[dict[str, Any]]] = {}
         for mid in store.order:
             rec = store.docs[mid]
@@ -542,6 +569,8 @@ class Sim:
             final[rid] = last
         canonical = set(c.canon)
         watched = {FAST: ("Fast", 0), SLOW: ("Slow", self.k)}
+        if self.late:
+            watched[OTHER] = ("Late", self.late_k)
         for n in range(1, c.head + 1):
             b = c.blocks[c.canon[n]]
             depth = c.head - n
@@ -577,7 +606,7 @@ class Sim:
             raise SimFailure("; ".join(problems[:5]) + more)
 
     def summary(self) -> str:
-        return (f"window {self.window} K {self.k} finality {self.watch.finality} "
+        return (f"window {self.window} K {self.k} late {self.late} finality {self.watch.finality} "
                 f"{self.watch.finality_depth} lag {self.finality_lag} "
                 f"head {self.chain.head} reorgs {self.chain.reorgs} flip-flops "
                 f"{self.chain.flipflops} crashes {self.crashes} failures {self.failures} "
