@@ -1,28 +1,24 @@
-"""The watcher service: backfill in chunks, then follow the chain block by block.
+"""The watcher service: performs the actions of the pure stepper (``watcher.stepper``).
 
 ``Watcher(config, sink)`` is an async context manager; ``await run()`` works until cancelled
-(``aclose()``). Each *step* reads from the node, computes the records to emit with the pure core
-(``decode``, ``cursor``, ``ledger``), hands them to ``sink.accept`` and only then stores the
-checkpoint (``watcher.checkpoint``). A crash anywhere repeats at most the last step, whose records
-have the same ids: the store sees no duplicate and nothing is skipped.
+(``aclose()``). Every decision — backfill vs live vs catch-up, reorg handling, when to confirm,
+what to propose and commit, recovery at session start — is the stepper's; this module only
+talks to the node, the sink and the checkpoint store, in the order the stepper asks:
 
-* **Backfill** (tip older than ``head - reorg_window``): ``eth_getLogs`` over address-filtered
-  ranges chosen by ``RangePlanner``, the next range fetched while the current one is stored.
-  Blocks that deep are treated as final: records are emitted ``confirmed`` at once (also for
-  K = 0 contracts: no ``pending`` first).
-* **Catch-up** (at start, before anything else): a contract of the config that the checkpoint
-  does not cover (``Bound.coverage``: name, address, event selection) is backfilled alone from
-  its own start block up to the checkpoint's tip, chunk by chunk with the same range planning,
-  its progress in the checkpoint (``catchup``); records in blocks still in the window join the
-  ledger (``Ledger.adopt``) so a later reorg retracts them. Then the checkpoint covers it.
-* **Live** (within the window): headers by number into ``BlockCursor`` (reorg detection by parent
-  hash), logs by block hash (EIP-234: the logs of exactly that block), state reads by block hash
-  (EIP-1898), emission by ``Ledger`` (pending / confirmed / removed).
-* **Connections**: HTTP endpoints are polled every ``poll_interval_s``; websocket and IPC ones
-  subscribe to ``newHeads`` and use a notification only as a wake-up: the catch-up by block
-  number above is what guarantees no gap, also across a dropped subscription. Any node error
-  closes the connection and retries with capped exponential backoff on the next endpoint
-  (failover), from the last committed state.
+* a **session** per connection: ``eth_chainId`` (checked against ``[node] chain_id``), the
+  stepper's ``session()`` generator driven action by action (``_Performer``); a refused
+  ``eth_getLogs`` range (``RangeTooLarge`` / ``RateLimited``) is thrown back into the stepper,
+  which shrinks the range or waits; any other error ends the session.
+* the **outer loop**: after a node, sink or checkpoint error, capped exponential backoff
+  (jittered) and a new session — on the next endpoint for a node error (failover). The new
+  session reloads the checkpoint and completes a leftover proposal: nothing the failed
+  session held in memory is trusted.
+* **prefetch**: a ``Prefetch`` starts the next backfill range while the current one is stored;
+  the following ``FetchRange`` takes it if it matches.
+* **connections**: HTTP endpoints are polled every ``poll_interval_s``; websocket and IPC ones
+  subscribe to ``newHeads`` and use a notification only as a wake-up (``WaitHead``): the
+  stepper's catch-up by block number is what guarantees no gap, also across a dropped
+  subscription.
 """
 
 from __future__ import annotations

@@ -280,6 +280,8 @@ class Sim:
         self.grow_on_wait = True
         #: directed tests: called with each action before it is performed; may raise
         self.inject: Callable[[Action], None] | None = None
+        #: crash before performing the action with this index (after, if negative: ~index)
+        self.crash_at: int | None = None
         self.actions = 0
         self.crashes = 0
         self.failures = 0
@@ -493,10 +495,10 @@ class Sim:
             try:
                 if self.inject is not None:
                     self.inject(action)
-                if self.rng.random() < f.crash / 2:
+                if self.rng.random() < f.crash / 2 or self.crash_at == self.actions:
                     raise Crash("before the action")
                 result = self._perform(action, f)
-                if self.rng.random() < f.crash / 2:
+                if self.rng.random() < f.crash / 2 or self.crash_at == ~self.actions:
                     raise Crash("after the action")
             except Crash:
                 self.crashes += 1
@@ -631,6 +633,23 @@ def directed(*, window: int, k: int, finality_depth: int) -> Sim:
     sim.grow_on_wait = False
     sim.stepper = sim._new_stepper()
     return sim
+
+
+def crash_everywhere(seed: int, *, actions: int) -> list[str]:
+    """Seed ``seed`` without random faults, crashed once: before, then after, each of its
+    first ``actions`` actions in turn (each crash followed by downtime). The failures."""
+    failures = []
+    for at in range(actions):
+        for where in (at, ~at):
+            sim = Sim(seed)
+            sim.faults = Faults.none()
+            sim.crash_at = where
+            try:
+                sim.run()
+            except SimFailure as exc:
+                failures.append(f"seed {seed} crashed {'before' if where >= 0 else 'after'} "
+                                f"action {at}: {exc}")
+    return failures
 
 
 def replay_command(seed: int) -> str:

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from tests.sim.watcher_sim import SimFailure, run_seed
+from tests.sim.watcher_sim import SimFailure, crash_everywhere, run_seed
 
 GROUPS = 20
 PER_GROUP = 100
@@ -24,6 +24,18 @@ def test_stored_stream_equals_the_canonical_chain(group: int) -> None:
                 run_seed(seed)
             except SimFailure as exc:
                 failures.append(str(exc))
+    finally:
+        logging.disable(logging.NOTSET)
+    assert not failures, "\n".join(failures[:3])
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_a_crash_before_or_after_any_action(seed: int) -> None:
+    """The same run crashed once at each action boundary in turn, each crash followed by
+    downtime (blocks, forks): the stored stream still equals the canonical chain."""
+    logging.disable(logging.CRITICAL)
+    try:
+        failures = crash_everywhere(seed, actions=150)
     finally:
         logging.disable(logging.NOTSET)
     assert not failures, "\n".join(failures[:3])
