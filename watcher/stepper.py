@@ -353,6 +353,15 @@ class Stepper:
         """Emit every record of blocks ``tip+1 … target`` (all final), chunk by chunk. The tip
         was checked to be canonical (``linked``), so what the ledger still waits on is final."""
         s = self._sess()
+        if len(s.cursor.chain) > 1:
+            # the tracked blocks are final now (the tip is deeper than the window): what the
+            # ledger still waits on is confirmed, in a step of its own (a proposal of these few
+            # records, not of a whole chunk), and the cursor starts again from the tip
+            waiting = s.ledger.finalize_all()
+            tip = s.cursor.tip
+            s.cursor = BlockCursor([tip], window=self.watch.reorg_window)
+            s.ledger = self._fresh_ledger(above=tip.number)
+            yield from self._commit(waiting, propose=True)
         start = s.cursor.tip.number + 1
         done = {"records": 0}
         yield Backfilling(start, target, start - 1, 0)
@@ -368,18 +377,22 @@ class Stepper:
                 for rec in self.decoder.decode_many(logs, timestamps)
             ]
             done["records"] += len(records)
-            waiting = s.ledger.finalize_all()
             s.cursor = BlockCursor([end], window=self.watch.reorg_window)
-            s.ledger = Ledger(self.bound.confirmations, finality_depth=self.watch.finality_depth,
-                              final_state=s.ledger.final_state,
-                              orphaned=s.ledger.orphans(above=end.number))
-            # records the ledger held may be retracted no more once this is saved: propose them
-            yield from self._commit(waiting + records, propose=bool(waiting))
+            s.ledger = self._fresh_ledger(above=end.number)
+            # final blocks: repeating this chunk gives the same records, no proposal needed
+            yield from self._commit(records, propose=False)
             self.stats.blocks += span[1] - span[0] + 1
             yield Backfilling(start, target, span[1], done["records"])
 
         yield from self._chunks(start, target, self.log_filter, consume)
         yield Backfilling(start, target, target, done["records"], finished=True)
+
+    def _fresh_ledger(self, *, above: int) -> Ledger:
+        """An empty ledger after a jump ahead: the final state values and the orphan counts of
+        heights above ``above`` carry over."""
+        old = self._sess().ledger
+        return Ledger(self.bound.confirmations, finality_depth=self.watch.finality_depth,
+                      final_state=old.final_state, orphaned=old.orphans(above=above))
 
     # --- catch-up of contracts the checkpoint does not cover -----------------------------------
 

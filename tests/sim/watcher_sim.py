@@ -416,7 +416,8 @@ class Sim:
             if rng.random() < f.checkpoint:
                 raise CheckpointError("simulated read failure")
             doc = self.checkpoints.get(action.key)
-            return json.loads(json.dumps(doc)) if doc is not None else None
+            # stored as JSON went in (below); the stepper only reads what it loads
+            return doc
         if isinstance(action, Propose | Save):
             if rng.random() < f.checkpoint / 2:
                 raise CheckpointError("simulated write failure (not written)")
@@ -432,7 +433,7 @@ class Sim:
                 raise CheckpointError("simulated write failure (written)")
             return None
         if isinstance(action, Accept):
-            batch = json.loads(json.dumps(action.batch))
+            batch = action.batch  # fresh dicts of frozen records: stored as they are
             self._check_depths(batch)
             if rng.random() < f.sink:
                 for rec in batch[: rng.randint(0, len(batch))]:
