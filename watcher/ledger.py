@@ -41,6 +41,10 @@ from typing import Any
 from watcher.cursor import Event, Finalized, Header, NewBlock, Reorg
 from watcher.record import Record, StateRecord, Status, record_from_dict
 
+#: the K of a held record whose contract left the config before checkpoints kept K: confirmed
+#: only when its block leaves the window (``finalize``), never by depth
+NEVER_BY_DEPTH = 2**31
+
 
 @dataclass(slots=True)
 class _Entry:
@@ -250,7 +254,7 @@ class Ledger:
                 # contract gone from the config the strictest: wait for finalization
                 k = e.get("k")
                 if k is None:
-                    k = confirmations.get(rec.contract, finality_depth + 10**9)
+                    k = confirmations.get(rec.contract, NEVER_BY_DEPTH)
                 entries.append(_Entry(rec, e["emitted"], int(k)))
             ledger._blocks[b["hash"]] = _Block(int(b["number"]), b["hash"], entries)
             if any(e.emitted != "confirmed" for e in entries):
