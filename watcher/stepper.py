@@ -351,7 +351,7 @@ class Stepper:
 
     def _backfill(self, target: int) -> Steps:
         """Emit every record of blocks ``tip+1 … target`` (all final), chunk by chunk. The tip
-        was checked to be canonical (``linked``), so what the ledger still waits on is final."""
+        was just checked to be canonical (``_relink``): what the ledger waits on is final."""
         s = self._sess()
         if len(s.cursor.chain) > 1:
             # the tracked blocks are final now (the tip is deeper than the window): what the
