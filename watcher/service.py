@@ -235,6 +235,8 @@ class _Performer:
         if isinstance(action, Call):
             try:
                 return await rpc.batch(list(action.calls))
+            except RateLimited:
+                raise  # transient: not an answer that the node lacks the method
             except RPCError as exc:
                 if not action.optional:
                     raise
