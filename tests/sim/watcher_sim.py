@@ -43,6 +43,7 @@ from typing import Any
 from watcher.abi import find_abi, load_abi
 from watcher.binding import Bound
 from watcher.bloom import bloom_mask
+from watcher.calls import ViewCall
 from watcher.checkpoint import CheckpointError
 from watcher.config import WatchConfig
 from watcher.decode import ContractSpec, checksum
@@ -133,10 +134,20 @@ class Chain:
         genesis = Block(0, self._hash(), "0x" + "00" * 32, [])
         self.blocks: dict[str, Block] = {genesis.hash: genesis}
         self.txs: dict[str, dict[str, Any]] = {}  # tx hash -> its one log
+        self._supply: dict[str, int] = {}
         self.canon: list[str] = [genesis.hash]
         self.branches: list[list[str]] = []  # canonical chains we left (for flip-flops)
         self.reorgs = 0
         self.flipflops = 0
+
+    def supply(self, block_hash: str) -> int:
+        """The model's ``Fast.totalSupply()`` at a block: its ancestry's Fast logs, mod 3 (so
+        that it often does not change)."""
+        if block_hash not in self._supply:
+            b = self.blocks[block_hash]
+            below = self.supply(b.parent) if b.number > 0 else 0
+            self._supply[block_hash] = below + sum(lg["address"] == FAST for lg in b.logs)
+        return self._supply[block_hash] % 3
 
     def _hash(self) -> str:
         self._n += 1
@@ -266,6 +277,8 @@ class Sim:
         self.late = False
         self.config_changes = rng.random() < 0.3
         self.late_k = rng.choice((0, self.k))
+        #: Fast.totalSupply() read at blocks with a Fast Transfer (a state record on change)
+        self.state_reads = rng.random() < 0.5
         self.early: list[str] = []  # confirmed before K (checked as they are accepted)
         self.bound = self._bound()
         self.chain = Chain(rng)
@@ -294,8 +307,10 @@ class Sim:
         if self.late:
             specs.append(ContractSpec("Late", checksum(OTHER), _ABI))
             confirmations["Late"] = self.late_k
+        calls = (ViewCall.bind("Fast", checksum(FAST), _ABI.function("totalSupply", 0), [],
+                               ("Transfer",), "sim"),) if self.state_reads else ()
         return Bound(chain_id=CHAIN_ID, specs=tuple(specs), confirmations=confirmations,
-                     calls=(), start_block=0, start_blocks=dict.fromkeys(confirmations, 0))
+                     calls=calls, start_block=0, start_blocks=dict.fromkeys(confirmations, 0))
 
     def _new_stepper(self) -> Stepper:
         return Stepper(self.bound, self.watch, poll_interval_s=1.0)
@@ -354,6 +369,11 @@ class Sim:
             if block is None or self.rng.random() < f.null_block:
                 return None
             return block.header()
+        if method == "eth_call":
+            b = c.blocks.get(params[1]["blockHash"])
+            if b is None:
+                raise RPCError(f"unknown block {params[1]['blockHash']}", method=method)
+            return f"0x{c.supply(b.hash):064x}"
         if method == "eth_getBlockReceipts":
             b = c.blocks.get(params[0])
             if b is None or not f.receipts:
@@ -601,6 +621,10 @@ class Sim:
                     problems.append(f"{rid} ({name}, canonical block {n}, depth {depth}): final "
                                     f"message {got}, want {want}")
         for rid, last in final.items():
+            if last["kind"] == "state" and last["status"] != "removed" and (
+                    int(last["args"]["value"]) != c.supply(last["block_hash"])):
+                problems.append(f"{rid}: value {last['args']['value']}, the block's is "
+                                f"{c.supply(last['block_hash'])}")
             if last["block_hash"] not in canonical and last["status"] != "removed":
                 problems.append(f"{rid} (orphaned block {last['block_number']}): final message "
                                 f"{message_id(last)}, want removed")
