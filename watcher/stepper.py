@@ -178,6 +178,9 @@ class _Session:
     covered: list[dict[str, str]]  # coverage entries the checkpoint is good for
     catchup: dict[str, Any] | None  # an unfinished catch-up: what, from where
     finalized: int | None = None  # the node's `finalized` block ([watch] finality = "tag")
+    #: a backfill under way emits blocks up to here as final: they must not be followed live
+    #: again (a lagging head later), or `pending` would follow a stored `confirmed`
+    backfill_to: int | None = None
     has_tag: bool = True  # False once the node answered that it has no `finalized` tag
 
 
@@ -220,12 +223,18 @@ class Stepper:
             if self.watch.finality == "tag" and s.has_tag:
                 yield from self._read_finalized()
             tip = s.cursor.tip.number
-            if tip < head - window:
+            target = head - window
+            if s.backfill_to is not None:
+                if tip >= s.backfill_to:
+                    s.backfill_to = None  # done (stored with the next commit)
+                else:
+                    target = max(target, s.backfill_to)
+            if tip < target:
                 # the first block after a gap must link to the committed tip: a reorg while
                 # we were away (or fell behind) walks back from the tip's height first
                 if (yield from self._relink()):
                     continue
-                yield from self._backfill(head - window)
+                yield from self._backfill(target)
                 continue
             if not (yield from self._live_step(head)):
                 yield WaitHead(self.poll_interval_s)
@@ -253,6 +262,7 @@ class Stepper:
             # configuration as it is (what those versions did)
             committed["contracts"] = doc.get("contracts")
             committed["catchup"] = doc.get("catchup")
+            committed["backfill_to"] = doc.get("backfill_to")
             logger.info("resuming from checkpoint %s at block %d", self.key, doc["block_number"])
             self.committed = committed
             self._restore(committed)
@@ -275,9 +285,16 @@ class Stepper:
                                  finality_depth=self.watch.finality_depth)
         current = self.bound.coverage()
         covered = committed.get("contracts")
+        catchup = committed.get("catchup")
+        if catchup is not None and any(e not in current for e in catchup["contracts"]):
+            # a contract being caught up left the config: its progress is void (blocks its
+            # catch-up left to the live step were followed without it), a re-add starts over
+            logger.info("catch-up of %s abandoned: not in the config any more",
+                        ", ".join(e["name"] for e in catchup["contracts"]))
+            catchup = None
         self._s = _Session(cursor, ledger,
                            current if covered is None else [e for e in current if e in covered],
-                           committed.get("catchup"))
+                           catchup, backfill_to=committed.get("backfill_to"))
 
     def _doc(self) -> dict[str, Any]:
         s = self._sess()
@@ -285,7 +302,7 @@ class Stepper:
             "chain_id": self.bound.chain_id, "name": self.watch.name,
             "block_number": s.cursor.tip.number, "block_hash": s.cursor.tip.hash,
             "cursor": s.cursor.to_doc(), "ledger": s.ledger.to_doc(),
-            "contracts": list(s.covered), "catchup": s.catchup,
+            "contracts": list(s.covered), "catchup": s.catchup, "backfill_to": s.backfill_to,
         }
 
     def _commit(self, records: Sequence[Record], *, propose: bool) -> Steps:
@@ -362,6 +379,11 @@ class Stepper:
             s.cursor = BlockCursor([tip], window=self.watch.reorg_window)
             s.ledger = self._fresh_ledger(above=tip.number)
             yield from self._commit(waiting, propose=True)
+        if s.backfill_to is None or s.backfill_to < target:
+            # before any of these blocks may reach the store as final (a chunk can be stored
+            # in part, then fail): a retry backfills up to here whatever head it sees
+            s.backfill_to = target
+            yield from self._commit([], propose=False)
         start = s.cursor.tip.number + 1
         done = {"records": 0}
         yield Backfilling(start, target, start - 1, 0)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.sim.watcher_sim import FAST, SLOW, Faults, directed
+from tests.sim.watcher_sim import FAST, OTHER, SLOW, Crash, Faults, directed
 from watcher.bloom import LogBloom, bloom_mask, bloom_of
 from watcher.checkpoint import CheckpointError
 from watcher.cursor import Header
@@ -248,3 +248,66 @@ def test_ledger_confirms_by_the_tag_not_by_depth() -> None:
     # finalized: Fast confirmed; Slow too, before its K = 3 confirmations
     assert [(r.contract, r.status) for r in ledger.confirm(7, finalized=5)] == [
         ("Fast", "confirmed"), ("Slow", "confirmed")]
+
+
+def test_contract_removed_during_its_catch_up_and_added_again_is_caught_up_in_full() -> None:
+    """Found by the simulation (seed 16042 before the fix): a catch-up leaves a held block the
+    node replaced to the live step; the contract leaves the config before that step, so the
+    replacement is read without it; re-added, its catch-up must not resume past that block."""
+    sim = directed(window=6, k=2, finality_depth=2)
+    sim.watch = replace(sim.watch, max_range=1)
+    sim.chain.mine(8, logs_of=(FAST, OTHER))
+    sim.catch_up()
+    sim.stepper = sim._new_stepper()
+    sim.chain.fork(5, logs_of=(FAST, OTHER))  # while down: blocks 6-8 replaced
+    sim.late = True  # Late (the OTHER address) added to the config
+    sim.bound = sim._bound()
+    sim.stepper = sim._new_stepper()
+    crashed: list[Action] = []
+
+    def inject(action: Action) -> None:
+        if isinstance(action, Save) and (action.state.get("catchup") or {}).get(
+                "next_block") == 7 and not crashed:
+            crashed.append(action)
+            sim.checkpoints[action.key] = {**action.state, "proposed": None}
+            sim.late = False  # the watcher restarts with Late removed again ...
+            sim.bound = sim._bound()
+            raise Crash("killed after the catch-up chunk of block 6")
+
+    sim.inject = inject
+    sim.catch_up()
+    assert crashed
+    sim.inject = None
+    sim.chain.mine(1, logs_of=(FAST,))
+    sim.catch_up()
+    sim.late = True  # ... and added back
+    sim.bound = sim._bound()
+    sim.stepper = sim._new_stepper()
+    sim.chain.mine(2, logs_of=(FAST,))
+    sim.catch_up()
+    assert sim.messages(6, OTHER)[-1] in ("pending", "confirmed")
+    sim.check()
+
+
+def test_backfill_stored_in_part_is_finished_by_backfill_whatever_head_the_retry_sees() -> None:
+    """Found by the simulation (seed 13048 before the fix): a backfill chunk is stored in part
+    (block 2 ``confirmed``), then the sink fails; the retry's node lags one block, so block 2
+    looks within the window — following it live would store ``pending`` after ``confirmed``."""
+    sim = directed(window=4, k=2, finality_depth=1)
+    sim.chain.mine(6, logs_of=(FAST,))
+    failed: list[Action] = []
+
+    def inject(action: Action) -> None:
+        if isinstance(action, Accept) and len(action.batch) == 2 and not failed:
+            failed.append(action)
+            sim.store.put(action.batch[1])
+            sim.faults.lag = 1.0  # from now on the node reports head - 1
+            raise SinkError("stored 1 record of 2, then failed")
+
+    sim.inject = inject
+    sim.drive(sim.faults, chaos=False, budget=200, until_caught_up=False)  # head 5 seen
+    assert failed
+    assert sim.messages(2, FAST) == ["confirmed"]
+    sim.faults.lag = 0.0
+    sim.catch_up()
+    sim.check()
