@@ -4,9 +4,11 @@ One document per watcher::
 
     {_id, chain_id, name, block_number, block_hash,       # the cursor's tip, for humans
      cursor: {window, chain: [headers]},                  # recent hashes: reorgs after restart
-     ledger: {blocks: [...], final_state: {...}},         # what was emitted and may be retracted
+     ledger: {blocks: [...], final_state: [...],          # what was emitted and may be retracted
+              orphaned: [[hash, number, count]]},         # incarnations of blocks that may return
      contracts: [{name, address, selection}],             # what the tip covers (Bound.coverage)
      catchup: null | {contracts: [...], next_block},      # an unfinished catch-up of added ones
+     backfill_to: null | N,                               # a backfill under way: final up to N
      proposed: null | {cursor, ledger, batch},            # write-ahead of one live step
      updated_at}
 
