@@ -70,6 +70,7 @@ logger = logging.getLogger(__name__)
 
 BACKOFF_BASE_S = 0.2
 BACKOFF_MAX_S = 15.0
+RATE_LIMIT_TRIES = 4  # of one JSON-RPC batch the provider answered with 429 / rate limit
 
 __all__ = ["CheckpointStore", "WatchStats", "Watcher"]
 
@@ -234,7 +235,7 @@ class _Performer:
         assert checkpoints is not None
         if isinstance(action, Call):
             try:
-                return await rpc.batch(list(action.calls))
+                return await self._call(action)
             except RateLimited:
                 raise  # transient: not an answer that the node lacks the method
             except RPCError as exc:
@@ -273,6 +274,22 @@ class _Performer:
             self._report(action)
             return None
         raise AssertionError(f"unknown action {action!r}")
+
+    async def _call(self, action: Call) -> list[Any]:
+        """The batch, retried here (reads are idempotent) when the provider rate-limits it:
+        ``RATE_LIMIT_TRIES`` tries with a doubling delay, then the session's retry takes over."""
+        for attempt in range(1, RATE_LIMIT_TRIES + 1):
+            try:
+                return await self._rpc.batch(list(action.calls))
+            except RateLimited as exc:
+                left = RATE_LIMIT_TRIES - attempt
+                if left == 0:
+                    raise
+                delay = BACKOFF_BASE_S * 2 ** (attempt - 1)
+                logger.warning("%s; retrying %s in %.1f s (%d tries left)", exc,
+                               action.calls[0][0], delay, left)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
 
     async def _fetch(self, lo: int, hi: int, log_filter: dict[str, object]
                      ) -> tuple[list[RawLog], Any]:

@@ -203,6 +203,7 @@ class Stepper:
         self._addresses = {a.lower() for a in bound.addresses}
         self._topic0s = None if topic0s is None else {t.lower() for t in topic0s}
         self.bloom = LogBloom(bound.addresses, topic0s)
+        self._planners: dict[str, RangePlanner] = {}
 
     # --- the session ---------------------------------------------------------------------------
 
@@ -335,7 +336,12 @@ class Stepper:
         (shrunk on refusals, grown back after successes); for each range in order, runs
         ``consume((lo, hi), logs, header of hi)`` (a generator function). The next range is
         announced (``Prefetch``) before the current one is consumed."""
-        planner = RangePlanner(max_range=self.watch.max_range)
+        # one planner per filter for the watcher's life: a provider's range limit, once
+        # learned, holds across sessions (a retry does not refuse its way down again)
+        key = repr(sorted(log_filter.items()))
+        planner = self._planners.get(key)
+        if planner is None:
+            planner = self._planners[key] = RangePlanner(max_range=self.watch.max_range)
         refusals = 0
         while start <= target:
             span = planner.plan(start, target)
