@@ -33,6 +33,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from chainpush.constants import RedisNames
+from chainpush.logs import Throttle, client_text
 from chainpush.resource import AsyncResource
 from push.metrics import Metrics
 from push.records import StoredMessage
@@ -41,9 +42,15 @@ from push.routing import live_nodes, plan, registrations
 
 logger = logging.getLogger(__name__)
 
-REDIS_ERRORS: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError,
-)
+#: every error Redis or the socket can raise. Not only a lost connection: a Redis that answers
+#: errors (``MOVED`` / ``CLUSTERDOWN`` from a cluster, ``READONLY`` from a replica, ``WRONGTYPE``
+#: on a key someone else wrote, ``NOPERM``, ``OOM``) must not kill collect, the watcher or a push
+#: node either: Redis only carries routing, MongoDB has every message, and each loop retries.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
+
+#: repeated Redis errors are logged at most once per this many seconds per loop (the rest counted
+#: in ``chainpush_redis_errors_total`` and summed up in the next line that goes out)
+ERROR_LOG_INTERVAL_S = 10.0
 
 
 def encode_inbox(messages: Sequence[StoredMessage], *, sent_at: float) -> str:
@@ -113,6 +120,7 @@ class Dispatcher(AsyncResource):
         #: collect a socket timeout per record, while nodes recover everything from MongoDB anyway
         self.pause_s = max(1.0, timeout_s)
         self._paused_until = 0.0
+        self._throttle = Throttle(ERROR_LOG_INTERVAL_S, clock)
 
 
     async def aclose(self) -> None:
@@ -152,11 +160,14 @@ class Dispatcher(AsyncResource):
         except REDIS_ERRORS as exc:
             self.metrics.inc("chainpush_redis_errors_total")
             self._paused_until = self._clock() + self.pause_s
-            logger.warning(
-                "dispatch of %s to %d topics failed (%s: %s); not retried, publishing paused "
-                "for %.1f s: nodes catch up from MongoDB", messages[0].msg_id, len(topics),
-                type(exc).__name__, exc, self.pause_s,
-            )
+            held = self._throttle.ready("publish")
+            if held is not None:
+                logger.warning(
+                    "dispatch of %s to %d topics failed (%s: %s); publishing paused for %.1f s, "
+                    "then retried with the next record (tries left: unlimited); nodes catch up "
+                    "from MongoDB; %d similar lines held back", messages[0].msg_id, len(topics),
+                    type(exc).__name__, client_text(exc), self.pause_s, held,
+                )
 
 
 InboxHandler = Callable[[float, list[StoredMessage]], None]
@@ -198,6 +209,7 @@ class NodeLink(AsyncResource):
         #: round trip instead of opening one Redis connection each
         self._registering: dict[str, asyncio.Future[None]] = {}
         self.connected = asyncio.Event()
+        self._throttle = Throttle(ERROR_LOG_INTERVAL_S)
 
 
     async def aclose(self) -> None:
@@ -237,8 +249,11 @@ class NodeLink(AsyncResource):
             self._registered.add(topic)
         except REDIS_ERRORS as exc:
             self.metrics.inc("chainpush_redis_errors_total")
-            logger.warning("registering topic %s failed (%s); the next heartbeat retries it",
-                           topic, exc)
+            held = self._throttle.ready("register")
+            if held is not None:
+                logger.warning("registering topic %s failed (%s: %s); the next heartbeat retries "
+                               "it; %d similar lines held back", client_text(topic),
+                               type(exc).__name__, client_text(exc), held)
 
     async def heartbeat(self) -> None:
         """Write this node's URL, topics and users with a fresh expiry; drop stale topics."""
@@ -276,8 +291,11 @@ class NodeLink(AsyncResource):
                 await self.heartbeat()
             except REDIS_ERRORS as exc:
                 self.metrics.inc("chainpush_redis_errors_total")
-                logger.warning("heartbeat of node %s failed (%s); retry in %.1f s, tries left: "
-                               "unlimited", self.node_id, exc, self.heartbeat_s)
+                held = self._throttle.ready("heartbeat")
+                if held is not None:
+                    logger.warning("heartbeat of node %s failed (%s: %s); retry in %.1f s, tries "
+                                   "left: unlimited; %d similar lines held back", self.node_id,
+                                   type(exc).__name__, client_text(exc), self.heartbeat_s, held)
             await asyncio.sleep(self.heartbeat_s)
 
     async def _inbox_loop(self) -> None:
@@ -286,7 +304,14 @@ class NodeLink(AsyncResource):
             try:
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self.names.inbox(self.node_id))
-                    await self.heartbeat()
+                    try:
+                        await self.heartbeat()
+                    except redis.exceptions.ResponseError as exc:
+                        # Redis answered (WRONGTYPE on one key, ...): the inbox itself works;
+                        # the heartbeat loop keeps retrying the registry
+                        self.metrics.inc("chainpush_redis_errors_total")
+                        logger.warning("heartbeat of node %s failed (%s: %s); listening anyway",
+                                       self.node_id, type(exc).__name__, client_text(exc))
                     attempt = 0
                     self.connected.set()
                     logger.info("node %s listening on %s", self.node_id,
@@ -304,8 +329,11 @@ class NodeLink(AsyncResource):
                 self.metrics.inc("chainpush_redis_errors_total")
                 attempt += 1
                 delay = self._retry.delay_s(attempt)
-                logger.warning("inbox of node %s lost (%s: %s); resubscribing in %.2f s, tries "
-                               "left: unlimited", self.node_id, type(exc).__name__, exc, delay)
+                held = self._throttle.ready("inbox")
+                if held is not None:
+                    logger.warning("inbox of node %s lost (%s: %s); resubscribing in %.2f s, "
+                                   "tries left: unlimited; %d similar lines held back",
+                                   self.node_id, type(exc).__name__, client_text(exc), delay, held)
                 await asyncio.sleep(delay)
 
     def _handle(self, data: str | bytes) -> None:

@@ -9,7 +9,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -131,3 +131,103 @@ async def test_demo_dev_login_stays_off_beside_a_real_secret_unless_asked(
         assert any("never expose this auth service" in line for line in lines)
         async with http.post(found.group(1) + "/auth/login", json={"user": "a"}) as resp:
             assert resp.status == 200
+
+
+# --- item 7: a Redis that answers errors must not kill collect, dispatch or a node ------------
+
+
+@pytest.fixture
+def clusterdown_redis(tmp_path: Path) -> Iterator[str]:
+    """A real redis-server in cluster mode with no slots assigned: every keyed command answers
+    ``CLUSTERDOWN Hash slot not served`` (what a cluster mid-failover or misconfigured says)."""
+    from chainpush import procs
+
+    port = procs.free_port()
+    data = tmp_path / "redis-cluster"
+    data.mkdir()
+    server = procs.spawn(
+        "redis", [procs.find_redis_server(), "--port", str(port), "--bind", "127.0.0.1",
+                  "--save", "", "--appendonly", "no", "--dir", str(data),
+                  "--cluster-enabled", "yes", "--cluster-config-file", str(data / "nodes.conf")],
+        data / "redis.log", f"redis://127.0.0.1:{port}/0",
+        lambda: procs.redis_healthy("127.0.0.1", port))
+    yield server.url
+    server.stop()
+
+
+@pytest.mark.parametrize("failure", ["clusterdown", "wrongtype"])
+async def test_collect_stores_and_the_node_survives_a_redis_answering_errors(
+    failure: str, request: pytest.FixtureRequest, mongo_uri: str, mongo_db_name: str,
+    unit: float,
+) -> None:
+    import redis
+    import redis.exceptions
+
+    from push.dispatch import Dispatcher
+    from tests.integration.push_support import (
+        Client,
+        collector_for,
+        make_record,
+        push_node,
+        stores,
+        token,
+    )
+
+    topic = "contract:DemoToken"
+    if failure == "clusterdown":
+        url = request.getfixturevalue("clusterdown_redis")
+        cfg = stores(mongo_uri, url, mongo_db_name)
+        expected: type[Exception] = redis.exceptions.ClusterDownError
+    else:
+        url = request.getfixturevalue("redis_url")
+        cfg = stores(mongo_uri, url, mongo_db_name)
+        expected = redis.exceptions.ResponseError
+        # someone else's string where the registry keeps a hash: WRONGTYPE on every use
+        with redis.Redis.from_url(url) as r:
+            r.set(f"{cfg.namespace}:topic:{topic}", "not a hash")
+    with redis.Redis.from_url(url) as r, pytest.raises(expected):  # the failure is real
+        r.hgetall(f"{cfg.namespace}:topic:{topic}")
+
+    async with push_node(cfg, "n1", unit) as node, collector_for(cfg) as collector:
+        running = asyncio.ensure_future(node.run())
+        async with Client.connect(node.url, token()) as client:
+            answer = await client.subscribe(topic, since=0)
+            assert answer["type"] == "subscribed", answer
+            records = [make_record(n) for n in range(6)]
+            async with asyncio.timeout(10 * unit):
+                await collector.accept(records)  # never raises because dispatch failed
+            assert await collector.store.max_offset(topic) == 6  # stored
+            async with asyncio.timeout(20 * unit):  # delivered by the node's reconcile
+                got = await client.until(6, topic)
+            assert [m["offset"] for m in got] == [1, 2, 3, 4, 5, 6]
+        assert not running.done(), running  # the node's loops are alive
+        dispatcher = collector.dispatch
+        assert isinstance(dispatcher, Dispatcher)
+        assert dispatcher.metrics.counters["chainpush_redis_errors_total"] >= 1
+        assert node.metrics.counters["chainpush_redis_errors_total"] >= 1
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+
+
+async def test_collect_never_fails_because_dispatch_did(mongo_uri: str, mongo_db_name: str
+                                                        ) -> None:
+    """Any dispatch failure, not only Redis's: counted, the record stays stored."""
+    from push.collect import Collector
+    from push.records import StoredMessage
+    from tests.integration.push_support import FAST, make_record
+
+    class Broken:
+        calls = 0
+
+        async def publish(self, messages: Sequence[StoredMessage]) -> None:
+            self.calls += 1
+            raise RuntimeError("dispatch bug")
+
+    broken = Broken()
+    async with Collector(mongo_uri=mongo_uri, database=mongo_db_name, dispatch=broken,
+                         retry=FAST) as collector:
+        await collector.accept([make_record(n) for n in range(3)])
+        assert await collector.store.max_offset("contract:DemoToken") == 3
+        assert broken.calls == 3  # tried again for every record
+        assert collector.metrics.counters["chainpush_dispatch_errors_total"] == 3
