@@ -13,6 +13,7 @@ from typing import Any
 
 from chainpush.flags import InvalidBoolean, toml_bool
 from push.errors import ConfigError
+from push.redisio import RedisTarget
 from push.tokens import DEV_SECRET, TokenConfig
 
 
@@ -29,6 +30,10 @@ class StoresConfig:
             raise ConfigError(f"stores.mongo_uri must be a mongodb:// URI, got {self.mongo_uri!r}")
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"stores.redis_url must be a redis:// URL, got {self.redis_url!r}")
+        try:
+            RedisTarget.parse(self.redis_url)
+        except ValueError as exc:
+            raise ConfigError(f"stores.redis_url: {exc}") from None
         if not self.database or not self.namespace:
             raise ConfigError("stores.database and stores.namespace must be non-empty")
 

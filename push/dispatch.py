@@ -27,9 +27,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
-import redis.asyncio as aioredis
 import redis.exceptions
 
 from chainpush.constants import RedisNames
@@ -37,6 +35,7 @@ from chainpush.logs import Throttle, client_text
 from chainpush.resource import AsyncResource
 from push.metrics import Metrics
 from push.records import StoredMessage
+from push.redisio import Inbox, open_client, publish
 from push.retry import RetryPolicy
 from push.routing import live_nodes, plan, registrations
 
@@ -46,7 +45,12 @@ logger = logging.getLogger(__name__)
 #: errors (``MOVED`` / ``CLUSTERDOWN`` from a cluster, ``READONLY`` from a replica, ``WRONGTYPE``
 #: on a key someone else wrote, ``NOPERM``, ``OOM``) must not kill collect, the watcher or a push
 #: node either: Redis only carries routing, MongoDB has every message, and each loop retries.
-REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
+REDIS_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.RedisError, OSError,
+    # the cluster client's own errors (SlotNotCoveredError while a master is down, ...) do not
+    # derive from RedisError
+    redis.exceptions.RedisClusterException,
+)
 
 #: repeated Redis errors are logged at most once per this many seconds per loop (the rest counted
 #: in ``chainpush_redis_errors_total`` and summed up in the next line that goes out)
@@ -86,16 +90,6 @@ def _raise_if_cancel_was_swallowed() -> None:
         raise asyncio.CancelledError
 
 
-def _client(url: str, timeout_s: float, health_check_s: float = 5.0) -> aioredis.Redis:
-    # health checks PING idle connections (the inbox's included) so that a connection that died
-    # silently (no RST: a partition) is noticed and replaced, not waited on forever
-    client: aioredis.Redis = aioredis.Redis.from_url(
-        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, decode_responses=True,
-        health_check_interval=health_check_s,
-    )
-    return client
-
-
 class Dispatcher(AsyncResource):
     """Collect's side: route each stored record to the nodes with subscribers.
 
@@ -108,7 +102,7 @@ class Dispatcher(AsyncResource):
         self, redis_url: str, *, names: RedisNames | None = None, timeout_s: float = 2.0,
         metrics: Metrics | None = None, clock: Callable[[], float] = time.time,
     ) -> None:
-        self._redis = _client(redis_url, timeout_s)
+        self._redis = open_client(redis_url, timeout_s=timeout_s)
         self.names = names or RedisNames()
         self.metrics = metrics or Metrics()
         self.metrics.counter("chainpush_dispatch_publishes_total", "inbox publishes (one per node)")
@@ -148,14 +142,19 @@ class Dispatcher(AsyncResource):
             for topic, table in zip(topics, tables, strict=True):
                 routes[topic], expired[topic] = live_nodes(table, now)
             by_node = plan(messages, routes)
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for node_id, node_messages in by_node.items():
-                    payload = encode_inbox(node_messages, sent_at=now)
-                    pipe.publish(self.names.inbox(node_id), payload)
-                for topic, gone in expired.items():
-                    if gone:
-                        pipe.hdel(self.names.topic(topic), *gone)
-                await pipe.execute()
+            # one publish per node; on a cluster each inbox is a sharded channel in its own
+            # slot (a cluster pipeline refuses PUBLISH, and SPUBLISH goes to one shard each)
+            await asyncio.gather(*(
+                publish(self._redis, self.names.inbox(node_id),
+                        encode_inbox(node_messages, sent_at=now))
+                for node_id, node_messages in by_node.items()
+            ))
+            if any(expired.values()):
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for topic, gone in expired.items():
+                        if gone:
+                            pipe.hdel(self.names.topic(topic), *gone)
+                    await pipe.execute()
             self.metrics.inc("chainpush_dispatch_publishes_total", len(by_node))
         except REDIS_ERRORS as exc:
             self.metrics.inc("chainpush_redis_errors_total")
@@ -189,7 +188,9 @@ class NodeLink(AsyncResource):
         metrics: Metrics | None = None, retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._redis = _client(redis_url, timeout_s, health_check_s=heartbeat_s)
+        self._redis_url = redis_url
+        self._timeout_s = timeout_s
+        self._redis = open_client(redis_url, timeout_s=timeout_s, health_check_s=heartbeat_s)
         self.names = names or RedisNames()
         self.node_id = node_id
         self.public_url = public_url
@@ -202,6 +203,8 @@ class NodeLink(AsyncResource):
         self.metrics = metrics or Metrics()
         self.metrics.counter("chainpush_redis_errors_total", "Redis errors (dispatch or registry)")
         self.metrics.counter("chainpush_inbox_bad_total", "inbox payloads that did not parse")
+        self.metrics.counter("chainpush_inbox_resubscribes_total",
+                             "inbox subscriptions lost and made again (connection, slot move)")
         self._retry = retry or RetryPolicy(first_delay_s=0.1, max_delay_s=2.0)
         self._clock = clock
         self._registered: set[str] = set()
@@ -300,10 +303,12 @@ class NodeLink(AsyncResource):
 
     async def _inbox_loop(self) -> None:
         attempt = 0
+        listening = False
         while True:
             try:
-                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(self.names.inbox(self.node_id))
+                async with Inbox(self._redis_url, self.names.inbox(self.node_id),
+                                 timeout_s=self._timeout_s,
+                                 health_check_s=self.heartbeat_s) as inbox:
                     try:
                         await self.heartbeat()
                     except redis.exceptions.ResponseError as exc:
@@ -313,20 +318,23 @@ class NodeLink(AsyncResource):
                         logger.warning("heartbeat of node %s failed (%s: %s); listening anyway",
                                        self.node_id, type(exc).__name__, client_text(exc))
                     attempt = 0
+                    listening = True
                     self.connected.set()
                     logger.info("node %s listening on %s", self.node_id,
                                 self.names.inbox(self.node_id))
                     await self._on_resync()
                     while True:
                         # a bounded wait, so the health check runs on an idle inbox too
-                        message: dict[str, Any] | None = await pubsub.get_message(
-                            timeout=self.heartbeat_s)
+                        data = await inbox.next(self.heartbeat_s)
                         _raise_if_cancel_was_swallowed()
-                        if message is not None and message.get("type") == "message":
-                            self._handle(message["data"])
+                        if data is not None:
+                            self._handle(data)
             except REDIS_ERRORS as exc:
                 self.connected.clear()
                 self.metrics.inc("chainpush_redis_errors_total")
+                if listening:  # a subscription that worked was lost (InboxLost, a drop)
+                    listening = False
+                    self.metrics.inc("chainpush_inbox_resubscribes_total")
                 attempt += 1
                 delay = self._retry.delay_s(attempt)
                 held = self._throttle.ready("inbox")
