@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -51,6 +51,13 @@ async def feed(collector: Collector, start: int, stop: int, pause_s: float = 0.0
         await collector.accept([make_record(n)])
         if pause_s:
             await asyncio.sleep(pause_s)
+
+
+async def eventually(check: Callable[[], bool], timeout_s: float) -> None:
+    """Wait until ``check()`` holds (a state with no event of its own to wait on)."""
+    async with asyncio.timeout(timeout_s):
+        while not check():  # noqa: ASYNC110 - nothing to await: the node exposes a state only
+            await asyncio.sleep(0.05)
 
 
 def inbox_slot(node: PushNode) -> int:
@@ -133,9 +140,8 @@ async def test_master_killed_mid_stream_then_back_loses_nothing(
             victim.kill()  # the inbox's master: its slots are down, the cluster soon fails
             # collect keeps storing while dispatch fails (counted, never raised)
             await feed(collector, 10, 30, pause_s=0.05)
-            async with asyncio.timeout(10 * unit):
-                while node.health()["redis"]:
-                    await asyncio.sleep(0.05)  # /healthz says 503 while the inbox is lost
+            # /healthz says 503 while the inbox is lost
+            await eventually(lambda: not node.health()["redis"], 10 * unit)
             victim.start(cluster.server)  # rejoins with its slots from nodes.conf
             await asyncio.to_thread(cluster.wait_ok)
             await feed(collector, 30, 40, pause_s=0.02)

@@ -29,5 +29,5 @@ def test_bad_urls_name_the_problem_and_not_the_password(url: str, needle: str) -
     with pytest.raises(ValueError, match=needle) as info:
         RedisTarget.parse(url)
     assert "secret" not in str(info.value)
-    with pytest.raises(ConfigError, match="stores.redis_url"):
+    with pytest.raises(ConfigError, match=r"stores\.redis_url"):
         StoresConfig(redis_url=url)
