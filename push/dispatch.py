@@ -37,7 +37,7 @@ from push.metrics import Metrics
 from push.records import StoredMessage
 from push.redisio import Inbox, open_client, publish
 from push.retry import RetryPolicy
-from push.routing import live_nodes, plan, registrations
+from push.routing import LiveNodes, plan, registry_changes, routes
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +115,7 @@ class Dispatcher(AsyncResource):
         self.pause_s = max(1.0, timeout_s)
         self._paused_until = 0.0
         self._throttle = Throttle(ERROR_LOG_INTERVAL_S, clock)
+        self._live = LiveNodes()
 
 
     async def aclose(self) -> None:
@@ -137,11 +138,12 @@ class Dispatcher(AsyncResource):
                 for topic in topics:
                     pipe.hgetall(self.names.topic(topic))
                 tables: list[dict[str, str]] = await pipe.execute()
-            routes: dict[str, list[str]] = {}
-            expired: dict[str, list[str]] = {}
-            for topic, table in zip(topics, tables, strict=True):
-                routes[topic], expired[topic] = live_nodes(table, now)
-            by_node = plan(messages, routes)
+            by_topic = dict(zip(topics, tables, strict=True))
+            candidates = {n for table in tables for n in table}
+            if self._live.stale(candidates, now):
+                live = await self._redis.zrangebyscore(self.names.nodes(), now, "+inf")
+                self._live.update((str(n) for n in live), candidates, now)
+            by_node = plan(messages, routes(by_topic, self._live.live))
             # one publish per node; on a cluster each inbox is a sharded channel in its own
             # slot (a cluster pipeline refuses PUBLISH, and SPUBLISH goes to one shard each)
             await asyncio.gather(*(
@@ -149,12 +151,6 @@ class Dispatcher(AsyncResource):
                         encode_inbox(node_messages, sent_at=now))
                 for node_id, node_messages in by_node.items()
             ))
-            if any(expired.values()):
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for topic, gone in expired.items():
-                        if gone:
-                            pipe.hdel(self.names.topic(topic), *gone)
-                    await pipe.execute()
             self.metrics.inc("chainpush_dispatch_publishes_total", len(by_node))
         except REDIS_ERRORS as exc:
             self.metrics.inc("chainpush_redis_errors_total")
@@ -175,14 +171,14 @@ InboxHandler = Callable[[float, list[StoredMessage]], None]
 class NodeLink(AsyncResource):
     """A push node's side: keep its registry entries fresh and listen on its inbox.
 
-    ``topics()`` and ``users()`` give what the node currently serves; ``on_messages`` is called
+    ``topics()`` gives the topics the node currently serves; ``on_messages`` is called
     with each inbox payload; ``on_resync`` after every (re)subscription to the inbox, when
     anything published meanwhile may have been lost.
     """
 
     def __init__(
         self, redis_url: str, *, node_id: str, public_url: str, names: RedisNames | None = None,
-        topics: Callable[[], list[str]], users: Callable[[], list[str]],
+        topics: Callable[[], list[str]],
         on_messages: InboxHandler, on_resync: Callable[[], Awaitable[None]],
         heartbeat_s: float = 5.0, node_ttl_s: float = 15.0, timeout_s: float = 2.0,
         metrics: Metrics | None = None, retry: RetryPolicy | None = None,
@@ -195,7 +191,6 @@ class NodeLink(AsyncResource):
         self.node_id = node_id
         self.public_url = public_url
         self._topics = topics
-        self._users = users
         self._on_messages = on_messages
         self._on_resync = on_resync
         self.heartbeat_s = heartbeat_s
@@ -207,7 +202,10 @@ class NodeLink(AsyncResource):
                              "inbox subscriptions lost and made again (connection, slot move)")
         self._retry = retry or RetryPolicy(first_delay_s=0.1, max_delay_s=2.0)
         self._clock = clock
+        #: topics whose entries this node has written (docs/seams.md §4)
         self._registered: set[str] = set()
+        #: whether what a previous run under this node id registered has been removed
+        self._clean = False
         #: registrations under way: a burst of first subscribers to one topic shares one
         #: round trip instead of opening one Redis connection each
         self._registering: dict[str, asyncio.Future[None]] = {}
@@ -243,11 +241,12 @@ class NodeLink(AsyncResource):
         await asyncio.shield(pending)
 
     async def _register(self, topic: str) -> None:
-        expiry = self._clock() + self.node_ttl_s
+        if not self._clean:
+            return  # the first heartbeat cleans up after a previous run, then registers it
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.hset(self.names.topic(topic), self.node_id, str(expiry))
-                pipe.expire(self.names.topic(topic), int(self.node_ttl_s) + 1)
+                pipe.hset(self.names.topic(topic), self.node_id, str(int(self._clock())))
+                pipe.sadd(self.names.node_topics(self.node_id), topic)
                 await pipe.execute()
             self._registered.add(topic)
         except REDIS_ERRORS as exc:
@@ -259,32 +258,57 @@ class NodeLink(AsyncResource):
                                type(exc).__name__, client_text(exc), held)
 
     async def heartbeat(self) -> None:
-        """Write this node's URL, topics and users with a fresh expiry; drop stale topics."""
+        """Refresh this node's liveness (O(1) commands) and write what changed in its topics.
+
+        The first one removes the entries a previous run under this node id left (a crash
+        leaves them); a heartbeat that finds the node absent from the live set (Redis lost its
+        data) writes every topic again."""
         now = self._clock()
-        topics, users = self._topics(), self._users()
-        topic_exp, user_exp = registrations(topics, users, now, self.node_ttl_s)
         ttl = int(self.node_ttl_s) + 1
-        stale = self._registered - set(topics)
+        if not self._clean:
+            await self._cleanup()
         async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(self.names.nodes(), {self.node_id: now + self.node_ttl_s})
             pipe.set(self.names.node(self.node_id), self.public_url, ex=ttl)
-            for topic, expiry in topic_exp.items():
-                pipe.hset(self.names.topic(topic), self.node_id, str(expiry))
-                pipe.expire(self.names.topic(topic), ttl)
-            for user, expiry in user_exp.items():
-                pipe.hset(self.names.user(user), self.node_id, str(expiry))
-                pipe.expire(self.names.user(user), ttl)
-            for topic in stale:
+            joined, _ = await pipe.execute()
+        wanted = set(self._topics())
+        add, remove = registry_changes(wanted, self._registered, rejoined=bool(joined))
+        if add or remove:
+            stamp = str(int(now))
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for topic in add:
+                    pipe.hset(self.names.topic(topic), self.node_id, stamp)
+                for topic in remove:
+                    pipe.hdel(self.names.topic(topic), self.node_id)
+                if add:
+                    pipe.sadd(self.names.node_topics(self.node_id), *add)
+                if remove:
+                    pipe.srem(self.names.node_topics(self.node_id), *remove)
+                await pipe.execute()
+        self._registered = (self._registered | add) - remove
+
+    async def _cleanup(self) -> None:
+        """Remove the topic entries a previous run under this node id registered."""
+        key = self.names.node_topics(self.node_id)
+        members = await self._redis.smembers(key)
+        leftover = {str(m) for m in members}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for topic in leftover:
                 pipe.hdel(self.names.topic(topic), self.node_id)
+            pipe.delete(key)
             await pipe.execute()
-        self._registered = set(topics)
+        if leftover:
+            logger.info("node %s: removed %d topic entries left by its previous run",
+                        self.node_id, len(leftover))
+        self._clean = True
 
     async def unregister(self) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(self.names.nodes(), self.node_id)
             pipe.delete(self.names.node(self.node_id))
             for topic in self._registered:
                 pipe.hdel(self.names.topic(topic), self.node_id)
-            for user in self._users():
-                pipe.hdel(self.names.user(user), self.node_id)
+            pipe.delete(self.names.node_topics(self.node_id))
             await pipe.execute()
         self._registered.clear()
 

@@ -144,7 +144,7 @@ class PushNode(AsyncResource):
         )
         self._link = NodeLink(
             self.stores.redis_url, node_id=self.config.node_id, public_url=self.url,
-            names=self.names, topics=lambda: list(self.topics), users=lambda: list(self.users),
+            names=self.names, topics=lambda: list(self.topics),
             on_messages=self._on_inbox, on_resync=self.reconcile,
             heartbeat_s=self.config.heartbeat_s, node_ttl_s=self.config.node_ttl_s,
             metrics=self.metrics,

@@ -9,16 +9,21 @@ import pytest
 
 from push.errors import InvalidRecord
 from push.records import StoredMessage, addresses, is_address, topics_of
-from push.routing import live_nodes, plan, registrations
+from push.routing import LIVE_VIEW_S, LiveNodes, plan, registry_changes, routes
 from watcher.record import message_id
 
 A = "0x5B38Da6a701c568545dCfcB03FcB875f56beddC4"
 
 
-def test_live_nodes_split_by_expiry() -> None:
-    live, expired = live_nodes({"n2": "110", "n1": "105.5", "n3": "99", "bad": "x"}, now=100)
-    assert live == ["n1", "n2"]
-    assert expired == ["bad", "n3"]
+def test_live_view_is_read_again_when_old_or_when_an_unknown_node_appears() -> None:
+    view = LiveNodes()
+    assert view.stale(["n1"], now=100)  # never read
+    view.update(["n1", "n2"], ["n1", "n2", "dead"], now=100)
+    assert view.live == {"n1", "n2"}
+    assert not view.stale(["n1", "dead"], now=100.5)  # a known-dead entry costs no read
+    assert view.stale(["n3"], now=100.5)  # a node that just registered is looked up at once
+    assert view.stale(["n1"], now=100 + LIVE_VIEW_S)
+    assert routes({"t": {"n2": "1", "dead": "1", "n1": "1"}}, view.live) == {"t": ["n1", "n2"]}
 
 
 def test_plan_one_copy_per_node() -> None:
@@ -29,8 +34,9 @@ def test_plan_one_copy_per_node() -> None:
     assert plan(m, {}) == {}
 
 
-def test_registrations() -> None:
-    assert registrations(["t"], ["u"], 100, 15) == ({"t": 115}, {"u": 115})
+def test_registry_changes() -> None:
+    assert registry_changes({"a", "b"}, {"b", "c"}, rejoined=False) == ({"a"}, {"c"})
+    assert registry_changes({"a", "b"}, {"b", "c"}, rejoined=True) == ({"a", "b"}, {"c"})
 
 
 def test_topics_of_records() -> None:
