@@ -23,6 +23,7 @@ from typing import Any
 import jwt
 
 from push.errors import ConfigError, TokenError, TopicNotAllowed
+from push.records import normalise_topic
 
 #: secrets a node refuses outside dev mode: empty, short, or the well-known dev default.
 DEV_SECRET = "chainpush-dev-secret-do-not-use-in-production"
@@ -161,8 +162,9 @@ def verify(token: str, config: TokenConfig, *, now: float) -> Claims:
     for wallet in wallets:
         if _WALLET.fullmatch(wallet) is None:
             raise TokenError(f"token claim 'wallets' holds a non-address {wallet[:50]!r}")
-    return Claims(user=sub, wallets=wallets, topics=_strings(payload, "topics"),
-                  expires_at=int(exp))
+    # an exact `user:0xab…` grant in lower case is the EIP-55 topic records are routed to
+    topics = tuple(normalise_topic(t) for t in _strings(payload, "topics"))
+    return Claims(user=sub, wallets=wallets, topics=topics, expires_at=int(exp))
 
 
 class TokenExpired(TokenError):

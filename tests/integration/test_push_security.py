@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -231,3 +232,86 @@ async def test_collect_never_fails_because_dispatch_did(mongo_uri: str, mongo_db
         assert await collector.store.max_offset("contract:DemoToken") == 3
         assert broken.calls == 3  # tried again for every record
         assert collector.metrics.counters["chainpush_dispatch_errors_total"] == 3
+
+
+# --- item 6: routing by ABI types, end to end (anvil → watcher → collect → node → client) -----
+
+STRANGER = "0xdD2FD4581271e230360230F9337D5c0430Bf44C0"  # anvil account 18, checksummed
+
+
+async def test_a_string_that_looks_like_an_address_reaches_no_stranger(
+    anvil: Any, mongo_uri: str, redis_url: str, mongo_db_name: str, tmp_path: Path,
+    unit: float,
+) -> None:
+    """DemoToken's `Message(from, to, string text, bytes data)` and `Batch(..., string note)`
+    with the stranger's checksummed address as text: the stranger's `user:` topic gets only
+    the Transfer that really names them; the real recipient, subscribed in lower case (as
+    MetaMask gives addresses), gets the Message."""
+    from eth_utils.address import to_checksum_address as checksum
+
+    from tests.integration import watch_support as ws
+    from tests.integration.push_support import Client, collector_for, push_node, stores, token
+    from watcher.config import load_config
+    from watcher.service import Watcher
+
+    url = anvil.http_url
+    demo, _ = ws.deploy(url, "DemoToken")
+    recipient = checksum(ws.ACCOUNTS[1])
+    cfg = stores(mongo_uri, redis_url, mongo_db_name)
+    config = load_config(ws.write_config(
+        tmp_path / "w.toml", urls=[anvil.ws_url], mongo_uri=mongo_uri, database=mongo_db_name,
+        contracts=[{"name": "DemoToken", "address": demo}]))
+
+    def send(data: str) -> None:
+        ws.rpc(url, "eth_sendTransaction", [{"from": ws.OWNER, "to": demo, "data": data,
+                                             "gas": hex(300_000)}])
+
+    async with (
+        push_node(cfg, "n1", unit) as node, collector_for(cfg) as collector,
+        Watcher(config, collector) as watcher,
+        Client.connect(node.url, token("stranger", topics=(), wallets=(STRANGER,))) as stranger,
+        Client.connect(node.url, token("recipient", topics=(), wallets=(recipient,))) as mine,
+    ):
+        for client, wallet in ((stranger, STRANGER), (mine, recipient)):
+            answer = await client.subscribe(f"user:{wallet.lower()}", since=0)
+            assert answer["type"] == "subscribed", answer
+            assert answer["topic"] == f"user:{wallet}"  # normalised to EIP-55
+        task = asyncio.create_task(watcher.run())
+        try:
+            await asyncio.to_thread(send, ws.calldata(
+                "sendMessage(address,string,bytes)", ["address", "string", "bytes"],
+                [recipient, STRANGER, b"\x01"]))
+            await asyncio.to_thread(send, ws.calldata(
+                "batch(uint256[],address[],string)", ["uint256[]", "address[]", "string"],
+                [[1], [recipient], STRANGER]))
+            await asyncio.to_thread(send, ws.calldata(
+                "emitTagged(bytes32,string,int256,bool)", ["bytes32", "string", "int256", "bool"],
+                [b"\x02" * 32, STRANGER, -1, True]))
+            # the last one really names the stranger: everything before it is in its topic
+            # before it, if it was routed there at all
+            await asyncio.to_thread(send, ws.calldata(
+                "transfer(address,uint256)", ["address", "uint256"], [STRANGER, 5]))
+            async with asyncio.timeout(30 * unit):
+                got = await stranger.until(1)
+                mine_got = await mine.until(2)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    first = got[0]
+    assert first["offset"] == 1 and first["record"]["event"] == "Transfer", first
+    assert first["record"]["address_paths"] == ["from", "to"]
+    assert [m["record"]["event"] for m in mine_got] == ["Message", "Batch"]
+    assert all(m["topic"] == f"user:{recipient}" for m in mine_got)
+    message = mine_got[0]["record"]
+    assert message["args"]["text"] == STRANGER and message["address_paths"] == ["from", "to"]
+    assert mine_got[1]["record"]["address_paths"] == ["operator", "recipients.0"]
+    # and in MongoDB: the stranger's topic holds only the Transfer
+    import pymongo
+
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(mongo_uri)
+    try:
+        rows = list(client[mongo_db_name]["messages"].find({"topic": f"user:{STRANGER}"}))
+    finally:
+        client.close()
+    assert [r["record"]["event"] for r in rows] == ["Transfer"]

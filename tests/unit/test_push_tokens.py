@@ -107,3 +107,14 @@ def test_topic_grants() -> None:
     assert claims(topics=("*",)).allows("user:0xAb8483F64d9C6d1EcF9b849Ae677dD3315835cb2")
     with pytest.raises(TopicNotAllowed):
         c.check("contract:Other")
+
+
+def test_exact_user_grants_are_normalised_like_subscriptions() -> None:
+    lower = "user:0xab8483f64d9c6d1ecf9b849ae677dd3315835cb2"
+    checksummed = "user:0xAb8483F64d9C6d1EcF9b849Ae677dD3315835cb2"
+    config = TokenConfig(secret="s" * 40)
+    tok = issue(Claims(user="u", wallets=(), topics=(lower, "contract:*"), expires_at=2000),
+                config, now=1000)
+    claims = verify(tok, config, now=1000)
+    assert claims.topics == (checksummed, "contract:*")
+    assert claims.allows(checksummed)
