@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -315,3 +316,173 @@ async def test_a_string_that_looks_like_an_address_reaches_no_stranger(
     finally:
         client.close()
     assert [r["record"]["event"] for r in rows] == ["Transfer"]
+
+
+# --- item 8: secrets and client text stay out of logs and printed configs ----------------------
+
+
+async def test_rpc_api_keys_never_reach_the_logs(
+    anvil: Any, mongo_uri: str, mongo_db_name: str, tmp_path: Path, unit: float,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Provider URLs carry API keys in the path or query. The watcher fails over from a dead
+    endpoint (a WARNING naming it) to anvil (an INFO naming it): neither key is logged."""
+    import logging
+
+    from chainpush import procs
+    from tests.integration import watch_support as ws
+    from watcher.config import load_config
+    from watcher.service import Watcher
+    from watcher.sink import MongoSink
+
+    dead = f"http://127.0.0.1:{procs.free_port()}/?apikey=DEADKEY123"
+    live = f"{anvil.http_url}/?apikey=LIVEKEY456"
+    demo, _ = ws.deploy(anvil.http_url, "DemoToken")
+    config = load_config(ws.write_config(
+        tmp_path / "w.toml", urls=[dead, live], mongo_uri=mongo_uri, database=mongo_db_name,
+        contracts=[{"name": "DemoToken", "address": demo}]))
+    assert "DEADKEY123" not in json.dumps(config.describe())  # --print-config
+    caplog.set_level(logging.INFO)
+    async with MongoSink(mongo_uri, mongo_db_name) as sink, Watcher(config, sink) as watcher:
+        task = asyncio.create_task(watcher.run())
+        try:
+            await ws.until_caught_up(lambda: watcher.tip_hash, anvil.http_url, 30 * unit,
+                                     task.done)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "node connected: http http://127.0.0.1:" in text and "/***" in text
+    assert any(r.levelno == logging.WARNING and "127.0.0.1" in r.getMessage()
+               for r in caplog.records)  # the dead endpoint was named, redacted
+    assert "DEADKEY123" not in text and "LIVEKEY456" not in text
+
+
+def test_print_config_redacts_store_passwords(tmp_path: Path) -> None:
+    import subprocess
+
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[auth]\nsecret = "{SECRET}"\n[stores]\n'
+        'mongo_uri = "mongodb://app:m0ngoPass@db.example.com:27017/?authSource=admin"\n'
+        'redis_url = "redis://default:r3disPass@cache.example.com:6379/0"\n')
+    for command in ("push", "auth"):
+        done = subprocess.run([CHAINPUSH, command, "--config", str(config), "--print-config"],
+                              capture_output=True, text=True, env=_env(tmp_path), timeout=60,
+                              check=True)
+        printed = json.loads(done.stdout)
+        assert "m0ngoPass" not in done.stdout and "r3disPass" not in done.stdout
+        assert printed["stores"]["mongo_uri"] == (
+            "mongodb://app:***@db.example.com:27017/?authSource=admin")
+        assert printed["stores"]["redis_url"] == "redis://default:***@cache.example.com:6379/0"
+
+
+async def test_bad_frames_are_not_info_lines_and_cannot_forge_any(
+    mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from tests.integration.push_support import Client, push_node, stores, token
+
+    forged = "contract:A\n2026-12-01 12:00:00,000 INFO push.node: conn 9: user admin connected"
+    cfg = stores(mongo_uri, redis_url, mongo_db_name)
+    caplog.set_level(logging.DEBUG, logger="push")
+    async with push_node(cfg, "n1", unit) as node, Client.connect(node.url, token()) as client:
+        caplog.clear()
+        bad = ["not json", '{"type": "nope"}', "[1]", '{"type": "subscribe"}',
+               json.dumps({"type": "unsubscribe", "topic": forged}),
+               json.dumps({"type": "subscribe", "topic": forged}),
+               json.dumps({"type": "unsubscribe", "topic": "contract:Never"})] * 4
+        for frame in bad:
+            await client.ws.send(frame)
+        await client.ws.send(json.dumps({"type": "ping", "ref": "sync"}))
+        while True:  # every error frame comes before the pong
+            got = await client.next_frame()
+            if got["type"] == "pong":
+                break
+        errors = [f for f in client.frames if f["type"] == "error"]
+        assert len(errors) == len(bad)
+        codes = [f["code"] for f in errors[:7]]
+        assert codes == ["bad_json", "unknown_type", "bad_message", "bad_message",
+                         "unknown_topic", "unknown_topic", "not_subscribed"]
+    mine = [r for r in caplog.records if r.name.startswith("push")]
+    assert not [r.getMessage() for r in mine
+                if r.levelno >= logging.INFO and "conn" in r.getMessage()
+                and "connected" not in r.getMessage() and "disconnected" not in r.getMessage()]
+    assert len([r for r in mine if r.levelno == logging.DEBUG]) >= len(bad)
+    for record in mine:
+        assert "\n" not in record.getMessage() and "\r" not in record.getMessage()
+
+
+@pytest.mark.parametrize("exp", ["Infinity", "NaN", "-Infinity", "1e400"])
+async def test_a_non_finite_exp_closes_4001_not_1011(
+    exp: str, mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float,
+) -> None:
+    import base64
+    import hashlib
+    import hmac
+
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    from tests.integration.push_support import push_node, stores
+
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    # written by hand: JSON with a bare Infinity / NaN, as an attacker's encoder would
+    head = b64(b'{"alg":"HS256","typ":"JWT"}')
+    body = b64(f'{{"sub":"mallory","iss":"chainpush","exp":{exp}}}'.encode())
+    sig = b64(hmac.new(SECRET.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest())
+    cfg = stores(mongo_uri, redis_url, mongo_db_name)
+    async with push_node(cfg, "n1", unit) as node, connect(node.url) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": f"{head}.{body}.{sig}"}))
+        with pytest.raises(ConnectionClosed):
+            async with asyncio.timeout(10 * unit):
+                await ws.recv()
+        assert ws.close_code == 4001, (ws.close_code, ws.close_reason)
+
+
+async def test_user_foo_is_unknown_topic_as_documented(
+    mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float,
+) -> None:
+    from tests.integration.push_support import Client, push_node, stores, token
+
+    cfg = stores(mongo_uri, redis_url, mongo_db_name)
+    async with push_node(cfg, "n1", unit) as node, Client.connect(node.url, token()) as client:
+        for topic in ("user:foo", "user:0x1234"):
+            answer = await client.subscribe(topic)
+            assert answer["type"] == "error" and answer["code"] == "unknown_topic", answer
+
+
+async def test_4003_comes_at_expiry_plus_leeway_as_documented(
+    mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float,
+) -> None:
+    """docs/protocol.md §2: the node closes with 4003 at ``exp + leeway_s`` (its clock), the
+    moment after which it would refuse the same token at auth: never earlier (a token it just
+    accepted is not closed at once), never much later."""
+    import time
+
+    from websockets.exceptions import ConnectionClosed
+
+    from push.tokens import Claims, TokenConfig, issue
+    from tests.integration.push_support import Client, push_node, stores
+
+    leeway = 1.0
+    tokens = TokenConfig(secret=SECRET, leeway_s=leeway)
+    cfg = stores(mongo_uri, redis_url, mongo_db_name)
+    now = time.time()
+    exp = int(now) + 2
+    tok = issue(Claims(user="alice", wallets=(), topics=("contract:*",), expires_at=exp),
+                tokens, now=now)
+    async with push_node(cfg, "n1", unit, tokens=tokens) as node:
+        async with Client.connect(node.url, tok) as client:
+            with pytest.raises(ConnectionClosed):
+                async with asyncio.timeout(exp + leeway - time.time() + 5 * unit):
+                    while True:
+                        await client.next_frame()
+            closed_at = time.time()
+            assert client.ws.close_code == 4003
+        assert exp + leeway - 0.05 <= closed_at <= exp + leeway + 2 * unit
