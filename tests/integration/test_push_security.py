@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from push.dispatch import Dispatcher
 from tests.integration.push_support import SECRET
 
 pytestmark = pytest.mark.integration
@@ -165,7 +166,6 @@ async def test_collect_stores_and_the_node_survives_a_redis_answering_errors(
     import redis
     import redis.exceptions
 
-    from push.dispatch import Dispatcher
     from tests.integration.push_support import (
         Client,
         collector_for,
@@ -486,3 +486,44 @@ async def test_4003_comes_at_expiry_plus_leeway_as_documented(
             closed_at = time.time()
             assert client.ws.close_code == 4003
         assert exp + leeway - 0.05 <= closed_at <= exp + leeway + 2 * unit
+
+
+async def test_the_watcher_survives_a_redis_answering_errors(
+    anvil: Any, clusterdown_redis: str, mongo_uri: str, mongo_db_name: str, tmp_path: Path,
+    unit: float,
+) -> None:
+    """`chainpush watch` with its own Collector → Redis answering CLUSTERDOWN (once: MovedError
+    at every restart): the watcher keeps following the chain and every record is stored."""
+    from push.collect import Collector
+    from tests.integration import watch_support as ws
+    from watcher.config import load_config
+    from watcher.service import Watcher
+
+    url = anvil.http_url
+    demo, _ = ws.deploy(url, "DemoToken")
+    config = load_config(ws.write_config(
+        tmp_path / "w.toml", urls=[anvil.ws_url], mongo_uri=mongo_uri, database=mongo_db_name,
+        contracts=[{"name": "DemoToken", "address": demo}]))
+    n = await asyncio.to_thread(ws.mine_traffic, url, demo, blocks=3, txs_per_block=2)
+    async with (
+        Collector(mongo_uri=mongo_uri, database=mongo_db_name, redis_url=clusterdown_redis)
+        as collector, Watcher(config, collector) as watcher,
+    ):
+        task = asyncio.create_task(watcher.run())
+        try:
+            await ws.until_caught_up(lambda: watcher.tip_hash, url, 30 * unit, task.done)
+            await asyncio.to_thread(ws.mine_traffic, url, demo, blocks=2, txs_per_block=2,
+                                    first=n)
+            await ws.until_caught_up(lambda: watcher.tip_hash, url, 30 * unit, task.done)
+            assert not task.done(), task
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        stored = await collector.store.max_offset("contract:DemoToken")
+        docs = await asyncio.to_thread(ws.stored_docs, mongo_uri, mongo_db_name)
+        assert stored == len([d for d in docs if d["contract"] == "DemoToken"])
+        assert stored >= n + 4  # every tx's log (and the constructor's mint) is stored
+        dispatcher = collector.dispatch
+        assert isinstance(dispatcher, Dispatcher)
+        assert dispatcher.metrics.counters["chainpush_redis_errors_total"] >= 1
