@@ -27,6 +27,7 @@ from typing import Any
 
 from chainpush.constants import RedisNames
 from chainpush.flags import InvalidBoolean, env_bool
+from chainpush.logs import redact_credentials
 from push.config import Settings, load
 from push.errors import ConfigError
 
@@ -59,6 +60,8 @@ def _describe(settings: Settings) -> dict[str, Any]:
     for key in ("secret", "private_key"):
         if out["tokens"].get(key):
             out["tokens"][key] = "<redacted>"
+    for key in ("mongo_uri", "redis_url"):  # user:password@ in a URI
+        out["stores"][key] = redact_credentials(out["stores"][key])
     out["dev_mode"] = settings.dev_mode
     out["dev_login"] = settings.dev_login
     return out

@@ -40,6 +40,7 @@ from web3.types import RPCEndpoint, RPCResponse
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
+from chainpush.logs import redact_url
 from watcher.errors import ChainMismatch, ConfigError, NodeUnreachable
 
 logger = logging.getLogger(__name__)
@@ -98,7 +99,13 @@ class Endpoint:
         return cls(kind, target, timeout_s)  # type: ignore[arg-type]
 
     def describe(self) -> str:
-        return f"{self.kind} {self.target}"
+        """For logs and error messages: the URL without password, path and query, where
+        providers put API keys (``https://eth-mainnet.g.alchemy.com/v2/<key>``)."""
+        return f"{self.kind} {redact_url(self.target)}"
+
+    def scrub(self, text: str) -> str:
+        """``text`` (a library's error message) with this endpoint's URL redacted in it."""
+        return text.replace(self.target, redact_url(self.target)) if self.kind != "ipc" else text
 
 
 class SyncWebSocketProvider(JSONBaseProvider):

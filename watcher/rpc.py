@@ -91,7 +91,8 @@ class Rpc:
 
     def _unreachable(self, exc: BaseException) -> NodeUnreachable:
         return NodeUnreachable(
-            f"cannot reach node at {self.endpoint.describe()} ({type(exc).__name__}: {exc})"
+            f"cannot reach node at {self.endpoint.describe()} "
+            f"({type(exc).__name__}: {self.endpoint.scrub(str(exc))})"
         )
 
 

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
+from push.dispatch import Dispatcher
 from tests.integration.push_support import SECRET
 
 pytestmark = pytest.mark.integration
@@ -163,7 +166,6 @@ async def test_collect_stores_and_the_node_survives_a_redis_answering_errors(
     import redis
     import redis.exceptions
 
-    from push.dispatch import Dispatcher
     from tests.integration.push_support import (
         Client,
         collector_for,
@@ -231,3 +233,297 @@ async def test_collect_never_fails_because_dispatch_did(mongo_uri: str, mongo_db
         assert await collector.store.max_offset("contract:DemoToken") == 3
         assert broken.calls == 3  # tried again for every record
         assert collector.metrics.counters["chainpush_dispatch_errors_total"] == 3
+
+
+# --- item 6: routing by ABI types, end to end (anvil → watcher → collect → node → client) -----
+
+STRANGER = "0xdD2FD4581271e230360230F9337D5c0430Bf44C0"  # anvil account 18, checksummed
+
+
+async def test_a_string_that_looks_like_an_address_reaches_no_stranger(
+    anvil: Any, mongo_uri: str, redis_url: str, mongo_db_name: str, tmp_path: Path,
+    unit: float,
+) -> None:
+    """DemoToken's `Message(from, to, string text, bytes data)` and `Batch(..., string note)`
+    with the stranger's checksummed address as text: the stranger's `user:` topic gets only
+    the Transfer that really names them; the real recipient, subscribed in lower case (as
+    MetaMask gives addresses), gets the Message."""
+    from eth_utils.address import to_checksum_address as checksum
+
+    from tests.integration import watch_support as ws
+    from tests.integration.push_support import Client, collector_for, push_node, stores, token
+    from watcher.config import load_config
+    from watcher.service import Watcher
+
+    url = anvil.http_url
+    demo, _ = ws.deploy(url, "DemoToken")
+    recipient = checksum(ws.ACCOUNTS[1])
+    cfg = stores(mongo_uri, redis_url, mongo_db_name)
+    config = load_config(ws.write_config(
+        tmp_path / "w.toml", urls=[anvil.ws_url], mongo_uri=mongo_uri, database=mongo_db_name,
+        contracts=[{"name": "DemoToken", "address": demo}]))
+
+    def send(data: str) -> None:
+        ws.rpc(url, "eth_sendTransaction", [{"from": ws.OWNER, "to": demo, "data": data,
+                                             "gas": hex(300_000)}])
+
+    async with (
+        push_node(cfg, "n1", unit) as node, collector_for(cfg) as collector,
+        Watcher(config, collector) as watcher,
+        Client.connect(node.url, token("stranger", topics=(), wallets=(STRANGER,))) as stranger,
+        Client.connect(node.url, token("recipient", topics=(), wallets=(recipient,))) as mine,
+    ):
+        for client, wallet in ((stranger, STRANGER), (mine, recipient)):
+            answer = await client.subscribe(f"user:{wallet.lower()}", since=0)
+            assert answer["type"] == "subscribed", answer
+            assert answer["topic"] == f"user:{wallet}"  # normalised to EIP-55
+        task = asyncio.create_task(watcher.run())
+        try:
+            await asyncio.to_thread(send, ws.calldata(
+                "sendMessage(address,string,bytes)", ["address", "string", "bytes"],
+                [recipient, STRANGER, b"\x01"]))
+            await asyncio.to_thread(send, ws.calldata(
+                "batch(uint256[],address[],string)", ["uint256[]", "address[]", "string"],
+                [[1], [recipient], STRANGER]))
+            await asyncio.to_thread(send, ws.calldata(
+                "emitTagged(bytes32,string,int256,bool)", ["bytes32", "string", "int256", "bool"],
+                [b"\x02" * 32, STRANGER, -1, True]))
+            # the last one really names the stranger: everything before it is in its topic
+            # before it, if it was routed there at all
+            await asyncio.to_thread(send, ws.calldata(
+                "transfer(address,uint256)", ["address", "uint256"], [STRANGER, 5]))
+            async with asyncio.timeout(30 * unit):
+                got = await stranger.until(1)
+                mine_got = await mine.until(2)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    first = got[0]
+    assert first["offset"] == 1 and first["record"]["event"] == "Transfer", first
+    assert first["record"]["address_paths"] == ["from", "to"]
+    assert [m["record"]["event"] for m in mine_got] == ["Message", "Batch"]
+    assert all(m["topic"] == f"user:{recipient}" for m in mine_got)
+    message = mine_got[0]["record"]
+    assert message["args"]["text"] == STRANGER and message["address_paths"] == ["from", "to"]
+    assert mine_got[1]["record"]["address_paths"] == ["operator", "recipients.0"]
+    # and in MongoDB: the stranger's topic holds only the Transfer
+    import pymongo
+
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(mongo_uri)
+    try:
+        rows = list(client[mongo_db_name]["messages"].find({"topic": f"user:{STRANGER}"}))
+    finally:
+        client.close()
+    assert [r["record"]["event"] for r in rows] == ["Transfer"]
+
+
+# --- item 8: secrets and client text stay out of logs and printed configs ----------------------
+
+
+async def test_rpc_api_keys_never_reach_the_logs(
+    anvil: Any, mongo_uri: str, mongo_db_name: str, tmp_path: Path, unit: float,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Provider URLs carry API keys in the path or query. The watcher fails over from a dead
+    endpoint (a WARNING naming it) to anvil (an INFO naming it): neither key is logged."""
+    import logging
+
+    from chainpush import procs
+    from tests.integration import watch_support as ws
+    from watcher.config import load_config
+    from watcher.service import Watcher
+    from watcher.sink import MongoSink
+
+    dead = f"http://127.0.0.1:{procs.free_port()}/?apikey=DEADKEY123"
+    live = f"{anvil.http_url}/?apikey=LIVEKEY456"
+    demo, _ = ws.deploy(anvil.http_url, "DemoToken")
+    config = load_config(ws.write_config(
+        tmp_path / "w.toml", urls=[dead, live], mongo_uri=mongo_uri, database=mongo_db_name,
+        contracts=[{"name": "DemoToken", "address": demo}]))
+    assert "DEADKEY123" not in json.dumps(config.describe())  # --print-config
+    caplog.set_level(logging.INFO)
+    async with MongoSink(mongo_uri, mongo_db_name) as sink, Watcher(config, sink) as watcher:
+        task = asyncio.create_task(watcher.run())
+        try:
+            await ws.until_caught_up(lambda: watcher.tip_hash, anvil.http_url, 30 * unit,
+                                     task.done)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "node connected: http http://127.0.0.1:" in text and "/***" in text
+    assert any(r.levelno == logging.WARNING and "127.0.0.1" in r.getMessage()
+               for r in caplog.records)  # the dead endpoint was named, redacted
+    assert "DEADKEY123" not in text and "LIVEKEY456" not in text
+
+
+def test_print_config_redacts_store_passwords(tmp_path: Path) -> None:
+    import subprocess
+
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[auth]\nsecret = "{SECRET}"\n[stores]\n'
+        'mongo_uri = "mongodb://app:m0ngoPass@db.example.com:27017/?authSource=admin"\n'
+        'redis_url = "redis://default:r3disPass@cache.example.com:6379/0"\n')
+    for command in ("push", "auth"):
+        done = subprocess.run([CHAINPUSH, command, "--config", str(config), "--print-config"],
+                              capture_output=True, text=True, env=_env(tmp_path), timeout=60,
+                              check=True)
+        printed = json.loads(done.stdout)
+        assert "m0ngoPass" not in done.stdout and "r3disPass" not in done.stdout
+        assert printed["stores"]["mongo_uri"] == (
+            "mongodb://app:***@db.example.com:27017/?authSource=admin")
+        assert printed["stores"]["redis_url"] == "redis://default:***@cache.example.com:6379/0"
+
+
+async def test_bad_frames_are_not_info_lines_and_cannot_forge_any(
+    mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from tests.integration.push_support import Client, push_node, stores, token
+
+    forged = "contract:A\n2026-12-01 12:00:00,000 INFO push.node: conn 9: user admin connected"
+    cfg = stores(mongo_uri, redis_url, mongo_db_name)
+    caplog.set_level(logging.DEBUG, logger="push")
+    async with push_node(cfg, "n1", unit) as node, Client.connect(node.url, token()) as client:
+        caplog.clear()
+        bad = ["not json", '{"type": "nope"}', "[1]", '{"type": "subscribe"}',
+               json.dumps({"type": "unsubscribe", "topic": forged}),
+               json.dumps({"type": "subscribe", "topic": forged}),
+               json.dumps({"type": "unsubscribe", "topic": "contract:Never"})] * 4
+        for frame in bad:
+            await client.ws.send(frame)
+        await client.ws.send(json.dumps({"type": "ping", "ref": "sync"}))
+        while True:  # every error frame comes before the pong
+            got = await client.next_frame()
+            if got["type"] == "pong":
+                break
+        errors = [f for f in client.frames if f["type"] == "error"]
+        assert len(errors) == len(bad)
+        codes = [f["code"] for f in errors[:7]]
+        assert codes == ["bad_json", "unknown_type", "bad_message", "bad_message",
+                         "unknown_topic", "unknown_topic", "not_subscribed"]
+    mine = [r for r in caplog.records if r.name.startswith("push")]
+    assert not [r.getMessage() for r in mine
+                if r.levelno >= logging.INFO and "conn" in r.getMessage()
+                and "connected" not in r.getMessage() and "disconnected" not in r.getMessage()]
+    assert len([r for r in mine if r.levelno == logging.DEBUG]) >= len(bad)
+    for record in mine:
+        assert "\n" not in record.getMessage() and "\r" not in record.getMessage()
+
+
+@pytest.mark.parametrize("exp", ["Infinity", "NaN", "-Infinity", "1e400"])
+async def test_a_non_finite_exp_closes_4001_not_1011(
+    exp: str, mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float,
+) -> None:
+    import base64
+    import hashlib
+    import hmac
+
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    from tests.integration.push_support import push_node, stores
+
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    # written by hand: JSON with a bare Infinity / NaN, as an attacker's encoder would
+    head = b64(b'{"alg":"HS256","typ":"JWT"}')
+    body = b64(f'{{"sub":"mallory","iss":"chainpush","exp":{exp}}}'.encode())
+    sig = b64(hmac.new(SECRET.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest())
+    cfg = stores(mongo_uri, redis_url, mongo_db_name)
+    async with push_node(cfg, "n1", unit) as node, connect(node.url) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": f"{head}.{body}.{sig}"}))
+        with pytest.raises(ConnectionClosed):
+            async with asyncio.timeout(10 * unit):
+                await ws.recv()
+        assert ws.close_code == 4001, (ws.close_code, ws.close_reason)
+
+
+async def test_user_foo_is_unknown_topic_as_documented(
+    mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float,
+) -> None:
+    from tests.integration.push_support import Client, push_node, stores, token
+
+    cfg = stores(mongo_uri, redis_url, mongo_db_name)
+    async with push_node(cfg, "n1", unit) as node, Client.connect(node.url, token()) as client:
+        for topic in ("user:foo", "user:0x1234"):
+            answer = await client.subscribe(topic)
+            assert answer["type"] == "error" and answer["code"] == "unknown_topic", answer
+
+
+async def test_4003_comes_at_expiry_plus_leeway_as_documented(
+    mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float,
+) -> None:
+    """docs/protocol.md §2: the node closes with 4003 at ``exp + leeway_s`` (its clock), the
+    moment after which it would refuse the same token at auth: never earlier (a token it just
+    accepted is not closed at once), never much later."""
+    import time
+
+    from websockets.exceptions import ConnectionClosed
+
+    from push.tokens import Claims, TokenConfig, issue
+    from tests.integration.push_support import Client, push_node, stores
+
+    leeway = 1.0
+    tokens = TokenConfig(secret=SECRET, leeway_s=leeway)
+    cfg = stores(mongo_uri, redis_url, mongo_db_name)
+    now = time.time()
+    exp = int(now) + 2
+    tok = issue(Claims(user="alice", wallets=(), topics=("contract:*",), expires_at=exp),
+                tokens, now=now)
+    async with push_node(cfg, "n1", unit, tokens=tokens) as node:
+        async with Client.connect(node.url, tok) as client:
+            with pytest.raises(ConnectionClosed):
+                async with asyncio.timeout(exp + leeway - time.time() + 5 * unit):
+                    while True:
+                        await client.next_frame()
+            closed_at = time.time()
+            assert client.ws.close_code == 4003
+        assert exp + leeway - 0.05 <= closed_at <= exp + leeway + 2 * unit
+
+
+async def test_the_watcher_survives_a_redis_answering_errors(
+    anvil: Any, clusterdown_redis: str, mongo_uri: str, mongo_db_name: str, tmp_path: Path,
+    unit: float,
+) -> None:
+    """`chainpush watch` with its own Collector → Redis answering CLUSTERDOWN (once: MovedError
+    at every restart): the watcher keeps following the chain and every record is stored."""
+    from push.collect import Collector
+    from tests.integration import watch_support as ws
+    from watcher.config import load_config
+    from watcher.service import Watcher
+
+    url = anvil.http_url
+    demo, _ = ws.deploy(url, "DemoToken")
+    config = load_config(ws.write_config(
+        tmp_path / "w.toml", urls=[anvil.ws_url], mongo_uri=mongo_uri, database=mongo_db_name,
+        contracts=[{"name": "DemoToken", "address": demo}]))
+    n = await asyncio.to_thread(ws.mine_traffic, url, demo, blocks=3, txs_per_block=2)
+    async with (
+        Collector(mongo_uri=mongo_uri, database=mongo_db_name, redis_url=clusterdown_redis)
+        as collector, Watcher(config, collector) as watcher,
+    ):
+        task = asyncio.create_task(watcher.run())
+        try:
+            await ws.until_caught_up(lambda: watcher.tip_hash, url, 30 * unit, task.done)
+            await asyncio.to_thread(ws.mine_traffic, url, demo, blocks=2, txs_per_block=2,
+                                    first=n)
+            await ws.until_caught_up(lambda: watcher.tip_hash, url, 30 * unit, task.done)
+            assert not task.done(), task
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        stored = await collector.store.max_offset("contract:DemoToken")
+        docs = await asyncio.to_thread(ws.stored_docs, mongo_uri, mongo_db_name)
+        assert stored == len([d for d in docs if d["contract"] == "DemoToken"])
+        assert stored >= n + 4  # every tx's log (and the constructor's mint) is stored
+        dispatcher = collector.dispatch
+        assert isinstance(dispatcher, Dispatcher)
+        assert dispatcher.metrics.counters["chainpush_redis_errors_total"] >= 1
