@@ -5,7 +5,6 @@ restarting under its id removes what its previous run left."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
 import pytest
@@ -24,14 +23,30 @@ async def commands(r: aioredis.Redis) -> int:
     return int((await r.info("stats"))["total_commands_processed"])
 
 
+class Got(list[StoredMessage]):
+    """What a node's inbox received; ``await got.reach(n)`` waits for ``n`` of them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed = asyncio.Event()
+
+    def add(self, _sent_at: float, messages: list[StoredMessage]) -> None:
+        self.extend(messages)
+        self.changed.set()
+
+    async def reach(self, count: int) -> None:
+        while len(self) < count:
+            self.changed.clear()
+            await self.changed.wait()
+
+
 def link(redis_url: str, names: RedisNames, node_id: str, topics: list[str],
-         got: list[StoredMessage]) -> NodeLink:
+         got: Got) -> NodeLink:
     async def resync() -> None:
         return None
 
     return NodeLink(redis_url, node_id=node_id, public_url=f"ws://{node_id}", names=names,
-                    topics=lambda: topics,
-                    on_messages=lambda _t, msgs: got.extend(msgs), on_resync=resync,
+                    topics=lambda: topics, on_messages=got.add, on_resync=resync,
                     heartbeat_s=0.5, node_ttl_s=1.5)
 
 
@@ -40,8 +55,7 @@ async def test_heartbeat_is_o1_in_topics_and_routing_still_follows_nodes(
 ) -> None:
     names = RedisNames("t" + uuid.uuid4().hex[:8])
     r = aioredis.Redis.from_url(redis_url, decode_responses=True)
-    got1: list[StoredMessage] = []
-    got2: list[StoredMessage] = []
+    got1, got2 = Got(), Got()
     n1 = link(redis_url, names, "n1", TOPICS, got1)
     n2 = link(redis_url, names, "n2", TOPICS[:1], got2)
     try:
@@ -61,8 +75,8 @@ async def test_heartbeat_is_o1_in_topics_and_routing_still_follows_nodes(
             msg = StoredMessage(TOPICS[0], 1, "m/pending", {"n": 1})
             last = StoredMessage(TOPICS[-1], 1, "z/pending", {"n": 2})
             await dispatch.publish([msg, last])
-            while len(got1) < 2 or len(got2) < 1:
-                await asyncio.sleep(0.02)
+            await got1.reach(2)
+            await got2.reach(1)
             assert [m.msg_id for m in got1] == ["m/pending", "z/pending"]
             assert [m.msg_id for m in got2] == ["m/pending"]
             # n2 dies without unregistering: once its liveness lapses, dispatch stops sending
@@ -71,8 +85,7 @@ async def test_heartbeat_is_o1_in_topics_and_routing_still_follows_nodes(
             await asyncio.gather(tasks[1], return_exceptions=True)
             await asyncio.sleep(1.6)  # node_ttl_s
             await dispatch.publish([StoredMessage(TOPICS[0], 2, "m2/pending", {"n": 3})])
-            while len(got1) < 3:
-                await asyncio.sleep(0.02)
+            await got1.reach(3)
             assert [m.msg_id for m in got2] == ["m/pending"]
             assert sorted(await r.hkeys(names.topic(TOPICS[0]))) == ["n1", "n2"]
             # n2 starts again under its id, serving nothing: its previous run's entry goes
