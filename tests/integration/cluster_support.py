@@ -32,7 +32,7 @@ def redis7() -> tuple[str, str]:
                        "`sudo apt-get install redis-server` (scripts/install.sh does it as root)")
 
 
-def _free_pair() -> int:
+def free_cluster_port() -> int:
     """A port p with p + 10000 (the cluster bus port) free too."""
     for _ in range(200):
         with socket.socket() as s:
@@ -134,7 +134,7 @@ def redis_cluster(tmp: Path, masters: int = 3) -> Iterator[Cluster]:
     tmp.mkdir(parents=True, exist_ok=True)
     nodes = []
     for _ in range(masters):
-        port = _free_pair()
+        port = free_cluster_port()
         nodes.append(ClusterNode(port, tmp / f"nodes-{port}.conf", tmp / f"redis-{port}.log"))
     cluster = Cluster(nodes, server, cli)
     try:

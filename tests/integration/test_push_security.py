@@ -144,8 +144,9 @@ def clusterdown_redis(tmp_path: Path) -> Iterator[str]:
     """A real redis-server in cluster mode with no slots assigned: every keyed command answers
     ``CLUSTERDOWN Hash slot not served`` (what a cluster mid-failover or misconfigured says)."""
     from chainpush import procs
+    from tests.integration.cluster_support import free_cluster_port
 
-    port = procs.free_port()
+    port = free_cluster_port()  # its cluster bus port (port + 10000) must be free too
     data = tmp_path / "redis-cluster"
     data.mkdir()
     server = procs.spawn(
