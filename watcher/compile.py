@@ -372,7 +372,7 @@ def _banner(solc_binary: Path, solc_js: Path | None = None) -> str:
         )
     except subprocess.CalledProcessError as exc:
         raise CompileError(
-            f"cannot run solc at {solc_binary}: {(exc.stderr or exc.stdout or exc).strip()}"
+            f"cannot run solc at {solc_binary}: {str(exc.stderr or exc.stdout or exc).strip()}"
         ) from exc
     except (OSError, subprocess.SubprocessError) as exc:
         raise CompileError(f"cannot run solc at {solc_binary}: {exc}") from exc
