@@ -292,6 +292,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     where = Path(args.project).resolve() if args.project else project.find_project()
     try:
         paths = layout(where)
+        load_artifact(paths.abi_dir, args.name)  # compiled? say so before reaching the node
         w3 = _connect(args, where)
         done = deploy_one(w3, args.name, args.args, layout_=paths, value_wei=args.value)
     except (WatcherError, DeployError, abiargs.ArgumentError) as exc:
