@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import sys
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,33 +48,6 @@ class DeployError(RuntimeError):
 
 
 @dataclass(frozen=True, slots=True)
-class Layout:
-    """Where a project keeps compiled contracts and deployment records."""
-
-    abi_dir: Path
-    deployments: Path  # a directory of <chain id>.json, or one such file
-
-    def deployments_file(self, chain_id: int) -> Path:
-        if self.deployments.suffix == ".json":
-            return self.deployments
-        return self.deployments / f"{chain_id}.json"
-
-
-def layout(root: Path) -> Layout:
-    """``[watch] abi_dir`` and ``[watch] deployments`` of ``root/chainpush.toml`` (relative to
-    it), else ``root/abi`` and ``root/deployments``: the same places the watcher reads."""
-    watch: Mapping[str, Any] = {}
-    config = root / project.CONFIG_FILE
-    if config.is_file():
-        try:
-            watch = tomllib.loads(config.read_text()).get("watch", {})
-        except tomllib.TOMLDecodeError as exc:
-            raise DeployError(f"{config}: not valid TOML ({exc})") from exc
-    return Layout(abi_dir=root / str(watch.get("abi_dir", "abi")),
-                  deployments=root / str(watch.get("deployments", "deployments")))
-
-
-@dataclass(frozen=True, slots=True)
 class Deployment:
     name: str
     address: ChecksumAddress
@@ -85,7 +57,7 @@ class Deployment:
 
 def deployments_path(chain_id: int, deployments_dir: Path = DEFAULT_DEPLOYMENTS_DIR) -> Path:
     """``<dir>/<chain_id>.json``, or ``deployments_dir`` itself when it names a ``.json`` file."""
-    return Layout(Path(), deployments_dir).deployments_file(chain_id)
+    return project.Layout(Path(), deployments_dir).deployments_file(chain_id)
 
 
 def read_deployments(
@@ -205,7 +177,7 @@ def contract(
 
 
 def deploy_one(
-    w3: Web3, name: str, texts: Sequence[str] = (), *, layout_: Layout, value_wei: int = 0,
+    w3: Web3, name: str, texts: Sequence[str] = (), *, layout_: project.Layout, value_wei: int = 0,
 ) -> Deployment:
     """Deploy ``abi/<name>.json`` with constructor arguments parsed from ``texts`` by ABI type;
     record it (replacing an earlier record of ``name``) and return it."""
@@ -263,6 +235,13 @@ def _endpoint(args: argparse.Namespace, where: Path) -> Endpoint:
     return endpoint_from_arguments(args)
 
 
+def _layout(where: Path) -> project.Layout:
+    try:
+        return project.layout(where)
+    except ValueError as exc:
+        raise DeployError(str(exc)) from exc
+
+
 def _connect(args: argparse.Namespace, where: Path) -> Web3:
     endpoint = _endpoint(args, where)
     try:
@@ -291,7 +270,7 @@ def _report(command: str, exc: Exception) -> int:
 def cmd_deploy(args: argparse.Namespace) -> int:
     where = Path(args.project).resolve() if args.project else project.find_project()
     try:
-        paths = layout(where)
+        paths = _layout(where)
         load_artifact(paths.abi_dir, args.name)  # compiled? say so before reaching the node
         w3 = _connect(args, where)
         done = deploy_one(w3, args.name, args.args, layout_=paths, value_wei=args.value)
@@ -308,7 +287,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 def cmd_call(args: argparse.Namespace) -> int:
     where = Path(args.project).resolve() if args.project else project.find_project()
     try:
-        paths = layout(where)
+        paths = _layout(where)
         w3 = _connect(args, where)
         target = contract(w3, args.name, abi_dir=paths.abi_dir,
                           deployments_dir=paths.deployments, fix=f"chainpush deploy {args.name}")

@@ -6,7 +6,9 @@ current directory itself. Everything chainpush writes for a project stays inside
 
 * ``<project>/.chainpush/dev/``: the dev stack's state (``chainpush dev up``),
 * ``<project>/abi/``: compiled contracts (``chainpush compile``),
-* ``<project>/deployments/<chain id>.json``: addresses (``chainpush deploy``).
+* ``<project>/deployments/<chain id>.json``: addresses (``chainpush deploy``),
+
+the last two moved by ``[watch] abi_dir`` / ``deployments`` in ``chainpush.toml`` (:func:`layout`).
 
 Nothing here depends on where chainpush itself is installed (a wheel in site-packages, or this
 repository's checkout): tools come from the project's ``node_modules`` (``npm install`` in the
@@ -16,7 +18,11 @@ any directory above it.
 
 from __future__ import annotations
 
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 CONFIG_FILE = "chainpush.toml"
 #: the dev stack's state, relative to the project directory
@@ -47,3 +53,33 @@ def node_package(name: str, start: Path) -> Path | None:
         if (candidate / "package.json").is_file():
             return candidate
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where a project keeps compiled contracts and deployment records."""
+
+    abi_dir: Path
+    deployments: Path  # a directory of <chain id>.json, or one such file
+
+    def deployments_file(self, chain_id: int) -> Path:
+        if self.deployments.suffix == ".json":
+            return self.deployments
+        return self.deployments / f"{chain_id}.json"
+
+
+def layout(root: Path) -> Layout:
+    """``[watch] abi_dir`` and ``[watch] deployments`` of ``root/chainpush.toml`` (relative to
+    it), else ``root/abi`` and ``root/deployments``: the places the watcher reads.
+
+    Raises :class:`ValueError` naming the file when it is not valid TOML.
+    """
+    watch: Mapping[str, Any] = {}
+    config = root / CONFIG_FILE
+    if config.is_file():
+        try:
+            watch = tomllib.loads(config.read_text()).get("watch", {})
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{config}: not valid TOML ({exc})") from exc
+    return Layout(abi_dir=root / str(watch.get("abi_dir", "abi")),
+                  deployments=root / str(watch.get("deployments", "deployments")))

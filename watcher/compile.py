@@ -51,7 +51,7 @@ import solcx.install
 import solcx.wrapper
 from solcx.exceptions import SolcError, SolcInstallationError, UnknownOption, UnknownValue
 
-from chainpush.project import find_project, node_package
+from chainpush.project import find_project, layout, node_package
 from watcher.errors import CompileError, ConfigError, InvalidABI
 
 logger = logging.getLogger(__name__)
@@ -562,7 +562,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="directory of .sol files (default: <project>/contracts, the project "
                         "being the directory of the nearest chainpush.toml, else cwd)")
     parser.add_argument("--out", default=None, metavar="DIR",
-                        help="output directory (default: <project>/abi)")
+                        help="output directory (default: [watch] abi_dir of chainpush.toml, "
+                        "else <project>/abi)")
     parser.add_argument("--check", action="store_true",
                         help="exit 1 naming each missing, stale or extra file; write nothing")
     parser.add_argument("--solc", default=os.environ.get("CHAINPUSH_SOLC"), metavar="PATH",
@@ -582,8 +583,13 @@ def _relative(path: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     """``chainpush compile``: 0 on success, 1 on a compile error or (with --check) stale output."""
     project = find_project()
+    try:
+        abi_dir = layout(project).abi_dir  # [watch] abi_dir, where the watcher reads
+    except ValueError as exc:
+        print(f"chainpush compile: {exc}", file=sys.stderr)
+        return 1
     args.contracts = args.contracts or str(_relative(project / "contracts"))
-    args.out = args.out or str(_relative(project / "abi"))
+    args.out = args.out or str(_relative(abi_dir))
     try:
         if args.check:
             diffs = check(args.contracts, args.out, args.solc)

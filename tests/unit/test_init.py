@@ -204,3 +204,32 @@ def test_top_level_help_shows_the_sequence(capsys: pytest.CaptureFixture[str]) -
     for step in ("chainpush init app", "chainpush compile", "chainpush dev up",
                  "chainpush deploy", "chainpush call", "chainpush run"):
         assert step in text
+
+
+def test_layout_follows_the_watch_section(tmp_path: Path) -> None:
+    assert project.layout(tmp_path) == project.Layout(tmp_path / "abi", tmp_path / "deployments")
+    (tmp_path / "chainpush.toml").write_text(
+        '[watch]\nabi_dir = "build/abi"\ndeployments = "chain/31337.json"\n')
+    found = project.layout(tmp_path)
+    assert found.abi_dir == tmp_path / "build" / "abi"
+    assert found.deployments_file(31337) == tmp_path / "chain" / "31337.json"
+    (tmp_path / "chainpush.toml").write_text("[watch\n")
+    with pytest.raises(ValueError, match="chainpush.toml: not valid TOML"):
+        project.layout(tmp_path)
+
+
+def test_compile_writes_where_the_watcher_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """[watch] abi_dir moves compile's default output; contracts/ missing → a clear error."""
+    (tmp_path / "chainpush.toml").write_text('[watch]\nabi_dir = "build/abi"\n')
+    monkeypatch.chdir(tmp_path)
+    assert main(["compile"]) == 1
+    assert "chainpush compile: contracts directory contracts does not exist" in \
+        capsys.readouterr().err
+    args = build_parser().parse_args(["compile"])
+    from watcher import compile as wc
+
+    monkeypatch.setattr(wc, "write", lambda contracts, out, solc: [])
+    assert wc.run(args) == 0
+    assert Path(args.out) == Path("build/abi")
