@@ -231,7 +231,8 @@ def test_a_team_project_from_a_wheel(work: Path, unit: float) -> None:
             try:
                 push_url = wait_for_push_url(run, 60 * unit)
                 # keep reading its stderr so that a chatty run never blocks on a full pipe
-                threading.Thread(target=run.stderr.read, daemon=True).start()  # type: ignore[union-attr]
+                assert run.stderr is not None
+                threading.Thread(target=run.stderr.read, daemon=True).start()
                 received = deposit_and_receive(installed, app, push_url, token, unit)
             finally:
                 procs.stop_pid(run.pid, 10 * unit, None)

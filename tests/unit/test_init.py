@@ -214,7 +214,7 @@ def test_layout_follows_the_watch_section(tmp_path: Path) -> None:
     assert found.abi_dir == tmp_path / "build" / "abi"
     assert found.deployments_file(31337) == tmp_path / "chain" / "31337.json"
     (tmp_path / "chainpush.toml").write_text("[watch\n")
-    with pytest.raises(ValueError, match="chainpush.toml: not valid TOML"):
+    with pytest.raises(ValueError, match=r"chainpush\.toml: not valid TOML"):
         project.layout(tmp_path)
 
 
