@@ -40,6 +40,7 @@ import sys
 import sysconfig
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +108,11 @@ def build_wheel(work: Path, unit: float) -> Path:
     )
     assert done.returncode == 0, done.stderr
     (wheel,) = dist.glob("chainpush-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    # what the team's project needs from the package itself: the solc shim and the templates
+    assert {"watcher/tools/solc", "chainpush/templates/project/chainpush.toml",
+            "chainpush/templates/project/gitignore", "push/static/index.html"} <= names
     return wheel
 
 
