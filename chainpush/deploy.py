@@ -171,7 +171,7 @@ def contract(
     if not w3.eth.get_code(deployment.address):
         raise DeployError(
             f"no code at {deployment.address} for {name} on chain {chain_id}: the node was "
-            f"probably restarted from genesis; run {fix} again"
+            f"probably restarted from genesis; deploy it again: {fix}"
         )
     return w3.eth.contract(address=deployment.address, abi=load_artifact(abi_dir, name).abi)
 

@@ -113,6 +113,7 @@ def next_steps(root: Path, *, installed: bool) -> str:
     steps += [
         "chainpush compile            # contracts/*.sol → abi/",
         "chainpush dev up             # anvil, redis, MongoDB-protocol server in ./.chainpush",
+        'eval "$(chainpush dev env)"  # point watch/run at it (deploy and call find it anyway)',
         "chainpush deploy Counter     # records deployments/31337.json",
         "chainpush call Counter count # a view call: 0",
         "chainpush call Counter increment 5 --send",

@@ -14,7 +14,7 @@ import pytest
 from web3 import Web3
 
 from chainpush import deploy, traffic
-from tests.conftest import ROOT, Anvil
+from tests.conftest import ROOT, Anvil, start_test_anvil
 from watcher.node import Endpoint, connect
 
 pytestmark = pytest.mark.integration
@@ -200,3 +200,20 @@ def test_chainpush_deploy_uses_the_projects_dev_chain_and_names_the_fix(project:
     assert uncompiled.returncode == 1
     assert uncompiled.stderr.rstrip().endswith(
         f"no compiled artifact {project / 'abi' / 'Vault.json'}: run `chainpush compile`")
+
+
+def test_chainpush_deploy_over_ipc_and_call_over_websocket(anvil: Anvil, project: Path) -> None:
+    deployed = chainpush(project, "deploy", "CallDemo", "--ipc", str(anvil.ipc_path))
+    assert deployed.returncode == 0, deployed.stderr
+    got = chainpush(project, "call", "CallDemo", "get", "--ws", anvil.ws_url)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.splitlines()[-1] == "2020"
+    # another chain with the same id, from genesis: the recorded address has no code there
+    fresh = start_test_anvil(project / "fresh")
+    try:
+        stale = chainpush(project, "call", "CallDemo", "get", "--rpc", fresh.http_url)
+    finally:
+        fresh.server.stop()
+        fresh.ipc_path.unlink(missing_ok=True)
+    assert stale.returncode == 1
+    assert stale.stderr.rstrip().endswith("deploy it again: chainpush deploy CallDemo")
