@@ -177,11 +177,11 @@ def contract(
 
 
 def deploy_one(
-    w3: Web3, name: str, texts: Sequence[str] = (), *, layout_: project.Layout, value_wei: int = 0,
+    w3: Web3, name: str, texts: Sequence[str] = (), *, paths: project.Layout, value_wei: int = 0,
 ) -> Deployment:
     """Deploy ``abi/<name>.json`` with constructor arguments parsed from ``texts`` by ABI type;
     record it (replacing an earlier record of ``name``) and return it."""
-    artifact = load_artifact(layout_.abi_dir, name)
+    artifact = load_artifact(paths.abi_dir, name)
     if artifact.bytecode in ("", "0x"):
         raise DeployError(f"{name} has no bytecode (abstract contract or interface): "
                           "deploy a concrete contract")
@@ -194,13 +194,13 @@ def deploy_one(
     if address is None:
         raise DeployError(f"deploy of {name} produced no contract address")
     chain_id = int(w3.eth.chain_id)
-    known = read_deployments(chain_id, layout_.deployments)
+    known = read_deployments(chain_id, paths.deployments)
     if name in known:
         logger.info("replacing the record of %s at %s", name, known[name].address)
     known[name] = Deployment(
         name, address, int(receipt["blockNumber"]), "0x" + receipt["transactionHash"].hex()
     )
-    write_deployments(chain_id, known, layout_.deployments)
+    write_deployments(chain_id, known, paths.deployments)
     return known[name]
 
 
@@ -273,7 +273,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         paths = _layout(where)
         load_artifact(paths.abi_dir, args.name)  # compiled? say so before reaching the node
         w3 = _connect(args, where)
-        done = deploy_one(w3, args.name, args.args, layout_=paths, value_wei=args.value)
+        done = deploy_one(w3, args.name, args.args, paths=paths, value_wei=args.value)
     except (WatcherError, DeployError, abiargs.ArgumentError) as exc:
         return _report("deploy", exc)
     chain_id = int(w3.eth.chain_id)
@@ -299,10 +299,10 @@ def cmd_call(args: argparse.Namespace) -> int:
             print(abiargs.render_result(entry.get("outputs", []), result))
             return 0
         if not args.send:
+            command = " ".join(["chainpush call", args.name, args.function, *args.args, "--send"])
             raise DeployError(
                 f"{abiargs.signature(entry)} changes state ({entry.get('stateMutability')}): "
-                f"send it as a transaction: chainpush call {args.name} {args.function} "
-                f"{' '.join(args.args)} --send".replace("  ", " ")
+                f"send it as a transaction: {command}"
             )
         if args.value and entry.get("stateMutability") != "payable":
             raise DeployError(f"{abiargs.signature(entry)} is not payable: drop --value")

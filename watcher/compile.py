@@ -275,13 +275,14 @@ def read_sources(contracts_dir: Path) -> list[Source]:
     """Every ``*.sol`` under ``contracts_dir``, named ``<dir name>/<relative path>``."""
     base = contracts_dir.resolve()
     if not base.is_dir():
-        raise CompileError(f"contracts directory {contracts_dir} does not exist")
+        raise CompileError(f"contracts directory {contracts_dir} does not exist: put your .sol "
+                           "files there, or start a project: chainpush init DIR")
     sources = [
         Source(f"{base.name}/{path.relative_to(base).as_posix()}", path.read_text("utf-8"))
         for path in sorted(base.rglob("*.sol"))
     ]
     if not sources:
-        raise CompileError(f"no .sol files in {contracts_dir}")
+        raise CompileError(f"no .sol files in {contracts_dir}: add your contracts there")
     return sources
 
 
