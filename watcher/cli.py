@@ -36,9 +36,28 @@ from watcher.rpc import open_rpc
 logger = logging.getLogger(__name__)
 
 
+WATCH_DESCRIPTION = """\
+Follow the [[contracts]] of the configuration on an Ethereum node (IPC, websocket or HTTP): decode
+their events (and state reads), track confirmations and reorgs, and hand the records to collect,
+which stores them in MongoDB with an offset per topic for the push nodes (docs/watcher.md)."""
+
+WATCH_EPILOG = """\
+examples:
+  chainpush watch                                   # ./chainpush.toml, records → collect
+  chainpush watch --config chainpush.toml --sink mongo    # records → `events` only
+  chainpush watch --check-config                    # check ABIs, names, addresses, the node
+  chainpush watch --print-config                    # the resolved configuration as JSON
+  CHAINPUSH_WS=ws://127.0.0.1:8545 chainpush watch  # another node endpoint
+
+environment: CHAINPUSH_WATCH_CONFIG (config path), CHAINPUSH_MONGO_URI, CHAINPUSH_REDIS_URL,
+CHAINPUSH_RPC / CHAINPUSH_WS / CHAINPUSH_IPC (override [node] endpoints). Every key with its
+default: docs/configuration.md."""
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("watch", help="watch contracts on a node and store their events",
-                            description=__doc__.split("\n\n")[0])
+                            description=WATCH_DESCRIPTION, epilog=WATCH_EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=None,
                         help="TOML config (env CHAINPUSH_WATCH_CONFIG; default ./chainpush.toml, "
                              "else the built-in demo config: DemoToken + CallDemo from "
