@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "chainpush.devstack",
     "watcher.cli",
     "push.cli",
+    "push.webhook_cli",
 )
 
 
