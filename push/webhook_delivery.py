@@ -66,6 +66,20 @@ logger = logging.getLogger(__name__)
 ERROR_BODY_BYTES = 200
 
 
+def _honour_cancellation() -> None:
+    """Raise the cancellation a driver call returned through.
+
+    On Python 3.11, ``asyncio.wait_for`` returns the inner result and drops a cancellation that
+    arrives as the inner future completes (CPython gh-86296; fixed by 3.12's rewrite). pymongo's
+    async network layer awaits through ``wait_for``, so a lane cancelled during its cursor write
+    went on to wait for the next head and shutdown hung (test_webhooks, about one run in two).
+    ``Task.cancelling()`` still counts the request: honour it.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class Reload(Exception):
     """A lane's document changed under the deliverer (replay): reload the webhook."""
 
@@ -98,7 +112,9 @@ class HookRunner:
         self.revs: dict[str, int] = {}
         self.wakes: dict[str, asyncio.Event] = {}
         self.reload = asyncio.Event()
-        self._group: asyncio.TaskGroup | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._running = False
+        self._crash: BaseException | None = None
         # (re)loading and discovery both replace or add lanes: never interleaved, so no lane
         # ever has two tasks
         self._lock = asyncio.Lock()
@@ -128,7 +144,7 @@ class HookRunner:
     async def discovered(self, topics: list[str]) -> None:
         """Topics that now exist: start a lane (at offset 1) for each new match."""
         async with self._lock:
-            if self._group is None:
+            if not self._running:
                 return  # reloading: the load lists the topics itself
             for topic in topics:
                 if topic not in self.lanes and self.config.wants(topic):
@@ -142,28 +158,44 @@ class HookRunner:
     # --- running -----------------------------------------------------------------------------
 
     async def run(self, known_topics: Callable[[], list[str]]) -> None:
-        """Deliver until cancelled; reload from MongoDB whenever an operator changed the state."""
+        """Deliver until cancelled; reload from MongoDB whenever an operator changed the state.
+
+        Lane tasks are plain tasks cancelled at each reload, not a TaskGroup: on Python 3.11 a
+        TaskGroup whose child fails while the parent already waits in ``__aexit__`` leaves the
+        parent's cancellation count raised (fixed in 3.12), which would read as a shutdown.
+        """
         timeout = aiohttp.ClientTimeout(total=self.config.timeout_s)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             self._session = session
             while True:
+                _honour_cancellation()
                 self.reload.clear()
                 try:
-                    async with asyncio.TaskGroup() as group:
-                        async with self._lock:
-                            self._group = group
-                            await self._load(known_topics())
-                        group.create_task(self._until_reload())
-                except* Reload:
-                    pass
+                    async with self._lock:
+                        self._running = True
+                        await self._load(known_topics())
+                    _honour_cancellation()
+                    await self.reload.wait()
                 finally:
                     async with self._lock:
-                        self._group = None
+                        self._running = False
+                        tasks, self._tasks = self._tasks, set()
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                if self._crash is not None:
+                    raise self._crash
                 logger.info("webhook %s: reloading its state from MongoDB", self.config.name)
 
-    async def _until_reload(self) -> None:
-        await self.reload.wait()
-        raise Reload(self.config.name)
+    def _lane_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        if not isinstance(exc, Reload):
+            self._crash = exc  # a bug, not an endpoint failure: stop the deliverer with it
+        self.reload.set()
 
     async def _load(self, topics: list[str]) -> None:
         name = self.config.name
@@ -205,15 +237,10 @@ class HookRunner:
         self.lanes[doc.topic] = lane
         self.revs[doc.topic] = doc.rev
         self.wakes[doc.topic] = asyncio.Event()
-        assert self._group is not None
-        work = self._deliver(lane)
-        try:
-            self._group.create_task(work)
-        except RuntimeError:
-            work.close()
-            # the group is shutting down for a reload, which lists this topic again
-            logger.debug("webhook %s: lane %s not started (reloading)", self.config.name,
-                         doc.topic)
+        task = asyncio.create_task(self._deliver(lane),
+                                   name=f"webhook {self.config.name} {doc.topic}")
+        self._tasks.add(task)
+        task.add_done_callback(self._lane_done)
 
     async def _deliver(self, lane: Lane) -> None:
         """One lane's loop: the caller's side of :class:`push.webhooks.Lane`."""
@@ -221,6 +248,7 @@ class HookRunner:
         wake = self.wakes[lane.topic]
         name, topic = self.config.name, lane.topic
         while True:
+            _honour_cancellation()
             wake.clear()
             action = lane.poll(loop.time())
             if isinstance(action, Idle):
@@ -379,6 +407,7 @@ class Deliverer(AsyncResource):
         documents (operator actions)."""
         assert self._state is not None and self._store is not None
         while True:
+            _honour_cancellation()
             await asyncio.sleep(self.settings.server.poll_interval_s)
             topics = sorted({t for r in self.runners for t in r.topics()})
             heads = await self._store.max_offsets(topics) if topics else {}
@@ -391,6 +420,7 @@ class Deliverer(AsyncResource):
     async def _discover(self) -> None:
         assert self._state is not None
         while True:
+            _honour_cancellation()
             await asyncio.sleep(self.settings.server.discover_interval_s)
             self.known_topics = await self._state.topics()
             for runner in self.runners:
