@@ -95,3 +95,25 @@ def test_topic_patterns() -> None:
     assert not topic_matches("user:*", "contract:X")
     assert topic_matches("contract:A", "contract:A")
     assert not topic_matches("contract:A", "contract:AB")
+
+
+def test_cli_prints_the_checked_config_redacted_and_refuses_a_bad_one(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from chainpush.cli import main
+
+    good = tmp_path / "good.toml"
+    good.write_text(f'[[webhooks]]\nname = "backend"\nurl = "http://127.0.0.1:9/h"\n'
+                    f'secret = "{SECRET}"\ntopics = ["user:*"]\nbatch_size = 5\n')
+    assert main(["webhooks", "--config", str(good), "--print-config"]) == 0
+    shown = capsys.readouterr().out
+    assert '"batch_size": 5' in shown and "<redacted>" in shown and SECRET not in shown
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[webhooks]]\nname = "backend"\nurl = "http://x"\nsecret = "nope"\n'
+                   'topics = ["user:*"]\n')
+    assert main(["webhooks", "--config", str(bad), "status"]) == 2
+    assert "webhooks.backend.secret must start with 'whsec_'" in capsys.readouterr().err
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    assert main(["webhooks", "--config", str(empty)]) == 2
+    assert "no [[webhooks]]" in capsys.readouterr().err
