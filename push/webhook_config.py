@@ -18,6 +18,7 @@ naming the webhook and the setting. docs/webhooks.md §Configuration is the pros
     max_failures = 30                          # consecutive failures of one topic → paused
     max_client_errors = 3                      # consecutive 4xx (not 408/429) → paused
     batch_size = 1                             # > 1: {"type": "batch", "messages": [...]}
+    max_concurrency = 8                        # requests in flight at once, over all topics
 
     [webhooks_server]                          # optional
     port = 8702                                # /metrics and /healthz; absent = no HTTP port
@@ -86,6 +87,8 @@ class WebhookConfig:
     max_failures: int = 30
     max_client_errors: int = 3
     batch_size: int = 1
+    #: requests in flight at once to this endpoint, over all its topics (one per topic at most)
+    max_concurrency: int = 8
 
     def __post_init__(self) -> None:
         where = f"webhooks.{self.name}" if isinstance(self.name, str) else "webhooks"
@@ -118,7 +121,7 @@ class WebhookConfig:
             raise ConfigError(
                 f"{where}.max_backoff_s must be >= first_backoff_s, got {self.max_backoff_s} "
                 f"< {self.first_backoff_s}")
-        for name in ("max_failures", "max_client_errors"):
+        for name in ("max_failures", "max_client_errors", "max_concurrency"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{where}.{name} must be an integer >= 1, got {value!r}")

@@ -57,6 +57,7 @@ from push.webhooks import (
     Retry,
     Send,
     Wait,
+    retry_after_s,
     signed_headers,
 )
 
@@ -112,6 +113,7 @@ class HookRunner:
         self.revs: dict[str, int] = {}
         self.wakes: dict[str, asyncio.Event] = {}
         self.reload = asyncio.Event()
+        self._slots = asyncio.Semaphore(config.max_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._running = False
         self._crash: BaseException | None = None
@@ -165,7 +167,10 @@ class HookRunner:
         parent's cancellation count raised (fixed in 3.12), which would read as a shutdown.
         """
         timeout = aiohttp.ClientTimeout(total=self.config.timeout_s)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        # the semaphore bounds requests in flight; the connector must not queue behind it, or
+        # a request's timeout would include waiting for a pooled connection
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             self._session = session
             while True:
                 _honour_cancellation()
@@ -294,6 +299,10 @@ class HookRunner:
         await self.state.pause(name, decision.reason)
 
     async def _post(self, msg_id: str, body: str) -> Outcome:
+        async with self._slots:
+            return await self._post_now(msg_id, body)
+
+    async def _post_now(self, msg_id: str, body: str) -> Outcome:
         assert self._session is not None
         # whole seconds (Standard Webhooks): taken at each send, so a retry is signed afresh
         headers = signed_headers(self.config.key, msg_id, int(self.clock()), body)
@@ -307,7 +316,7 @@ class HookRunner:
                 if snippet:
                     logger.info("webhook %s %s: HTTP %d: %s", self.config.name, msg_id,
                                 resp.status, snippet.strip()[:ERROR_BODY_BYTES])
-                return Response(resp.status)
+                return Response(resp.status, retry_after_s(resp.headers.get("Retry-After")))
         except TimeoutError:
             return Failure(f"no answer within {self.config.timeout_s:g} s")
         except (aiohttp.ClientError, OSError) as exc:

@@ -108,9 +108,10 @@ Action = Idle | Wait | Fetch | Send
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    """The endpoint answered with ``status``."""
+    """The endpoint answered with ``status`` (and, for 429/503, maybe a ``Retry-After``)."""
 
     status: int
+    retry_after_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +175,14 @@ def signed_headers(key: bytes, msg_id: str, timestamp: int, body: str) -> dict[s
         "webhook-signature": Webhook(key).sign(msg_id, sent_at, body),
         "content-type": "application/json",
     }
+
+
+def retry_after_s(value: str | None) -> float | None:
+    """A ``Retry-After`` header in delay-seconds form; None if absent or an HTTP date (which a
+    webhook endpoint has no reason to send; the backoff applies then)."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return float(value.strip())
 
 
 def classify(status: int) -> str:
@@ -311,5 +320,9 @@ class Lane:
             return Paused(reason=self.hook.paused, error=error)
         policy = RetryPolicy(first_delay_s=self.config.first_backoff_s,
                              max_delay_s=self.config.max_backoff_s)
-        self.retry_at = now + policy.delay_s(self.failures, self.rng)
+        delay = policy.delay_s(self.failures, self.rng)
+        if isinstance(outcome, Response) and outcome.retry_after_s is not None:
+            # honour the endpoint's Retry-After (RFC 9110 §10.2.3), within max_backoff_s
+            delay = max(delay, min(outcome.retry_after_s, self.config.max_backoff_s))
+        self.retry_at = now + delay
         return Retry(until=self.retry_at, failures=self.failures, error=error)

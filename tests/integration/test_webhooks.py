@@ -226,6 +226,38 @@ async def test_start_head_skips_the_backlog_only(
         await receiver.stop()
 
 
+async def test_requests_in_flight_are_bounded_per_webhook(
+    mongo_uri: str, mongo_db_name: str, unit: float
+) -> None:
+    """Many topics with a backlog, a slow endpoint: never more than ``max_concurrency``
+    requests at once, and every topic still gets everything, in order."""
+    receiver = Receiver(delay_s=0.05)
+    await receiver.start()
+    stores = StoresConfig(mongo_uri=mongo_uri, database=mongo_db_name)
+    async with Collector(mongo_uri=mongo_uri, database=mongo_db_name, retry=FAST) as collector:
+        wallets = [f"0x{i:040x}" for i in range(1, 7)]  # all digits: addresses (records.py)
+        for n in range(12):
+            await collector.accept([make_record(n, to=wallets[n % 6])])
+    cfg = settings(hook("slow", receiver.url("slow"), topics=("user:0x000*",),
+                        max_concurrency=2, timeout_s=2.0))
+    heads = {f"user:{w}": 2 for w in wallets}
+    try:
+        async with Deliverer(cfg, stores) as deliverer:
+            task = asyncio.create_task(deliverer.run())
+            try:
+                await receiver.wait(
+                    lambda: {t: len(set(o)) for t, o in receiver.acked("slow").items()} == heads,
+                    20 * unit, "every topic")
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        check_in_order(receiver, "slow", heads)
+        assert receiver.max_in_flight == 2
+        assert receiver.bad == []
+    finally:
+        await receiver.stop()
+
+
 async def test_sigkilled_deliverer_and_a_flaky_endpoint_lose_nothing(
     mongo_uri: str, mongo_db_name: str, tmp_path: Path, unit: float
 ) -> None:

@@ -41,6 +41,10 @@ class Receiver:
     deliveries: list[Delivery] = field(default_factory=list)
     bad: list[str] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: seconds each answer takes (a slow endpoint); requests being answered are counted
+    delay_s: float = 0.0
+    in_flight: int = 0
+    max_in_flight: int = 0
     _runner: web.AppRunner | None = None
 
     def __post_init__(self) -> None:
@@ -86,6 +90,13 @@ class Receiver:
                             messages=messages, answered=None)
         self.deliveries.append(delivery)
         answer = self.behaviour(path, delivery) if self.behaviour is not None else 200
+        if self.delay_s:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                await asyncio.sleep(self.delay_s)  # a slow endpoint
+            finally:
+                self.in_flight -= 1
         if answer == "hang":
             await asyncio.sleep(self.hang_s)  # the sender gave up long ago
             return web.Response(status=503)

@@ -57,6 +57,7 @@ def test_no_webhooks_is_fine() -> None:
     ({"max_backoff_s": 0.1, "first_backoff_s": 1}, "max_backoff_s must be >= first_backoff_s"),
     ({"max_failures": 0}, "webhooks.backend.max_failures must be an integer >= 1"),
     ({"batch_size": 501}, "webhooks.backend.batch_size must be an integer in 1..500"),
+    ({"max_concurrency": 0}, "webhooks.backend.max_concurrency must be an integer >= 1"),
     ({"name": "a b"}, "name must be 1-64 characters"),
     ({"colour": "red"}, "unknown setting(s) in webhooks.backend: colour"),
 ])

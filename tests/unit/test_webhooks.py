@@ -27,6 +27,7 @@ from push.webhooks import (
     Wait,
     body_of,
     classify,
+    retry_after_s,
     signed_headers,
     webhook_id,
 )
@@ -295,3 +296,16 @@ def test_simulated_flaky_endpoint_acknowledges_everything_in_order(seed: int) ->
     # at least once: every offset reached the endpoint, first deliveries in order
     first_seen = list(dict.fromkeys(received))
     assert first_seen == list(range(1, total + 1)), f"seed {seed}"
+
+
+def test_retry_after_lengthens_the_delay_within_the_cap() -> None:
+    assert retry_after_s("7") == 7.0 and retry_after_s(" 2 ") == 2.0
+    assert retry_after_s(None) is None
+    assert retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") is None
+    ln = lane(hook(first_backoff_s=0.1, max_backoff_s=5.0))
+    ln.observe_head(1)
+    ln.fetched(store(1), 0.0)
+    decision = ln.result(Response(429, retry_after_s=3.0), 0.0)
+    assert isinstance(decision, Retry) and decision.until == 3.0
+    decision = ln.result(Response(503, retry_after_s=3600.0), 10.0)
+    assert isinstance(decision, Retry) and decision.until == 15.0
