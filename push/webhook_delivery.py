@@ -56,6 +56,7 @@ from push.webhooks import (
     Response,
     Retry,
     Send,
+    Stale,
     Wait,
     retry_after_s,
     signed_headers,
@@ -137,7 +138,11 @@ class HookRunner:
                 logger.warning("webhook %s topic %s: head %d is below the cursor; the stream was "
                                "replaced, delivering it again from offset 1",
                                self.config.name, topic, heads[topic])
-                if not await self.state.reset_cursor(self.config.name, topic, self.revs[topic]):
+                # the reset bumps the lane's rev: an acknowledgement of the old stream still
+                # being written (with the old rev) cannot land after it
+                if await self.state.reset_cursor(self.config.name, topic, self.revs[topic]):
+                    self.revs[topic] += 1
+                else:
                     self.reload.set()
                 self.wakes[topic].set()
             elif lane.head > before:
@@ -269,8 +274,9 @@ class HookRunner:
                     raise Reload(name)
             elif isinstance(action, Send):
                 outcome = await self._post(action.attempt.webhook_id, action.attempt.body)
-                decision = lane.result(outcome, loop.time())
-                await self._after(lane, decision)
+                decision = lane.result(outcome, loop.time(), action.attempt)
+                if not isinstance(decision, Stale):
+                    await self._after(lane, decision)
 
     async def _after(self, lane: Lane, decision: Acked | Retry | Paused) -> None:
         name, topic, rev = self.config.name, lane.topic, self.revs[lane.topic]

@@ -186,9 +186,11 @@ class WebhookStore(AsyncResource):
             "save cursor of")
 
     async def reset_cursor(self, name: str, topic: str, rev: int) -> bool:
-        """The topic's stream was replaced (head below the cursor): start it over."""
-        return await self._lane_update(name, topic, rev, {"$set": {
-            "cursor": 0, "pinned": None, "failures": 0}}, "reset cursor of")
+        """The topic's stream was replaced (head below the cursor): start it over, bumping the
+        lane's ``rev`` (the caller then writes with ``rev + 1``)."""
+        return await self._lane_update(name, topic, rev, {
+            "$set": {"cursor": 0, "pinned": None, "failures": 0}, "$inc": {"rev": 1}},
+            "reset cursor of")
 
     async def save_pin(self, name: str, topic: str, rev: int, first: int, last: int) -> bool:
         return await self._lane_update(name, topic, rev, {"$set": {"pinned": [first, last]}},

@@ -32,7 +32,8 @@ Caller's loop, per lane: ``action = lane.poll(now)`` then
   if the returned attempt has ``pin`` set, persist the range before sending;
 * :class:`Send` — POST ``action.attempt`` signed with :func:`signed_headers` at the current
   whole second, then feed the outcome to :meth:`Lane.result` and act on the decision
-  (:class:`Acked`: persist the cursor; :class:`Retry`; :class:`Paused`: persist the pause).
+  (:class:`Acked`: persist the cursor; :class:`Retry`; :class:`Paused`: persist the pause;
+  :class:`Stale`: nothing, the head moved below the attempt meanwhile).
 
 Pure: never awaits, never imports an I/O library.
 """
@@ -147,7 +148,13 @@ class Paused:
     error: str
 
 
-Decision = Acked | Retry | Paused
+@dataclass(frozen=True, slots=True)
+class Stale:
+    """The attempt is no longer the lane's (the stream was replaced while it was in flight):
+    nothing to record."""
+
+
+Decision = Acked | Retry | Paused | Stale
 
 
 # --- pure helpers ------------------------------------------------------------------------------
@@ -288,10 +295,12 @@ class Lane:
         self.retry_at = None
         return self.attempt
 
-    def result(self, outcome: Outcome, now: float) -> Decision:
-        """Feed what became of the attempt :meth:`poll` returned in :class:`Send`."""
+    def result(self, outcome: Outcome, now: float, sent: Attempt | None = None) -> Decision:
+        """Feed what became of ``sent``, the attempt :meth:`poll` returned in :class:`Send`
+        (default: the one in flight). :class:`Stale` if the lane dropped it meanwhile."""
         attempt = self.attempt
-        assert attempt is not None, "result() without an attempt in flight"
+        if attempt is None or (sent is not None and sent is not attempt):
+            return Stale()
         kind = classify(outcome.status) if isinstance(outcome, Response) else "retry"
         if kind == "ok":
             self.cursor = attempt.last

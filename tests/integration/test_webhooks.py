@@ -226,6 +226,47 @@ async def test_start_head_skips_the_backlog_only(
         await receiver.stop()
 
 
+async def test_a_replaced_stream_is_delivered_again_from_offset_1(
+    mongo_uri: str, mongo_db_name: str, unit: float
+) -> None:
+    """The topic's messages are wiped and offsets start again at 1 (head below the cursor): the
+    webhook delivers the new stream from offset 1 rather than waiting past its old cursor."""
+    import pymongo
+
+    from chainpush.constants import MESSAGES
+
+    receiver = Receiver()
+    await receiver.start()
+    stores = StoresConfig(mongo_uri=mongo_uri, database=mongo_db_name)
+    await write(mongo_uri, mongo_db_name, 1, 5)
+    metrics = Metrics()
+    try:
+        async with Deliverer(settings(hook("reset", receiver.url("reset"))), stores,
+                             metrics=metrics) as deliverer:
+            task = asyncio.create_task(deliverer.run())
+            try:
+                await receiver.wait(lambda: len(receiver.acked("reset").get(TOPIC, [])) == 5,
+                                    10 * unit, "the first stream")
+
+                def wipe() -> None:
+                    with pymongo.MongoClient(mongo_uri) as client:
+                        client[mongo_db_name][MESSAGES].delete_many({"topic": TOPIC})
+
+                await asyncio.to_thread(wipe)
+                await write(mongo_uri, mongo_db_name, 100, 2)
+                await receiver.wait(
+                    lambda: receiver.acked("reset").get(TOPIC) == [1, 2, 3, 4, 5, 1, 2],
+                    10 * unit, "the new stream")
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        again = [d for d in receiver.deliveries if d.path == "reset"][-2:]
+        assert [d.messages[0]["record"]["block_number"] for d in again] == [25, 25]
+        assert metrics.counters["chainpush_webhook_resets_total"] == 1
+    finally:
+        await receiver.stop()
+
+
 async def test_requests_in_flight_are_bounded_per_webhook(
     mongo_uri: str, mongo_db_name: str, unit: float
 ) -> None:

@@ -24,6 +24,7 @@ from push.webhooks import (
     Response,
     Retry,
     Send,
+    Stale,
     Wait,
     body_of,
     classify,
@@ -222,6 +223,19 @@ def test_a_head_below_the_cursor_restarts_the_stream() -> None:
     assert ln.observe_head(3) is True
     assert ln.cursor == 0 and ln.poll(0.0) == Fetch(1, 1)
     assert ln.observe_head(3) is False
+
+
+def test_an_attempt_in_flight_when_the_stream_is_replaced_is_stale() -> None:
+    ln = lane(cursor=3)
+    ln.observe_head(5)
+    old = ln.fetched(store(5)[3:4], 0.0)
+    assert old is not None and old.first == 4
+    assert ln.observe_head(2)  # wiped and refilled a little while the POST was in flight
+    assert ln.result(Response(200), 1.0, old) == Stale()
+    assert ln.cursor == 0
+    new = ln.fetched([msg(1)], 1.0)
+    assert ln.result(Response(200), 1.0, old) == Stale()  # not the lane's attempt any more
+    assert ln.result(Response(200), 1.0, new) == Acked(cursor=1, count=1)
 
 
 def test_single_body_is_the_websocket_frame() -> None:
