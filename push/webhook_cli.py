@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 import tomllib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +28,31 @@ from push.webhook_config import WebhooksSettings, parse
 DEFAULT_CONFIG = Path("chainpush.toml")
 
 
+def load_webhooks(path: Path | None) -> WebhooksSettings:
+    """``[[webhooks]]`` and ``[webhooks_server]`` of ``path`` (none when ``path`` is None or
+    absent); ``secret_env`` is read from the environment here. :class:`ConfigError` if invalid.
+
+    ``chainpush run`` calls this, then runs :func:`push.webhook_delivery.run_webhooks` when
+    the result has webhooks."""
+    if path is None or not path.exists():
+        return WebhooksSettings()
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    return parse(raw, os.environ)
+
+
 def read_settings(path: Path | None, *, mongo_uri: str | None = None,
                   database: str | None = None) -> tuple[WebhooksSettings, StoresConfig]:
     """The webhooks and the stores of ``path`` (default ./chainpush.toml when present)."""
     if path is None and DEFAULT_CONFIG.exists():
         path = DEFAULT_CONFIG
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            raw = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    if path is not None and not path.exists():
+        raise ConfigError(f"cannot read config {path}: no such file")
     stores = load(path, dev_mode=True, overrides={"stores": {
         "mongo_uri": mongo_uri, "database": database}}).stores
-    return parse(raw, os.environ), stores
+    return load_webhooks(path), stores
 
 
 def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
@@ -80,6 +92,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="only this topic (default: every topic of the webhook)")
     replay.set_defaults(func=cmd_replay)
 
+    receive = actions.add_parser(
+        "receive", help="a development receiver: verify and print what a webhook sends")
+    _common(receive, top=False)
+    receive.add_argument("name", nargs="?", default=None,
+                         help="take the secret of this [[webhooks]] entry")
+    receive.add_argument("--secret", default=os.environ.get("CHAINPUSH_WEBHOOK_SECRET"),
+                         help="whsec_… secret instead of NAME (env CHAINPUSH_WEBHOOK_SECRET)")
+    receive.add_argument("--host", default="127.0.0.1")
+    receive.add_argument("--port", type=int, default=8790)
+    receive.set_defaults(func=cmd_receive)
+
     resume = actions.add_parser("resume", help="resume a paused webhook where it stopped")
     _common(resume, top=False)
     resume.add_argument("name", help="the webhook's name")
@@ -104,6 +127,43 @@ def _describe(settings: WebhooksSettings, stores: StoresConfig) -> dict[str, Any
             "webhooks_server": dataclasses.asdict(settings.server)}
 
 
+def _serve(factory: Callable[[], Awaitable[None]]) -> None:
+    async def guarded() -> None:
+        task = asyncio.ensure_future(factory())
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(guarded())
+
+
+def cmd_receive(args: argparse.Namespace) -> int:
+    from push.webhook_config import secret_bytes
+    from push.webhook_receiver import Receiver
+
+    secret: str | None = args.secret
+    try:
+        if args.name is not None:
+            checked = read_settings(args.config)
+            secret = checked[0].get(args.name).secret
+        if secret is None:
+            raise ConfigError("give a webhook NAME from the config, or --secret whsec_…")
+        secret_bytes(secret)
+    except ConfigError as exc:
+        print(f"chainpush webhooks receive: {exc}", file=sys.stderr)
+        return 2
+    key = secret
+
+    async def serve() -> None:
+        async with Receiver(key, host=args.host, port=args.port) as receiver:
+            await receiver.run()
+
+    _serve(serve)
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from push.webhook_delivery import run_webhooks
 
@@ -118,15 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("chainpush webhooks: no [[webhooks]] in the configuration", file=sys.stderr)
         return 2
 
-    async def guarded() -> None:
-        task = asyncio.ensure_future(run_webhooks(settings, stores))
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    asyncio.run(guarded())
+    _serve(lambda: run_webhooks(settings, stores))
     return 0
 
 

@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,13 @@ from push.metrics import Metrics
 from push.webhook_config import WebhookConfig, WebhooksServerConfig, WebhooksSettings
 from push.webhook_delivery import Deliverer
 from tests.integration.push_support import ALICE, BOB, FAST, make_record
-from tests.integration.webhook_support import SECRET, Delivery, Receiver, check_in_order
+from tests.integration.webhook_support import (
+    SECRET,
+    Delivery,
+    Receiver,
+    check_in_order,
+    eventually,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -149,13 +156,8 @@ async def test_pause_on_410_and_repeated_4xx_then_status_resume_and_replay(
                 return str(r.read().decode())
 
         async def paused_gauge(value: int) -> None:
-            # the gauge lives in another process: read it until it shows, within a bound
-            want = f"chainpush_webhooks_paused {value}\n"
-            for _ in range(int(100 * unit)):
-                if want in await asyncio.to_thread(metrics):
-                    return
-                await asyncio.sleep(0.1)
-            assert want in await asyncio.to_thread(metrics)
+            await eventually(lambda: f"chainpush_webhooks_paused {value}\n" in metrics(),
+                             10 * unit, f"{value} webhook(s) paused in /metrics")
 
         await paused_gauge(2)
         status = json.loads((await asyncio.to_thread(
@@ -364,3 +366,45 @@ async def test_sigkilled_deliverer_and_a_flaky_endpoint_lose_nothing(
     assert all(len(v) == 1 for v in ids.values())
     assert sum(d.answered is None for d in receiver.deliveries) > 0  # some hung
     assert sum(d.answered == 500 for d in receiver.deliveries) > 0
+
+
+async def test_dev_receiver_prints_what_the_deliverer_sends(
+    mongo_uri: str, mongo_db_name: str, tmp_path: Path, unit: float
+) -> None:
+    """``chainpush webhooks receive`` (the demo's receiver) verifies and prints each message;
+    a request with a wrong signature is refused with 400."""
+    port = procs.free_port()
+    log = tmp_path / "receiver.log"
+    server = procs.spawn("receiver", [CHAINPUSH, "webhooks", "receive", "--secret", SECRET,
+                                      "--port", str(port)], log, f"http://127.0.0.1:{port}",
+                         lambda: procs.port_open("127.0.0.1", port), timeout_s=20 * unit)
+    stores = StoresConfig(mongo_uri=mongo_uri, database=mongo_db_name)
+    await write(mongo_uri, mongo_db_name, 1, 3)
+    try:
+        async with Deliverer(settings(hook("demo", f"http://127.0.0.1:{port}/hook")),
+                             stores) as deliverer:
+            task = asyncio.create_task(deliverer.run())
+            try:
+                await eventually(lambda: log.read_text().count(f"[{TOPIC}:") == 3, 10 * unit,
+                                 "three messages printed by the receiver")
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+        def forged() -> int:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/hook", data=b'{"type":"message"}', method="POST",
+                headers={"webhook-id": "x", "webhook-timestamp": "1",
+                         "webhook-signature": "v1,AAAA"})
+            try:
+                urllib.request.urlopen(request, timeout=5)
+            except urllib.error.HTTPError as exc:
+                return exc.code
+            return 200
+
+        assert await asyncio.to_thread(forged) == 400
+    finally:
+        server.stop()
+    text = log.read_text()
+    assert f"{TOPIC} #1 Transfer(from={ALICE}" in text and f"[{TOPIC}:3]" in text
+    assert "REFUSED x" in text

@@ -143,3 +143,12 @@ def check_in_order(receiver: Receiver, path: str, heads: dict[str, int]) -> None
         for offset in offsets:
             assert offset <= top + 1, f"{path} {topic}: gap before {offset} (had up to {top})"
             top = max(top, offset)
+
+
+async def eventually(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """For state in another process (its log, its /metrics): look every 50 ms, within a bound."""
+    for _ in range(max(1, int(timeout_s / 0.05))):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    assert check(), f"not within {timeout_s:g} s: {what}"
