@@ -178,7 +178,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("chainpush webhooks: no [[webhooks]] in the configuration", file=sys.stderr)
         return 2
 
-    _serve(lambda: run_webhooks(settings, stores))
+    try:
+        _serve(lambda: run_webhooks(settings, stores))
+    except ConfigError as exc:
+        print(f"chainpush webhooks: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -40,6 +40,7 @@ from aiohttp import web
 
 from chainpush.resource import AsyncResource
 from push.config import StoresConfig
+from push.errors import ConfigError
 from push.metrics import Metrics
 from push.store import MessageStore
 from push.webhook_config import WebhookConfig, WebhooksSettings
@@ -376,7 +377,12 @@ class Deliverer(AsyncResource):
                 # bind ourselves so that port 0 (tests) reports the port it got
                 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.bind((server.host, server.port))
+                try:
+                    sock.bind((server.host, server.port))
+                except OSError as exc:
+                    sock.close()
+                    raise ConfigError(f"webhooks_server: cannot listen on {server.host}:"
+                                      f"{server.port}: {exc.strerror or exc}") from exc
                 self.port = int(sock.getsockname()[1])
                 await web.SockSite(runner, sock).start()
                 logger.info("webhook deliverer metrics at http://%s:%d/metrics", server.host,
