@@ -413,3 +413,31 @@ async def test_dev_receiver_prints_what_the_deliverer_sends(
     text = log.read_text()
     assert f"{TOPIC} #1 Transfer(from={ALICE}" in text and f"[{TOPIC}:3]" in text
     assert "REFUSED x" in text
+
+
+async def test_chainpush_run_includes_the_deliverer(
+    mongo_uri: str, mongo_db_name: str, redis_url: str, unit: float, tmp_path: Path
+) -> None:
+    """``chainpush run`` (the all-in-one) delivers to ``[[webhooks]]`` of its config."""
+    receiver = Receiver()
+    await receiver.start()
+    path = config_toml(tmp_path / "chainpush.toml", mongo_uri, mongo_db_name, 0, [
+        {"name": "backend", "url": receiver.url("run"), "secret": SECRET, "topics": [TOPIC]},
+    ])
+    path.write_text(path.read_text().replace(
+        "[stores]\n", f'[stores]\nredis_url = "{redis_url}"\n')
+        + "\n[push]\nport = 0\n\n[auth]\nport = 0\n")
+    log = (tmp_path / "run.log").open("wb")
+    proc = await asyncio.create_subprocess_exec(
+        CHAINPUSH, "run", "--no-watcher", "--config", str(path), stdout=log, stderr=log)
+    try:
+        await write(mongo_uri, mongo_db_name, 1, 5)
+        await receiver.wait(lambda: len(set(receiver.acked("run").get(TOPIC, []))) == 5,
+                            30 * unit, "the webhook of chainpush run")
+        check_in_order(receiver, "run", {TOPIC: 5})
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 20 * unit)
+        log.close()
+        await receiver.stop()
+    assert proc.returncode == 0, (tmp_path / "run.log").read_text()[-2000:]
