@@ -1,8 +1,9 @@
 """``chainpush push``, ``chainpush auth`` and ``chainpush run`` (the all-in-one demo).
 
-Configuration comes from ``chainpush.toml`` (``[stores]``, ``[push]``, ``[auth]``), then the
-environment (``CHAINPUSH_MONGO_URI``, ``CHAINPUSH_REDIS_URL``, ``CHAINPUSH_AUTH_SECRET``,
-``CHAINPUSH_DEV``), then flags. This module is the only place that reads them.
+Configuration comes from ``chainpush.toml`` (``[stores]``, ``[push]``, ``[auth]``,
+``[publish]``), then the environment (``CHAINPUSH_MONGO_URI``, ``CHAINPUSH_REDIS_URL``,
+``CHAINPUSH_AUTH_SECRET``, ``CHAINPUSH_PUBLISH_KEYS``, ``CHAINPUSH_DEV``), then flags. This module
+is the only place that reads them.
 
 ``CHAINPUSH_DEV`` is parsed strictly (:mod:`chainpush.flags`: ``1/true/yes/on``,
 ``0/false/no/off``, unset or empty = not given); any other value stops the command with exit
@@ -55,12 +56,14 @@ def _settings(args: argparse.Namespace, push: dict[str, Any] | None = None,
             raise ConfigError(str(exc)) from exc
     return load(path, dev_mode=dev, dev_default=args.dev_default,
                 overrides={"stores": stores, "push": push or {}, "auth": auth or {}},
-                secret_from_env=os.environ.get("CHAINPUSH_AUTH_SECRET"))
+                secret_from_env=os.environ.get("CHAINPUSH_AUTH_SECRET"),
+                publish_keys_from_env=os.environ.get("CHAINPUSH_PUBLISH_KEYS"))
 
 
 def _describe(settings: Settings) -> dict[str, Any]:
     out: dict[str, Any] = {name: dataclasses.asdict(getattr(settings, name))
-           for name in ("stores", "push", "tokens", "auth")}
+           for name in ("stores", "push", "tokens", "auth", "publish")}
+    out["publish"]["keys"] = ["<redacted>" for _ in settings.publish.keys]
     for key in ("secret", "private_key"):
         if out["tokens"].get(key):
             out["tokens"][key] = "<redacted>"
@@ -72,9 +75,10 @@ def _describe(settings: Settings) -> dict[str, Any]:
 
 
 _CONFIG_HELP = """\
-configuration: chainpush.toml ([stores], [push], [auth]) < environment (CHAINPUSH_MONGO_URI,
-CHAINPUSH_REDIS_URL, CHAINPUSH_AUTH_SECRET, CHAINPUSH_DEV) < flags; every key with its default:
-docs/configuration.md. Check what will be used: add --print-config."""
+configuration: chainpush.toml ([stores], [push], [auth], [publish]) < environment
+(CHAINPUSH_MONGO_URI, CHAINPUSH_REDIS_URL, CHAINPUSH_AUTH_SECRET, CHAINPUSH_PUBLISH_KEYS,
+CHAINPUSH_DEV) < flags; every key with its default: docs/configuration.md. Check what will be
+used: add --print-config."""
 
 PUSH_DESCRIPTION = """\
 Run one push node: a websocket server that authenticates clients by their token (first frame),
@@ -92,8 +96,9 @@ examples:
 
 AUTH_DESCRIPTION = """\
 Run the auth service (the demo page, GET /config.json, /healthz, /metrics; POST /auth/login in
-dev mode only), or with --issue print one token and exit: what an app backend does with
-push.tokens.mint(...) (docs/push.md, Tokens)."""
+dev mode only; POST /v1/publish for app messages when [publish] keys are set), or with --issue
+print one token and exit: what an app backend does with push.tokens.mint(...) (docs/push.md,
+Tokens)."""
 
 AUTH_EPILOG = f"""\
 examples:
@@ -244,6 +249,8 @@ def _config_fix(command: str, message: str) -> str:
     """The command that fixes a configuration error (the CLI's errors end with one)."""
     if "auth.secret" in message:
         return _SECRET_FIX
+    if "[publish] keys" in message:
+        return _SECRET_FIX.replace("CHAINPUSH_AUTH_SECRET", "CHAINPUSH_PUBLISH_KEYS")
     if "CHAINPUSH_DEV" in message:
         return "export CHAINPUSH_DEV=1   # or 0, or unset CHAINPUSH_DEV"
     return f"edit chainpush.toml (keys: docs/configuration.md), then: chainpush {command} " \
@@ -387,7 +394,17 @@ def cmd_auth(args: argparse.Namespace) -> int:
                                   f"chainpush auth --port {suggestion}   # or [auth] port"):
                 svc = await stack.enter_async_context(AuthService(
                     cfg, tokens=settings.tokens, dev_mode=settings.dev_login,
-                    push_urls=push_urls, topics=topics))
+                    push_urls=push_urls, topics=topics, publish=settings.publish))
+            if settings.publish.keys:
+                from push.collect import Collector
+
+                # POST /v1/publish stores through collect (MongoDB) and dispatches (Redis)
+                stores = settings.stores
+                svc.collector = await stack.enter_async_context(Collector(
+                    mongo_uri=stores.mongo_uri, database=stores.database,
+                    redis_url=stores.redis_url, namespace=stores.namespace,
+                    metrics=svc.metrics))
+                logger.info("POST /v1/publish on (%d server key(s))", len(settings.publish.keys))
             await svc.run()
 
     return _run_reporting("auth", serve)
@@ -456,7 +473,7 @@ async def run_all(settings: Settings, topics: list[str], watch_config: Any,
                               "   # or [auth] port"):
             svc = await stack.enter_async_context(AuthService(
                 auth, tokens=settings.tokens, dev_mode=settings.dev_login,
-                push_urls=[], topics=topics, metrics=metrics))
+                push_urls=[], topics=topics, metrics=metrics, publish=settings.publish))
         page_origins = (f"http://{settings.auth.host}:{svc.port}",
                         f"http://localhost:{svc.port}", f"http://127.0.0.1:{svc.port}")
         origins = base.allowed_origins if base.allowed_origins is not None else page_origins
@@ -479,6 +496,7 @@ async def run_all(settings: Settings, topics: list[str], watch_config: Any,
                 push_nodes.append(await stack.enter_async_context(
                     PushNode(cfg, tokens=settings.tokens, stores=settings.stores)))
         svc.push_urls = [n.url for n in push_nodes]
+        svc.collector = collector  # POST /v1/publish, when [publish] keys are set
         print(f"chainpush demo page: {svc.url}/  (push nodes: "
               f"{', '.join(n.url for n in push_nodes)})", file=sys.stderr, flush=True)
         async with asyncio.TaskGroup() as group:

@@ -6,6 +6,7 @@ A token is a JWT (RFC 7519) signed with HS256 and a shared secret, or RS256/ES25
 * ``sub`` (required): the user id;
 * ``exp`` (required): expiry, unix seconds; ``iat`` optional;
 * ``wallets``: checksummed addresses of the user; grants ``user:<wallet>`` for each;
+* every token grants ``inbox:<sub>``, the user's own inbox of app messages;
 * ``topics``: topic patterns the user may subscribe to: an exact topic, a prefix ending in ``*``
   (``contract:*``), or ``*`` for all;
 * ``iss`` / ``aud``: checked when the node is configured with an issuer / audience.
@@ -114,6 +115,8 @@ class Claims:
         """True if this token grants ``topic``."""
         kind, _, rest = topic.partition(":")
         if kind == "user" and rest.lower() in {w.lower() for w in self.wallets}:
+            return True
+        if kind == "inbox" and rest == self.user:  # the user's own inbox (docs/seams.md §3)
             return True
         for pattern in self.topics:
             if pattern == topic or pattern == "*":

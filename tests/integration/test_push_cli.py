@@ -27,8 +27,9 @@ def held_port() -> Iterator[int]:
         yield int(sock.getsockname()[1])
 
 
-def chainpush(tmp_path: Path, *args: str, unit: float) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CHAINPUSH_AUTH_SECRET": SECRET}
+def chainpush(tmp_path: Path, *args: str, unit: float,
+              **extra_env: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CHAINPUSH_AUTH_SECRET": SECRET, **extra_env}
     env.pop("CHAINPUSH_DEV", None)
     return subprocess.run([CHAINPUSH, *args], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=60 * unit)
@@ -86,3 +87,17 @@ def test_issue_errors_end_with_a_command(tmp_path: Path, unit: float) -> None:
     assert line.split("e.g.: ", 1)[1].startswith("chainpush auth --issue alice --wallet 0x")
     done = chainpush(tmp_path, "auth", "--topic", "contract:X", unit=unit)
     assert done.returncode == 2 and "only applies with --issue" in done.stderr
+
+
+def test_publish_keys_from_the_environment_are_checked_and_redacted(tmp_path: Path,
+                                                                    unit: float) -> None:
+    key = "publish-" + "r" * 32
+    done = chainpush(tmp_path, "auth", "--print-config", unit=unit, CHAINPUSH_PUBLISH_KEYS=key)
+    assert done.returncode == 0, done.stderr
+    assert key not in done.stdout
+    assert '"keys": [\n      "<redacted>"\n    ]' in done.stdout
+    done = chainpush(tmp_path, "auth", unit=unit, CHAINPUSH_PUBLISH_KEYS="short")
+    assert done.returncode == 2
+    (line,) = error_lines(done, "auth")
+    assert "[publish] keys[0] is 5 characters" in line
+    assert line.endswith("# or --dev to try it locally") and "CHAINPUSH_PUBLISH_KEYS=$(" in line
