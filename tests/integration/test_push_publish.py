@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,6 +19,7 @@ from push.config import AuthServiceConfig, PublishConfig, StoresConfig
 from push.node import PushNode
 from push.web import AuthService
 from tests.integration.push_support import (
+    SECRET,
     TOKENS,
     Client,
     collector_for,
@@ -25,6 +27,7 @@ from tests.integration.push_support import (
     stores,
     token,
 )
+from tests.integration.test_push_security import _env, cli
 
 pytestmark = pytest.mark.integration
 KEY = "publish-key-" + "p" * 32
@@ -150,3 +153,28 @@ async def test_publish_is_off_without_keys(unit: float) -> None:
         assert resp.status == 404
         answer = await resp.json()
         assert answer["error"] == "publish_disabled" and "[publish] keys" in answer["message"]
+
+
+async def test_chainpush_run_publishes_through_its_collector(
+    tmp_path: Path, mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float,
+) -> None:
+    """The wiring of the real command: `chainpush run` opens its Collector after the page and
+    hands it to POST /v1/publish; a client of one of its push nodes gets the message."""
+    env = _env(tmp_path, CHAINPUSH_AUTH_SECRET=SECRET, CHAINPUSH_PUBLISH_KEYS=KEY,
+               CHAINPUSH_MONGO_URI=mongo_uri, CHAINPUSH_REDIS_URL=redis_url)
+    args = ["run", "--no-watcher", "--auth-port", "0", "--push-port", "0", "--database",
+            mongo_db_name]
+    async with (
+        cli(args, env, tmp_path, r"demo page: (http://\S+)/\s+\(push nodes: (ws://\S+),", unit)
+        as (found, _), aiohttp.ClientSession() as http,
+    ):
+        page, push_url = found.group(1), found.group(2)
+        async with asyncio.timeout(20 * unit), Client.connect(
+                push_url, token("alice", topics=())) as client:
+            assert (await client.subscribe("inbox:alice", since=0))["type"] == "subscribed"
+            async with http.post(page + "/v1/publish", headers={"Authorization": f"Bearer {KEY}"},
+                                 json={"topic": "inbox:alice", "id": "w-1",
+                                       "data": {"text": "hello"}}) as resp:
+                assert resp.status == 201, await resp.text()
+            (msg,) = await client.until(1, "inbox:alice")
+            assert msg["record"]["data"] == {"text": "hello"} and msg["offset"] == 1
