@@ -420,7 +420,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         webhooks = load_webhooks(args.config or DEFAULT_CONFIG)
     except ConfigError as exc:
-        print(f"chainpush run: {exc}", file=sys.stderr)
+        print(f"chainpush run: {exc}; fix: {_config_fix('run', str(exc))}", file=sys.stderr)
         return 2
     watch_config: Any = None
     topics = _demo_topics(args.config or DEFAULT_CONFIG)
@@ -432,7 +432,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             # with its CHAINPUSH_* endpoint overrides
             watch_config = resolve_config(args.config, dict(os.environ))
         except WatcherError as exc:
-            print(f"chainpush run: {exc}", file=sys.stderr)
+            print(f"chainpush run: {exc}; check the fix with: chainpush watch --check-config",
+                  file=sys.stderr)
             return 2
         # the push side's stores (file, environment, flags) apply to the watcher too
         watch_config = dataclasses.replace(watch_config, stores=dataclasses.replace(
