@@ -52,6 +52,7 @@ from push.errors import ProtocolError, StoreUnavailable, TokenError
 from push.metrics import Metrics
 from push.ratelimit import TokenBucket
 from push.records import StoredMessage
+from push.resume import resume_point
 from push.store import MessageStore
 from push.subscription import Cursor, Filter
 from push.tokens import Claims, TokenConfig, TokenExpired, verify
@@ -381,7 +382,7 @@ class PushNode(AsyncResource):
         try:
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):
                 await self.link.register_topic(topic)
-                head = await self.store.max_offset(topic)
+                head, epoch = await self.store.head(topic)
         except (TimeoutError, StoreUnavailable):
             if conn.subs.get(topic) is sub:
                 del conn.subs[topic]
@@ -391,9 +392,10 @@ class PushNode(AsyncResource):
             return
         if conn.subs.get(topic) is not sub or conn.closing:
             return
-        since = head if frame.since is None else min(frame.since, head)
-        sub.cursor.next = since + 1
-        await conn.ws.send(wire.subscribed(topic=topic, since=since, head=head, ref=frame.ref))
+        start = resume_point(since=frame.since, epoch=frame.epoch, head=head, stream_epoch=epoch)
+        sub.cursor.next = start.since + 1
+        await conn.ws.send(wire.subscribed(topic=topic, since=start.since, head=head, epoch=epoch,
+                                           reset=start.reset, ref=frame.ref))
         self.metrics.inc("chainpush_repairs_total")
         sub.task = self._spawn(self._repair(conn, sub), f"repair-{conn.id}-{topic}")
 
