@@ -52,7 +52,7 @@ from push.errors import ProtocolError, StoreUnavailable, TokenError
 from push.metrics import Metrics
 from push.ratelimit import TokenBucket
 from push.records import StoredMessage
-from push.resume import resume_point
+from push.resume import resume_point, stream_replaced
 from push.store import MessageStore
 from push.subscription import Cursor, Filter
 from push.tokens import Claims, TokenConfig, TokenExpired, verify
@@ -71,6 +71,8 @@ class Subscription:
     cursor: Cursor
     filter: Filter
     task: asyncio.Task[None] | None = None
+    #: the stream epoch the cursor's offsets belong to (None until the topic has a message)
+    epoch: str | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -394,6 +396,8 @@ class PushNode(AsyncResource):
             return
         start = resume_point(since=frame.since, epoch=frame.epoch, head=head, stream_epoch=epoch)
         sub.cursor.next = start.since + 1
+        if epoch is not None:  # the head read is what the cursor's offsets refer to
+            sub.epoch = epoch
         await conn.ws.send(wire.subscribed(topic=topic, since=start.since, head=head, epoch=epoch,
                                            reset=start.reset, ref=frame.ref))
         self.metrics.inc("chainpush_repairs_total")
@@ -432,6 +436,18 @@ class PushNode(AsyncResource):
             if sub.task is asyncio.current_task():
                 sub.task = None
 
+    def _restart(self, conn: Connection, sub: Subscription, epoch: str | None, seen: int) -> None:
+        """The topic's stream was replaced (store wiped or restored, docs/protocol.md §5):
+        follow the new one from offset 1; its messages carry the new epoch, which tells the
+        client to take offsets from it."""
+        logger.info("conn %d: topic %s has a new stream (epoch %s, was %s): from offset 1",
+                    conn.id, sub.topic, epoch, sub.epoch)
+        if sub.task is not None:
+            sub.task.cancel()
+        sub.epoch = epoch
+        sub.cursor = Cursor(next=1, repairing=True, missed=seen)
+        self._start_repair(conn, sub)
+
     def _start_repair(self, conn: Connection, sub: Subscription) -> None:
         self.metrics.inc("chainpush_repairs_total")
         sub.task = self._spawn(self._repair(conn, sub), f"repair-{conn.id}-{sub.topic}")
@@ -455,6 +471,10 @@ class PushNode(AsyncResource):
             return 0
         targets: list[Connection] = []
         for conn, sub in list(subs.items()):
+            if stream_replaced(sub.epoch, message.epoch):
+                self._restart(conn, sub, message.epoch, message.offset)
+                continue
+            sub.epoch = sub.epoch or message.epoch
             action = sub.cursor.offer(message.offset)
             if action == "deliver":
                 if sub.filter.matches(message.record):
@@ -507,11 +527,13 @@ class PushNode(AsyncResource):
         """Repair every subscription that is behind its topic's last offset in MongoDB."""
         for topic in list(self.topics):
             try:
-                head = await self.store.max_offset(topic)
+                head, epoch = await self.store.head(topic)
             except StoreUnavailable:
                 return
             for conn, sub in list(self.topics.get(topic, {}).items()):
-                if sub.cursor.next <= head and sub.cursor.start_repair():
+                if stream_replaced(sub.epoch, epoch):
+                    self._restart(conn, sub, epoch, head)
+                elif sub.cursor.next <= head and sub.cursor.start_repair():
                     self._start_repair(conn, sub)
 
     async def _reconcile_loop(self) -> None:

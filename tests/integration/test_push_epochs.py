@@ -48,8 +48,13 @@ async def _mongo(cfg: StoresConfig, action: str, **kw: Any) -> Any:
         await client.close()
 
 
-async def _fill(cfg: StoresConfig, numbers: range) -> None:
+async def _fill(cfg: StoresConfig, numbers: range, *, dispatch: bool = True) -> None:
     # a fresh collector each time: after a wipe, the watcher (and its collect) restarts
+    if not dispatch:  # stored only: push nodes find the messages by their reconcile
+        async with Collector(mongo_uri=cfg.mongo_uri, database=cfg.database,
+                             retry=FAST) as collector:
+            await collector.accept([make_record(n) for n in numbers])
+        return
     async with collector_for(cfg) as collector:
         await collector.accept([make_record(n) for n in numbers])
 
@@ -152,3 +157,33 @@ async def test_one_epoch_per_stream_between_concurrent_collectors(
     (epoch,) = {row["epoch"] for row in streams if row["_id"] == TOPIC}
     assert len(epoch) == 16 and int(epoch, 16) >= 0
     assert await _mongo(cfg, "epochs") == {epoch}
+
+
+@pytest.mark.parametrize("found_by", ["live", "reconcile"])
+async def test_a_live_subscription_follows_the_new_stream(
+    mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float, found_by: str
+) -> None:
+    """Connected through the wipe: the node sees the new epoch on the first live message (or
+    in its reconcile, when dispatch did not tell it) and sends the new stream from offset 1
+    (before: offsets 1..6 of the new stream were taken for duplicates and never sent)."""
+    cfg = stores(mongo_uri, redis_url, mongo_db_name)
+    live = found_by == "live"
+    async with (
+        push_node(cfg, "e3", unit, reconcile_s=600 if live else 0.5 * unit) as node,
+        Client.connect(node.url, token()) as c,
+        asyncio.timeout(30 * unit),
+    ):
+        assert (await c.subscribe(TOPIC, since=0))["epoch"] is None  # nothing stored yet
+        await _fill(cfg, range(6))
+        first = (await c.until(6))[0]["epoch"]
+        await _mongo(cfg, "wipe")
+        await _fill(cfg, range(100, 104), dispatch=live)
+        got = (await c.until(10))[6:]
+        assert [m["offset"] for m in got] == [1, 2, 3, 4]
+        assert [m["id"] for m in got] == [make_record(n)["id"] + "/pending"
+                                          for n in range(100, 104)]
+        second = got[0]["epoch"]
+        assert second not in (None, first)
+        assert all(m["epoch"] == second for m in got)
+        await _fill(cfg, range(104, 106), dispatch=live)  # and on from there
+        assert [m["offset"] for m in (await c.until(12))[10:]] == [5, 6]
