@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
+import random
 import re
 import sys
 import urllib.request
@@ -333,3 +335,83 @@ async def test_page_resumes_into_a_new_stream_after_a_wipe(
                                          for n in [*range(5), *range(100, 108)])
     finally:
         await node_up.aclose()
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")
+def test_page_calldemo_value_never_goes_back_under_demo_traffic(
+    anvil: object, mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float,
+    tmp_path: Path,
+) -> None:
+    """Real parts (`chainpush run`, anvil, the demo traffic): the page's CallDemo value, sampled
+    while traffic flows, is always a value the chain had, never older than one shown before (the
+    `confirmed` of an older block arrives 12 blocks after its `pending`: the page used to show
+    it), and ends equal to `eth_call` at latest."""
+    import threading
+
+    from playwright.sync_api import expect, sync_playwright
+    from web3 import HTTPProvider, Web3
+
+    from chainpush import traffic
+
+    rpc = anvil.http_url  # type: ignore[attr-defined]
+    w3 = Web3(HTTPProvider(rpc))
+    deploy.use_sender(w3)
+    deploy.deploy(w3, deployments_dir=tmp_path / "deployments")
+    demo = traffic.Demo.attach(w3, tmp_path / "deployments")
+    config = tmp_path / "chainpush.toml"
+    write_config(config, rpc=rpc, deployments=tmp_path / "deployments", mongo_uri=mongo_uri,
+                 redis_url=redis_url, database=mongo_db_name)
+    log = tmp_path / "run.log"
+    argv = [str(Path(sys.executable).parent / "chainpush"), "run", "--config", str(config)]
+    server = procs.spawn("chainpush-run", argv, log, "", lambda: page_url(log) is not None,
+                         timeout_s=30 * unit)
+    samples: list[str] = []
+    try:
+        url = page_url(log)
+        assert url is not None
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                page.goto(url + "/")
+                page.fill("#user", "alice")
+                page.click("#go")
+                expect(page.locator("#state")).to_have_text("subscribed", timeout=10_000 * unit)
+                value = page.locator("#calldemo")  # "?" until the first ValueChanged
+                # the demo's mix, with a CallDemo.set every other transaction so that sets are
+                # closer together than the 12 blocks after which their confirmations come
+                rng = random.Random(9)
+                emit = demo.emitters(rng)
+                others = [name for name in emit if name != "ValueChanged"]
+                done = threading.Event()
+
+                def send() -> None:
+                    try:
+                        for n in range(60):
+                            emit["ValueChanged" if n % 2 else rng.choice(others)]()
+                    finally:
+                        done.set()
+
+                sender = threading.Thread(target=send)
+                sender.start()
+                while not done.is_set():
+                    samples.append(value.inner_text())
+                sender.join()
+                latest = str(demo.call_demo.functions.get().call())
+                expect(value).to_have_text(latest, timeout=15_000 * unit)
+                samples.append(value.inner_text())
+            finally:
+                browser.close()
+    finally:
+        server.stop()
+    # the chain's value at every block: when did each value appear?
+    head = w3.eth.block_number
+    first_block: dict[str, int] = {}
+    for block in range(head + 1):
+        if w3.eth.get_code(demo.call_demo.address, block_identifier=block):  # deployed yet?
+            v = str(demo.call_demo.functions.get().call(block_identifier=block))
+            first_block.setdefault(v, block)
+    blocks = [first_block[v] for v in samples if v != "?"]  # every sample is a chain value
+    regressions = [(a, b) for a, b in itertools.pairwise(blocks) if b < a]
+    assert len(set(blocks)) > 10, samples  # the sampling saw the value move
+    assert regressions == [], f"{len(regressions)} of {len(blocks)} samples went back"
