@@ -423,6 +423,7 @@ class PushNode(AsyncResource):
                 for row in rows:
                     if not sub.cursor.fetched(row.offset):
                         break
+                    sub.epoch = sub.epoch or row.epoch  # the stream these offsets belong to
                     if sub.filter.matches(row.record):
                         await conn.ws.send(wire.message(row))
                         self.metrics.inc("chainpush_history_out_total")
