@@ -471,11 +471,13 @@ class PushNode(AsyncResource):
         if not subs:
             return 0
         targets: list[Connection] = []
+        epoch = message.epoch
         for conn, sub in list(subs.items()):
-            if stream_replaced(sub.epoch, message.epoch):
-                self._restart(conn, sub, message.epoch, message.offset)
-                continue
-            sub.epoch = sub.epoch or message.epoch
+            if sub.epoch != epoch:  # rare: one comparison per subscriber otherwise
+                if stream_replaced(sub.epoch, epoch):
+                    self._restart(conn, sub, epoch, message.offset)
+                    continue
+                sub.epoch = sub.epoch or epoch
             action = sub.cursor.offer(message.offset)
             if action == "deliver":
                 if sub.filter.matches(message.record):
