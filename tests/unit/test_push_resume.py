@@ -69,3 +69,18 @@ def test_subscribed_and_message_carry_the_epoch() -> None:
         "reset": True, "ref": "s"}
     msg = StoredMessage(topic="contract:A", offset=3, msg_id="x/pending", record={}, epoch="e1")
     assert wire.parse_server_frame(wire.message(msg))["epoch"] == "e1"
+
+
+def test_the_inbox_payload_carries_the_epoch() -> None:
+    import json
+
+    from push.dispatch import decode_inbox, encode_inbox
+
+    msg = StoredMessage(topic="contract:A", offset=3, msg_id="x/pending", record={}, epoch="e1")
+    assert decode_inbox(encode_inbox([msg], sent_at=1.5)) == (1.5, [msg])
+    older = {"sent_at": 1, "messages": [{"topic": "contract:A", "offset": 3, "id": "x/pending",
+                                         "record": {}}]}  # from a dispatcher before epochs
+    assert decode_inbox(json.dumps(older))[1][0].epoch is None
+    older["messages"][0]["epoch"] = 7  # type: ignore[index]
+    with pytest.raises(TypeError, match="epoch"):
+        decode_inbox(json.dumps(older))
