@@ -44,6 +44,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from chainpush.constants import RedisNames
+from chainpush.logs import client_text
 from chainpush.resource import AsyncResource
 from push import wire
 from push.config import PushConfig, StoresConfig
@@ -147,7 +148,7 @@ class PushNode(AsyncResource):
         )
         self._link = NodeLink(
             self.stores.redis_url, node_id=self.config.node_id, public_url=self.url,
-            names=self.names, topics=lambda: list(self.topics), users=lambda: list(self.users),
+            names=self.names, topics=lambda: list(self.topics),
             on_messages=self._on_inbox, on_resync=self.reconcile,
             heartbeat_s=self.config.heartbeat_s, node_ttl_s=self.config.node_ttl_s,
             metrics=self.metrics,
@@ -329,7 +330,9 @@ class PushNode(AsyncResource):
 
     async def _error(self, conn: Connection, code: str, text: str, ref: str | None) -> None:
         self.metrics.inc("chainpush_client_errors_total")
-        logger.info("conn %d: user %s: %s (%s)", conn.id, conn.claims.user, code, text[:200])
+        # per frame, so DEBUG (counted in chainpush_client_errors_total); client text escaped
+        logger.debug("conn %d: user %s: %s (%s)", conn.id, client_text(conn.claims.user), code,
+                     client_text(text))
         await conn.ws.send(wire.error(code, text, ref))
 
     async def _on_frame(self, conn: Connection, data: str | bytes) -> None:
@@ -555,7 +558,7 @@ def _response(status: int, body: str, content_type: str) -> Response:
 async def _refuse(ws: ServerConnection, code: int, conn_id: int, why: str) -> None:
     # ``why`` comes from token checks or the parser: never the token itself
     logger.info("conn %d refused with %d (%s): %s", conn_id, code, wire.CLOSE_REASONS[code],
-                why[:200])
+                client_text(why))
     closing = asyncio.ensure_future(ws.close(code, wire.CLOSE_REASONS[code]))
     # read (and drop) what the client sent meanwhile so its close frame is seen at once
     with contextlib.suppress(ConnectionClosed):

@@ -8,6 +8,12 @@
   // close codes after which reconnecting with the same token is pointless
   const NEW_TOKEN_CODES = new Set([4001, 4003]);
 
+  // The node answers user:<address> topics in EIP-55 case whatever case they were asked in
+  // (MetaMask gives lower case): key subscriptions case-insensitively for those.
+  function subKey(topic) {
+    return topic.startsWith("user:") ? topic.toLowerCase() : topic;
+  }
+
   class ChainpushClient {
     /**
      * @param {object} o
@@ -23,7 +29,8 @@
       this.onMessage = o.onMessage;
       this.onState = o.onState || (() => {});
       this.onError = o.onError || ((e) => console.warn("chainpush", e));
-      // topic -> {filter, since, epoch}: since = last offset received, in the stream `epoch`
+      // subKey(topic) -> {topic, filter, since, epoch}: since = last offset received, in the
+      // stream `epoch`
       this.subs = new Map();
       this.seen = new Set(); // message ids delivered (dedup across reconnects)
       this.seenOrder = [];
@@ -39,25 +46,24 @@
      * the stream that offset belongs to (from a previous session's `subscribed` or message).
      */
     subscribe(topic, { since, filter, epoch } = {}) {
-      this.subs.set(topic, { since, filter, epoch });
-      this._send(this._subscribeFrame(topic));
+      this.subs.set(subKey(topic), { topic, since, filter, epoch });
+      this._send(this._subscribeFrame(this.subs.get(subKey(topic))));
     }
 
     /** Where a subscription stands: {since, epoch}, to keep across page loads. */
     position(topic) {
-      const s = this.subs.get(topic);
+      const s = this.subs.get(subKey(topic));
       return s ? { since: s.since, epoch: s.epoch } : undefined;
     }
 
-    _subscribeFrame(topic) {
-      const s = this.subs.get(topic);
+    _subscribeFrame(s) {
       // the epoch only qualifies a since: without one there is nothing to check
       const epoch = s.since === undefined ? undefined : s.epoch;
-      return { type: "subscribe", topic, since: s.since, epoch, filter: s.filter };
+      return { type: "subscribe", topic: s.topic, since: s.since, epoch, filter: s.filter };
     }
 
     unsubscribe(topic) {
-      this.subs.delete(topic);
+      this.subs.delete(subKey(topic));
       this._send({ type: "unsubscribe", topic });
     }
 
@@ -137,12 +143,12 @@
           this.wasReady = true;
           this.attempt = 0;
           this.onState("connected", msg);
-          for (const topic of this.subs.keys()) {
-            this.ws.send(JSON.stringify(this._subscribeFrame(topic)));
+          for (const s of this.subs.values()) {
+            this.ws.send(JSON.stringify(this._subscribeFrame(s)));
           }
           break;
         case "subscribed": {
-          const s = this.subs.get(msg.topic);
+          const s = this.subs.get(subKey(msg.topic));
           if (s) {
             // reset: our since belonged to another stream (store wiped or restored); the node
             // replays this one from offset 1. Live-only: resume from where it started.
@@ -153,7 +159,7 @@
           break;
         }
         case "message": {
-          const s = this.subs.get(msg.topic);
+          const s = this.subs.get(subKey(msg.topic));
           if (s) {
             // a message of another epoch: the stream was replaced, its offsets start again
             const replaced = msg.epoch && s.epoch && msg.epoch !== s.epoch;
