@@ -20,6 +20,9 @@ MESSAGES = "messages"
 STREAMS = "streams"
 #: one document per watcher cursor; ``_id`` is ``<chain_id>:<watcher name>``.
 CHECKPOINTS = "checkpoints"
+#: webhook delivery state, no TTL (a restart resumes from it): ``hook:<name>`` per webhook
+#: (paused, reason, rev), ``lane:<name>:<topic>`` per (webhook, topic) (acked cursor, pin, error).
+WEBHOOKS = "webhooks"
 
 
 @dataclass(frozen=True, slots=True)
