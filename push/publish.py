@@ -140,8 +140,8 @@ def app_record(*, topic: str, client_id: str, event: str, data: object,
             "data": data, "published_at": int(now), "status": "confirmed", "address_paths": []}
 
 
-def answer(record: Mapping[str, Any], *, msg_id: str, offset: int,
+def answer(record: Mapping[str, Any], *, msg_id: str, offset: int, epoch: str | None,
            duplicate: bool) -> dict[str, Any]:
-    """The JSON answer to an accepted request."""
+    """The JSON answer to an accepted request: where the message is in its stream."""
     return {"topic": record["topic"], "id": str(record["id"]).rpartition("/")[2],
-            "msg_id": msg_id, "offset": offset, "duplicate": duplicate}
+            "msg_id": msg_id, "offset": offset, "epoch": epoch, "duplicate": duplicate}

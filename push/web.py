@@ -12,10 +12,10 @@ Routes:
 * ``GET /healthz``, ``GET /metrics`` (Prometheus text).
 * ``POST /v1/publish`` with ``Authorization: Bearer <server key>`` ``{"topic": "app:orders",
   "id": "ord-1", "event": "order.shipped", "data": {...}}`` → 201 ``{"topic", "id", "msg_id",
-  "offset", "duplicate": false}`` (200 and ``duplicate: true`` for a retry of a stored id): an app
-  message stored through collect and delivered like any record (:mod:`push.publish`; off, 404,
-  without ``[publish] keys``). Errors are JSON ``{"error": <code>, "message": <text>}``: 400,
-  401, 404, 413, 503.
+  "offset", "epoch", "duplicate": false}`` (200 and ``duplicate: true`` for a retry of a
+  stored id): an app message stored through collect and delivered like any record
+  (:mod:`push.publish`; off, 404, without ``[publish] keys``). Errors are JSON
+  ``{"error": <code>, "message": <text>}``: 400, 401, 404, 413, 503.
 
 Tokens are never logged. The push nodes check tokens themselves (shared key), so this service is
 not on the path of a websocket connection.
@@ -185,27 +185,28 @@ class AuthService(AsyncResource):
         topic, msg_id = record["topic"], f"{record['id']}/confirmed"
         try:
             async with asyncio.timeout(self.publish.timeout_s):
-                before = await collector.store.offset_of(topic, msg_id)
+                before = await collector.store.position_of(topic, msg_id)
                 # a retry goes through accept too: it completes a first attempt that stopped
                 # between its steps, and re-dispatches the same offset (collect's replay path)
                 await collector.accept([record])
-                offset = await collector.store.offset_of(topic, msg_id)
+                position = await collector.store.position_of(topic, msg_id)
         except TimeoutError:
             logger.warning("publish of %s to %s: the store did not answer within %.0f s",
                            client_text(msg_id), client_text(topic), self.publish.timeout_s)
             return self._refuse(503, "unavailable", f"the store did not answer within "
                                 f"{self.publish.timeout_s:g} s; retry with the same id (a retry "
                                 "is stored once)")
-        if offset is None:  # accept returned, so the row exists; only a wiped store loses it
+        if position is None:  # accept returned, so the row exists; only a wiped store loses it
             return self._refuse(503, "unavailable", "the message was not found after storing "
                                 "it; retry with the same id")
         duplicate = before is not None
         if not duplicate:
             self.metrics.inc("chainpush_published_total")
             logger.debug("published %s to %s at offset %d", client_text(msg_id),
-                        client_text(topic), offset)
-        return web.json_response(answer(record, msg_id=msg_id, offset=offset,
-                                        duplicate=duplicate), status=200 if duplicate else 201)
+                         client_text(topic), position[0])
+        return web.json_response(answer(record, msg_id=msg_id, offset=position[0],
+                                        epoch=position[1], duplicate=duplicate),
+                                 status=200 if duplicate else 201)
 
     async def _config(self, request: web.Request) -> web.Response:
         return web.json_response({"push_urls": self.push_urls, "topics": self.topics,

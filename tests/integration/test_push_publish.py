@@ -81,16 +81,19 @@ async def test_published_message_reaches_a_subscriber_once(stack: Stack, unit: f
         assert sub["type"] == "subscribed", sub
         status, first = await stack.post(order(1))
         assert status == 201, first
+        epoch = first.pop("epoch")
+        assert isinstance(epoch, str) and len(epoch) == 16
         assert first == {"topic": "app:orders", "id": "ord-1",
                          "msg_id": "app:orders/ord-1/confirmed", "offset": 1, "duplicate": False}
         (msg,) = await client.until(1, "app:orders")
         assert msg["offset"] == 1 and msg["id"] == "app:orders/ord-1/confirmed"
+        assert msg["epoch"] == epoch  # the stream's epoch, as for chain topics
         record = msg["record"]
         assert record["kind"] == "app" and record["event"] == "order.shipped"
         assert record["data"] == {"order": 1, "items": ["a", "b"]}
         # a retry (the backend timed out and sent it again) is stored once
         status, again = await stack.post(order(1))
-        assert status == 200 and again == {**first, "duplicate": True}
+        assert status == 200 and again == {**first, "epoch": epoch, "duplicate": True}
         status, second = await stack.post(order(2))
         assert status == 201 and second["offset"] == 2
         got = await client.until(2, "app:orders")
@@ -102,13 +105,15 @@ async def test_published_message_reaches_a_subscriber_once(stack: Stack, unit: f
 async def test_history_with_since_and_the_users_own_inbox(stack: Stack, unit: float) -> None:
     async with asyncio.timeout(20 * unit):
         for n in (1, 2, 3):
-            status, _ = await stack.post(order(n))
+            status, answer = await stack.post(order(n))
             assert status == 201
+        epoch = answer["epoch"]
         status, _ = await stack.post({"topic": "inbox:alice", "id": "welcome", "data": "hi"})
         assert status == 201
         async with Client.connect(stack.node.url, token("alice", topics=("app:*",))) as client:
-            sub = await client.subscribe("app:orders", since=1)
+            sub = await client.subscribe("app:orders", since=1, epoch=epoch)
             assert sub["type"] == "subscribed" and sub["since"] == 1 and sub["head"] == 3
+            assert sub["epoch"] == epoch and sub["reset"] is False
             got = await client.until(2, "app:orders")
             assert [m["offset"] for m in got] == [2, 3]
             assert [m["record"]["data"]["order"] for m in got] == [2, 3]
@@ -119,6 +124,12 @@ async def test_history_with_since_and_the_users_own_inbox(stack: Stack, unit: fl
             assert msg["record"]["data"] == "hi" and msg["offset"] == 1
             refused = await client.subscribe("inbox:bob", since=0)
             assert refused["type"] == "error" and refused["code"] == "forbidden_topic"
+        # a position from another stream (a wiped store) is reset: the topic from offset 1
+        async with Client.connect(stack.node.url, token("alice", topics=("app:*",))) as client:
+            sub = await client.subscribe("app:orders", since=3, epoch="0" * 16)
+            assert sub["reset"] is True and sub["since"] == 0 and sub["epoch"] == epoch
+            got = await client.until(3, "app:orders")
+            assert [m["offset"] for m in got] == [1, 2, 3]
 
 
 async def test_refusals_are_json(stack: Stack, unit: float) -> None:
