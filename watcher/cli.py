@@ -24,14 +24,15 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from watcher.binding import bind
 from watcher.config import Config, demo_config, load_config
-from watcher.errors import ConfigError, WatcherError
+from watcher.errors import ConfigError, NodeError, NodeUnreachable, WatcherError
 from watcher.node import Endpoint
-from watcher.rpc import open_rpc
+from watcher.rpc import Rpc, open_rpc
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     mode.add_argument("--print-config", action="store_true",
                       help="print the resolved configuration as JSON and exit")
     mode.add_argument("--check-config", action="store_true",
-                      help="validate the configuration (ABIs, names, addresses) and exit")
+                      help="validate the configuration (ABIs, names; then each [node] "
+                           "endpoint's chain id against [node] chain_id and the addresses' "
+                           "code) and exit")
     parser.set_defaults(func=main)
 
 
@@ -66,24 +69,59 @@ def apply_env(config: Config, env: dict[str, str]) -> Config:
     return dataclasses.replace(config, stores=stores, node=node)
 
 
-async def _check(config: Config) -> list[str]:
-    lines = []
+async def _check(config: Config, say: Callable[[str], None]) -> None:
+    """``--check-config``: what needs no node (ABIs, names, filters), then every endpoint's
+    chain id against ``[node] chain_id`` and each address's code on the first that answers.
+
+    Raises ``ConfigError`` for a wrong configuration, ``NodeUnreachable`` when no endpoint
+    answers (after saying what was checked without the node)."""
     bind(config, config.node.chain_id)  # ABIs, event/function/filter names, without the node
-    lines.append(f"{config.source}: {len(config.contracts)} contract(s), ABIs and names ok")
-    endpoint = Endpoint.parse(config.node.urls[0], timeout_s=config.node.timeout_s)
-    rpc = await open_rpc(endpoint)
+    say(f"{config.source}: {len(config.contracts)} contract(s), ABIs and names ok")
+    expected = config.node.chain_id
+    live: list[tuple[Rpc, int]] = []
+    unreachable: list[str] = []
     try:
-        chain_id = int(await rpc.call("eth_chainId", []), 16)
+        for url in config.node.urls:
+            endpoint = Endpoint.parse(url, timeout_s=config.node.timeout_s)
+            try:
+                rpc = await open_rpc(endpoint)
+            except NodeError as exc:
+                unreachable.append(endpoint.describe())
+                say(f"{endpoint.describe()}: unreachable ({exc})")
+                continue
+            try:
+                chain_id = int(await rpc.call("eth_chainId", []), 16)
+            except NodeError as exc:
+                await rpc.aclose()
+                unreachable.append(endpoint.describe())
+                say(f"{endpoint.describe()}: unreachable ({exc})")
+                continue
+            live.append((rpc, chain_id))
+            if expected is not None and chain_id != expected:
+                raise ConfigError(f"{config.source}: [node] chain_id is {expected}, but "
+                                  f"{endpoint.describe()} serves chain {chain_id}")
+            if expected is not None:
+                say(f"[node] chain_id {expected}: {endpoint.describe()} serves it")
+            else:
+                say(f"{endpoint.describe()} serves chain {chain_id} ([node] chain_id unset)")
+            if live[0][1] != chain_id:
+                raise ConfigError(f"{config.source}: [node] endpoints serve different chains: "
+                                  f"{live[0][1]} and {chain_id} ({endpoint.describe()})")
+        if not live:
+            wanted = f"[node] chain_id {expected}" if expected is not None else "the chain id"
+            raise NodeUnreachable(f"no node answered ({', '.join(unreachable)}): {wanted} and "
+                                  "the contracts' code not checked")
+        rpc, chain_id = live[0]
         bound = bind(config, chain_id)
         codes = await rpc.batch([("eth_getCode", [s.address, "latest"]) for s in bound.specs])
         for spec, code in zip(bound.specs, codes, strict=True):
             if code in (None, "0x", "0x0"):
                 raise ConfigError(f"{config.source}: [[contracts]] {spec.name}.address "
                                   f"{spec.address}: no contract code there on chain {chain_id}")
-            lines.append(f"{spec.name} at {spec.address} on chain {chain_id}: code present")
+            say(f"{spec.name} at {spec.address} on chain {chain_id}: code present")
     finally:
-        await rpc.aclose()
-    return lines
+        for rpc, _ in live:
+            await rpc.aclose()
 
 
 def _sink_kind(requested: str | None) -> str:
@@ -144,8 +182,7 @@ def main(args: argparse.Namespace) -> int:
             print(json.dumps(config.describe(), indent=2))
             return 0
         if args.check_config:
-            for line in asyncio.run(_check(config)):
-                print(line)
+            asyncio.run(_check(config, lambda line: print(line, flush=True)))
             print("config ok")
             return 0
         asyncio.run(_run(config, _sink_kind(args.sink)))
