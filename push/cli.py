@@ -28,6 +28,7 @@ from typing import Any
 from chainpush.constants import RedisNames
 from chainpush.flags import InvalidBoolean, env_bool
 from chainpush.logs import redact_credentials
+from chainpush.project import find_config
 from push.config import Settings, load
 from push.errors import ConfigError
 
@@ -38,9 +39,7 @@ DEFAULT_CONFIG = Path("chainpush.toml")
 
 def _settings(args: argparse.Namespace, push: dict[str, Any] | None = None,
               auth: dict[str, Any] | None = None) -> Settings:
-    path: Path | None = args.config
-    if path is None and DEFAULT_CONFIG.exists():
-        path = DEFAULT_CONFIG
+    path = find_config(args.config)  # --config, else the project's (cwd or above)
     stores = {"mongo_uri": args.mongo_uri, "redis_url": args.redis_url,
               "database": args.database}
     dev: bool | None = args.dev  # --dev / --no-dev win over the environment
@@ -193,7 +192,7 @@ def cmd_auth(args: argparse.Namespace) -> int:
         print(issue(claims, settings.tokens, now=now))
         return 0
     push_urls = list(settings.auth.push_urls) or [settings.push.url]
-    topics = _demo_topics(args.config or DEFAULT_CONFIG)
+    topics = _demo_topics(find_config(args.config))
 
     async def serve() -> None:
         async with AuthService(settings.auth, tokens=settings.tokens, dev_mode=settings.dev_login,
@@ -210,7 +209,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from watcher.errors import WatcherError
 
     watch_config: Any = None
-    topics = _demo_topics(args.config or DEFAULT_CONFIG)
+    topics = _demo_topics(find_config(args.config))
     if not args.no_watcher:
         from watcher.cli import resolve_config
 

@@ -5,8 +5,9 @@
     chainpush watch --config chainpush.toml --print-config  # resolved configuration as JSON
     chainpush watch --config chainpush.toml --check-config  # validate (and reach the node)
 
-Without ``--config`` and without ``./chainpush.toml`` it watches the demo contracts that
-``scripts/deploy.py`` recorded in ``deployments/`` (``watcher.config.DEMO_CONFIG``).
+Without ``--config`` it reads the project's ``chainpush.toml``: in the current directory or the
+nearest one above (``chainpush.project.find_config``); without one, it watches the demo
+contracts that ``scripts/deploy.py`` recorded in ``deployments/`` (``watcher.config.DEMO_CONFIG``).
 
 Environment (read here, at the entry point, and nowhere else): ``CHAINPUSH_WATCH_CONFIG``
 (config path), ``CHAINPUSH_MONGO_URI`` (overrides ``[stores] mongo_uri``),
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from chainpush import project
 from watcher.binding import bind
 from watcher.config import Config, demo_config, load_config
 from watcher.errors import ConfigError, NodeError, NodeUnreachable, WatcherError
@@ -41,9 +43,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("watch", help="watch contracts on a node and store their events",
                             description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=None,
-                        help="TOML config (env CHAINPUSH_WATCH_CONFIG; default ./chainpush.toml, "
-                             "else the built-in demo config: DemoToken + CallDemo from "
-                             "deployments/)")
+                        help="TOML config (env CHAINPUSH_WATCH_CONFIG; default: chainpush.toml in "
+                             "the current directory or the nearest one above, else the "
+                             "built-in demo config: DemoToken + CallDemo from deployments/)")
     parser.add_argument("--sink", choices=("collect", "mongo", "stdout"), default=None,
                         help="where records go (default: collect if installed, else mongo)")
     mode = parser.add_mutually_exclusive_group()
@@ -162,16 +164,17 @@ async def _run(config: Config, sink_kind: str) -> None:
 
 
 def resolve_config(path: Path | None, env: dict[str, str]) -> Config:
-    """The config named by ``--config`` / ``CHAINPUSH_WATCH_CONFIG`` / ``./chainpush.toml``, or
-    the built-in demo config when none is given and no ``chainpush.toml`` exists."""
+    """The config named by ``--config`` / ``CHAINPUSH_WATCH_CONFIG``, else the project's
+    ``chainpush.toml`` (in the current directory or the nearest one above:
+    ``chainpush.project.find_config``, as ``compile``/``deploy``/``call`` find it), else the
+    built-in demo config. Relative paths in the file are relative to the file's directory."""
     if path is None and env.get("CHAINPUSH_WATCH_CONFIG"):
         path = Path(env["CHAINPUSH_WATCH_CONFIG"])
+    path = project.find_config(path)
     if path is None:
-        path = Path("chainpush.toml")
-        if not path.exists():
-            logger.info("no chainpush.toml here: watching the demo contracts (DemoToken, "
-                        "CallDemo) from deployments/")
-            return apply_env(demo_config(Path.cwd()), env)
+        logger.info("no chainpush.toml here or above: watching the demo contracts (DemoToken, "
+                    "CallDemo) from deployments/")
+        return apply_env(demo_config(Path.cwd().resolve()), env)
     return apply_env(load_config(path), env)
 
 
