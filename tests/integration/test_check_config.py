@@ -47,6 +47,11 @@ def test_chain_id_is_checked_against_the_node(anvil: Anvil, tmp_path: Path, unit
     assert ("chainpush.toml: [node] chain_id is 1, but http "
             f"http://127.0.0.1:{anvil.port} serves chain 31337") in wrong.stderr
 
+    # from a subdirectory of the project: the same chainpush.toml (found above)
+    (tmp_path / "src").mkdir()
+    below = check(tmp_path / "src", unit)
+    assert below.returncode == 2 and "[node] chain_id is 1" in below.stderr
+
     # unset: whatever the node serves is reported, not compared
     unset = check(project(tmp_path, urls=[anvil.http_url], chain_id=None, address=token), unit)
     assert unset.returncode == 0, unset.stderr
