@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "chainpush.deploy",
     "watcher.cli",
     "push.cli",
+    "push.webhook_cli",
 )
 
 

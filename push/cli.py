@@ -206,8 +206,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _checked(args)
     if settings is None:
         return 0 if args.print_config else 2
+    from push.webhook_cli import load_webhooks
     from watcher.errors import WatcherError
 
+    try:
+        webhooks = load_webhooks(args.config or DEFAULT_CONFIG)
+    except ConfigError as exc:
+        print(f"chainpush run: {exc}", file=sys.stderr)
+        return 2
     watch_config: Any = None
     topics = _demo_topics(find_config(args.config))
     if not args.no_watcher:
@@ -229,7 +235,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     fatal: list[str] = []
     code = 0
     try:
-        code = _main(lambda: run_all(settings, topics, watch_config))
+        code = _main(lambda: run_all(settings, topics, watch_config, webhooks))
     except* WatcherError as group:
         # a fatal watcher error (a chain that no longer links to the checkpoint, ...) stops
         # the demo with its message, not a traceback
@@ -239,9 +245,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if fatal else code
 
 
-async def run_all(settings: Settings, topics: list[str], watch_config: Any) -> None:
+async def run_all(settings: Settings, topics: list[str], watch_config: Any,
+                  webhooks: Any = None) -> None:
     """Collect + dispatch + two push nodes + auth/page (+ the watcher feeding collect when
-    ``watch_config`` is given)."""
+    ``watch_config`` is given, + the webhook deliverer when ``webhooks`` has any)."""
     from push.collect import Collector
     from push.dispatch import Dispatcher
     from push.metrics import Metrics
@@ -278,6 +285,10 @@ async def run_all(settings: Settings, topics: list[str], watch_config: Any) -> N
                 group.create_task(node.run())
             if watch_config is not None:
                 group.create_task(_run_watcher(watch_config, collector))
+            if webhooks is not None and webhooks.webhooks:
+                from push.webhook_delivery import run_webhooks
+
+                group.create_task(run_webhooks(webhooks, settings.stores, metrics))
 
 
 async def _run_watcher(config: Any, collector: Any) -> None:
