@@ -152,7 +152,7 @@ def _abi(config: Config, c: ContractConfig, ignition: list[IgnitionDeployment],
     except InvalidABI as exc:
         raise InvalidABI(f"{config.source}: [[contracts]] {c.name}.abi: {exc}") from exc
     candidates = [d.artifact(future) for d in ignition if future is not None]
-    if future is None:  # no node yet: the future this name would resolve to, in any deployment
+    if future is None:  # no node yet, or an explicit address: the future of this name
         for d in ignition:
             key = d.lookup(c.deployment or c.name, where=config.source)
             if key is not None:
