@@ -31,21 +31,19 @@ from typing import Any
 from chainpush.constants import RedisNames
 from chainpush.flags import InvalidBoolean, env_bool
 from chainpush.logs import redact_credentials
+from chainpush.project import find_config
 from push.config import AuthServiceConfig, PushConfig, Settings, StoresConfig, load
 from push.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CONFIG = Path("chainpush.toml")
 #: the defaults shown in --help (a slots dataclass has no class-level default to read)
 _PUSH, _AUTH, _STORES = PushConfig(), AuthServiceConfig(), StoresConfig()
 
 
 def _settings(args: argparse.Namespace, push: dict[str, Any] | None = None,
               auth: dict[str, Any] | None = None) -> Settings:
-    path: Path | None = args.config
-    if path is None and DEFAULT_CONFIG.exists():
-        path = DEFAULT_CONFIG
+    path = find_config(args.config)  # --config, else the project's (cwd or above)
     stores = {"mongo_uri": args.mongo_uri, "redis_url": args.redis_url,
               "database": args.database}
     dev: bool | None = args.dev  # --dev / --no-dev win over the environment
@@ -126,8 +124,8 @@ examples:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None,
-                        help="TOML config (default: ./chainpush.toml if present, else built-in "
-                             "defaults)")
+                        help="TOML config (default: the nearest chainpush.toml in the current "
+                             "directory or above, else built-in defaults)")
     parser.add_argument("--mongo-uri", default=os.environ.get("CHAINPUSH_MONGO_URI"),
                         help="overrides [stores] mongo_uri (env CHAINPUSH_MONGO_URI; default "
                              f"{_STORES.mongo_uri})")
@@ -384,7 +382,7 @@ def cmd_auth(args: argparse.Namespace) -> int:
                   f"e.g.: {_ISSUE_EXAMPLE}", file=sys.stderr)
             return 2
     push_urls = list(settings.auth.push_urls) or [settings.push.url]
-    topics = _demo_topics(args.config or DEFAULT_CONFIG)
+    topics = _demo_topics(find_config(args.config))
     cfg = settings.auth
 
     async def serve() -> None:
@@ -418,12 +416,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from watcher.errors import WatcherError
 
     try:
-        webhooks = load_webhooks(args.config or DEFAULT_CONFIG)
+        webhooks = load_webhooks(find_config(args.config))
     except ConfigError as exc:
         print(f"chainpush run: {exc}; fix: {_config_fix('run', str(exc))}", file=sys.stderr)
         return 2
     watch_config: Any = None
-    topics = _demo_topics(args.config or DEFAULT_CONFIG)
+    topics = _demo_topics(find_config(args.config))
     if not args.no_watcher:
         from watcher.cli import resolve_config
 
