@@ -12,7 +12,14 @@ For each record (docs/seams.md §1), in the order given:
    tries again) and the unique index ``(topic, msg_id)`` makes a replay find the row it already
    has, so a replay is re-dispatched with its original offset and never gets a new one. No counter
    document exists that a crash could advance without a message: offsets stay gap-free.
-3. Only when every row of the record is stored, the stored messages go to dispatch.
+3. Only when every row of the record is stored, the stored messages go to dispatch. A dispatch
+   failure of any kind is counted and logged, never raised: the record is stored, and push nodes
+   reconcile against MongoDB (:meth:`Collector._dispatch`).
+
+Epochs: before a topic's first row, its ``streams`` row is created with ``$setOnInsert``
+(:meth:`push.store.MessageStore.ensure_epoch`) and every row of the topic carries that epoch, so
+a wiped store starts each stream under a new one (docs/seams.md §2). Collect caches each topic's
+epoch and next offset for its lifetime: wipe or restore the store with the watcher stopped.
 
 MongoDB slow or down: each step is retried with backoff until it succeeds (logged with the tries
 left); :meth:`Collector.accept` does not return meanwhile, which is the back-pressure the watcher
@@ -27,12 +34,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from chainpush.constants import RedisNames
+from chainpush.logs import Throttle, client_text
 from chainpush.resource import AsyncResource
-from push.dispatch import Dispatcher
+from push.dispatch import ERROR_LOG_INTERVAL_S, Dispatcher
 from push.metrics import Metrics
 from push.records import StoredMessage, topics_of
 from push.retry import RetryPolicy
@@ -86,9 +95,14 @@ class Collector(AsyncResource):
             dispatch = self._owned_dispatch = Dispatcher(
                 redis_url, names=RedisNames(namespace), metrics=self.metrics)
         self.dispatch = dispatch
+        self.metrics.counter("chainpush_dispatch_errors_total",
+                             "dispatch failures after a record was stored (nodes reconcile)")
+        self._throttle = Throttle(ERROR_LOG_INTERVAL_S)
         self._lock = asyncio.Lock()
         #: next offset to try per topic: a hint only, the unique index is the arbiter.
         self._next: dict[str, int] = {}
+        #: each topic's stream epoch, read (or created) once per topic.
+        self._epochs: dict[str, str] = {}
 
     async def __aenter__(self) -> Collector:
         if self._owns_store:
@@ -117,7 +131,26 @@ class Collector(AsyncResource):
             for record, msg_id, topics in plans:
                 stored = await self._store_one(record, msg_id, topics)
                 if self.dispatch is not None:
-                    await self.dispatch.publish(stored)
+                    await self._dispatch(self.dispatch, stored)
+
+    async def _dispatch(self, dispatch: Dispatch, stored: list[StoredMessage]) -> None:
+        """Hand stored messages to dispatch; never fail because of it.
+
+        The messages are in MongoDB already, and every push node's reconcile finds them there
+        (``reconcile_s``): a dispatch failure of any kind (a Redis answering errors, a bug) only
+        delays delivery. It is counted, logged at most every ``ERROR_LOG_INTERVAL_S``, and the
+        next record dispatches again (the retry)."""
+        try:
+            await dispatch.publish(stored)
+        except Exception as exc:  # any dispatch failure; a cancellation passes through
+            self.metrics.inc("chainpush_dispatch_errors_total")
+            held = self._throttle.ready("dispatch")
+            if held is not None:
+                logger.warning(
+                    "dispatch of %s failed (%s: %s); it is stored, push nodes pick it up at "
+                    "their next reconcile; the next record is dispatched again; %d similar "
+                    "lines held back", stored[0].msg_id if stored else "?", type(exc).__name__,
+                    client_text(exc), held, exc_info=held == 0)
 
     async def _store_one(
         self, record: Mapping[str, Any], msg_id: str, topics: list[str]
@@ -127,11 +160,13 @@ class Collector(AsyncResource):
         if not fresh:
             self.metrics.inc("chainpush_collect_replays_total")
             logger.debug("record %s already stored: replaying its rows", msg_id)
+        epochs = {topic: await self._epoch(topic) for topic in topics}
         stored: dict[str, StoredMessage] = {}
         if fresh and all(topic in self._next for topic in topics):
             # the common case: a new record on known topics, all rows in one round trip; rows
             # another writer got to first fall through to the one-by-one path below
-            rows = [StoredMessage(topic=t, offset=self._next[t], msg_id=msg_id, record=record)
+            rows = [StoredMessage(topic=t, offset=self._next[t], msg_id=msg_id, record=record,
+                                  epoch=epochs[t])
                     for t in topics]
             for row, result in zip(rows, await self.store.insert_messages(rows), strict=True):
                 if result == "inserted":
@@ -141,28 +176,42 @@ class Collector(AsyncResource):
         for topic in topics:
             if topic in stored:
                 continue
-            offset = None if fresh else await self.store.offset_of(topic, msg_id)
-            if offset is None:
-                offset = await self._insert(topic, msg_id, record)
-            stored[topic] = StoredMessage(topic=topic, offset=offset, msg_id=msg_id,
-                                          record=record)
+            position = None if fresh else await self.store.position_of(topic, msg_id)
+            if position is None:
+                position = await self._insert(topic, msg_id, record, epochs[topic])
+            stored[topic] = StoredMessage(topic=topic, offset=position[0], msg_id=msg_id,
+                                          record=record, epoch=position[1])
         return [stored[topic] for topic in topics]
 
-    async def _insert(self, topic: str, msg_id: str, record: Mapping[str, Any]) -> int:
+    async def _epoch(self, topic: str) -> str:
+        epoch = self._epochs.get(topic)
+        if epoch is None:
+            epoch = self._epochs[topic] = await self.store.ensure_epoch(topic, new_epoch())
+        return epoch
+
+    async def _insert(
+        self, topic: str, msg_id: str, record: Mapping[str, Any], epoch: str
+    ) -> tuple[int, str | None]:
         offset = self._next.get(topic)
         if offset is None:
             offset = await self.store.max_offset(topic) + 1
         while True:
             result = await self.store.insert_message(
-                StoredMessage(topic=topic, offset=offset, msg_id=msg_id, record=record)
+                StoredMessage(topic=topic, offset=offset, msg_id=msg_id, record=record,
+                              epoch=epoch)
             )
             if result == "inserted":
                 self.metrics.inc("chainpush_collect_messages_total")
                 self._next[topic] = offset + 1
-                return offset
+                return offset, epoch
             if result == "exists":
-                existing = await self.store.offset_of(topic, msg_id)
+                existing = await self.store.position_of(topic, msg_id)
                 if existing is not None:
                     return existing
             # another writer took this offset: start again from the true maximum
             offset = await self.store.max_offset(topic) + 1
+
+
+def new_epoch() -> str:
+    """A fresh stream epoch: 16 random hex digits (docs/seams.md §2)."""
+    return secrets.token_hex(8)

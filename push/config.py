@@ -1,7 +1,7 @@
 """Configuration of the push side: one frozen dataclass per component, read from TOML here only.
 
 ``chainpush.toml`` sections used here: ``[stores]`` (shared with the watcher), ``[push]``,
-``[auth]``. Other sections belong to the watcher and are ignored.
+``[auth]``, ``[publish]``. Other sections belong to the watcher and are ignored.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from chainpush.flags import InvalidBoolean, toml_bool
 from push.errors import ConfigError
-from push.tokens import TokenConfig
+from push.redisio import RedisTarget
+from push.tokens import DEV_SECRET, TokenConfig
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -28,6 +30,10 @@ class StoresConfig:
             raise ConfigError(f"stores.mongo_uri must be a mongodb:// URI, got {self.mongo_uri!r}")
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"stores.redis_url must be a redis:// URL, got {self.redis_url!r}")
+        try:
+            RedisTarget.parse(self.redis_url)
+        except ValueError as exc:
+            raise ConfigError(f"stores.redis_url: {exc}") from None
         if not self.database or not self.namespace:
             raise ConfigError("stores.database and stores.namespace must be non-empty")
 
@@ -94,13 +100,66 @@ class AuthServiceConfig:
             raise ConfigError(f"auth.token_ttl_s must be >= 1, got {self.token_ttl_s}")
 
 
+#: the shortest server key accepted outside dev mode (as for [auth] secret)
+MIN_PUBLISH_KEY_CHARS = 32
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PublishConfig:
+    """``POST /v1/publish`` on the auth service: app messages from a backend with a server key.
+
+    ``keys`` empty = the endpoint is off (404). Several keys let one be rotated: add the new
+    one, move the backends, remove the old one.
+    """
+
+    #: never in a repr (a config in a traceback or a debug log must not leak them)
+    keys: tuple[str, ...] = field(default=(), repr=False)
+    max_body_bytes: int = 64 * 1024
+    #: how long a request may wait for MongoDB before it is answered 503 (retry with the same id)
+    timeout_s: float = 10.0
+    dev_mode: bool = False
+
+    def __post_init__(self) -> None:
+        for i, key in enumerate(self.keys):
+            if not isinstance(key, str) or not key or key != key.strip() or not key.isprintable():
+                raise ConfigError(f"[publish] keys[{i}] must be a non-empty printable string "
+                                  "without surrounding spaces")
+            if len(key) < MIN_PUBLISH_KEY_CHARS and not self.dev_mode:
+                raise ConfigError(
+                    f"[publish] keys[{i}] is {len(key)} characters: outside dev mode a server "
+                    f"key must be a random string of at least {MIN_PUBLISH_KEY_CHARS}")
+        if not 1 <= self.max_body_bytes <= 1024 * 1024:
+            raise ConfigError(f"publish.max_body_bytes must be in 1..1048576, got "
+                              f"{self.max_body_bytes}")
+        if self.timeout_s <= 0:
+            raise ConfigError(f"publish.timeout_s must be > 0, got {self.timeout_s}")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """``dev_mode``: the dev secret is allowed. ``dev_login``: ``POST /auth/login`` mints tokens.
+
+    ``dev_explicit`` says dev mode was asked for (``--dev``, ``CHAINPUSH_DEV``, ``[auth]
+    dev_mode``) rather than defaulted (``chainpush run``). The dev login signs with whatever key
+    is configured, so beside a real key it runs only when dev mode was explicit.
+    """
+
     stores: StoresConfig = field(default_factory=StoresConfig)
     push: PushConfig = field(default_factory=PushConfig)
     tokens: TokenConfig = field(default_factory=lambda: TokenConfig(dev_mode=True))
     auth: AuthServiceConfig = field(default_factory=AuthServiceConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
     dev_mode: bool = True
+    dev_explicit: bool = False
+
+    @property
+    def real_key(self) -> bool:
+        """True unless tokens are signed with the well-known dev secret."""
+        return self.tokens.algorithm != "HS256" or self.tokens.secret != DEV_SECRET
+
+    @property
+    def dev_login(self) -> bool:
+        return self.dev_mode and (self.dev_explicit or not self.real_key)
 
 
 def _section(cls: type[Any], raw: dict[str, Any], section: str, **extra: Any) -> Any:
@@ -109,6 +168,10 @@ def _section(cls: type[Any], raw: dict[str, Any], section: str, **extra: Any) ->
     if unknown:
         raise ConfigError(f"unknown setting(s) in [{section}]: {', '.join(sorted(unknown))}")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    for f in fields(cls):
+        # annotations are strings here (``from __future__ import annotations``)
+        if f.type == "bool" and f.name in values:
+            values[f.name] = _bool(values[f.name], f"[{section}] {f.name}")
     values.update(extra)
     try:
         return cls(**values)
@@ -121,9 +184,24 @@ _TOKEN_KEYS = {"algorithm", "secret", "public_key", "private_key", "issuer", "au
 _AUTH_KEYS = {"host", "port", "token_ttl_s", "dev_topics", "push_urls"}
 
 
-def load(path: Path | None, *, dev_mode: bool, overrides: dict[str, Any] | None = None,
-         secret_from_env: str | None = None) -> Settings:
-    """Read ``path`` (TOML); ``overrides`` is ``{"push": {...}}`` etc. from the command line."""
+def _bool(value: object, key: str) -> bool:
+    try:
+        return toml_bool(value, key=key)
+    except InvalidBoolean as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def load(path: Path | None, *, dev_mode: bool | None, dev_default: bool = False,
+         overrides: dict[str, Any] | None = None,
+         secret_from_env: str | None = None,
+         publish_keys_from_env: str | None = None) -> Settings:
+    """Read ``path`` (TOML); ``overrides`` is ``{"push": {...}}`` etc. from the command line.
+
+    ``dev_mode`` is what the flags / ``CHAINPUSH_DEV`` said (``None``: nothing), and wins over
+    ``[auth] dev_mode`` (a TOML boolean); ``dev_default`` applies when neither says anything.
+    ``publish_keys_from_env`` (``CHAINPUSH_PUBLISH_KEYS``, comma-separated) replaces
+    ``[publish] keys``.
+    """
     raw: dict[str, Any] = {}
     if path is not None:
         try:
@@ -135,16 +213,32 @@ def load(path: Path | None, *, dev_mode: bool, overrides: dict[str, Any] | None 
     auth_raw = dict(raw.get("auth", {}))
     if secret_from_env:
         auth_raw["secret"] = secret_from_env
-    dev_mode = bool(auth_raw.pop("dev_mode", dev_mode)) or dev_mode
+    from_file = auth_raw.pop("dev_mode", None)
+    explicit = dev_mode
+    if from_file is not None:
+        file_value = _bool(from_file, "[auth] dev_mode")
+        explicit = file_value if explicit is None else explicit
+    dev = explicit if explicit is not None else dev_default
     token_raw = {k: v for k, v in auth_raw.items() if k in _TOKEN_KEYS}
     service_raw = {k: v for k, v in auth_raw.items() if k in _AUTH_KEYS}
     unknown = set(auth_raw) - _TOKEN_KEYS - _AUTH_KEYS
     if unknown:
         raise ConfigError(f"unknown setting(s) in [auth]: {', '.join(sorted(unknown))}")
+    publish_raw = dict(raw.get("publish", {}))
+    if "dev_mode" in publish_raw:
+        raise ConfigError("unknown setting(s) in [publish]: dev_mode (dev mode is [auth] "
+                          "dev_mode, --dev or CHAINPUSH_DEV)")
+    if publish_keys_from_env:
+        publish_raw["keys"] = [k.strip() for k in publish_keys_from_env.split(",") if k.strip()]
+    keys = publish_raw.get("keys", [])
+    if not isinstance(keys, list | tuple) or not all(isinstance(k, str) for k in keys):
+        raise ConfigError("[publish] keys must be a list of strings, e.g. keys = "
+                          "[\"<32+ random characters>\"]")
     return Settings(
         stores=_section(StoresConfig, raw.get("stores", {}), "stores"),
         push=_section(PushConfig, raw.get("push", {}), "push"),
-        tokens=_section(TokenConfig, token_raw, "auth", dev_mode=dev_mode),
+        tokens=_section(TokenConfig, token_raw, "auth", dev_mode=dev),
         auth=_section(AuthServiceConfig, service_raw, "auth"),
-        dev_mode=dev_mode,
+        publish=_section(PublishConfig, publish_raw, "publish", dev_mode=dev),
+        dev_mode=dev, dev_explicit=explicit is True,
     )

@@ -44,6 +44,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from chainpush.constants import RedisNames
+from chainpush.logs import client_text
 from chainpush.resource import AsyncResource
 from push import wire
 from push.config import PushConfig, StoresConfig
@@ -52,6 +53,7 @@ from push.errors import ProtocolError, StoreUnavailable, TokenError
 from push.metrics import Metrics
 from push.ratelimit import TokenBucket
 from push.records import StoredMessage
+from push.resume import resume_point, stream_replaced
 from push.store import MessageStore
 from push.subscription import Cursor, Filter
 from push.tokens import Claims, TokenConfig, TokenExpired, verify
@@ -70,6 +72,8 @@ class Subscription:
     cursor: Cursor
     filter: Filter
     task: asyncio.Task[None] | None = None
+    #: the stream epoch the cursor's offsets belong to (None until the topic has a message)
+    epoch: str | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -144,7 +148,7 @@ class PushNode(AsyncResource):
         )
         self._link = NodeLink(
             self.stores.redis_url, node_id=self.config.node_id, public_url=self.url,
-            names=self.names, topics=lambda: list(self.topics), users=lambda: list(self.users),
+            names=self.names, topics=lambda: list(self.topics),
             on_messages=self._on_inbox, on_resync=self.reconcile,
             heartbeat_s=self.config.heartbeat_s, node_ttl_s=self.config.node_ttl_s,
             metrics=self.metrics,
@@ -326,7 +330,9 @@ class PushNode(AsyncResource):
 
     async def _error(self, conn: Connection, code: str, text: str, ref: str | None) -> None:
         self.metrics.inc("chainpush_client_errors_total")
-        logger.info("conn %d: user %s: %s (%s)", conn.id, conn.claims.user, code, text[:200])
+        # per frame, so DEBUG (counted in chainpush_client_errors_total); client text escaped
+        logger.debug("conn %d: user %s: %s (%s)", conn.id, client_text(conn.claims.user), code,
+                     client_text(text))
         await conn.ws.send(wire.error(code, text, ref))
 
     async def _on_frame(self, conn: Connection, data: str | bytes) -> None:
@@ -381,7 +387,7 @@ class PushNode(AsyncResource):
         try:
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):
                 await self.link.register_topic(topic)
-                head = await self.store.max_offset(topic)
+                head, epoch = await self.store.head(topic)
         except (TimeoutError, StoreUnavailable):
             if conn.subs.get(topic) is sub:
                 del conn.subs[topic]
@@ -391,9 +397,12 @@ class PushNode(AsyncResource):
             return
         if conn.subs.get(topic) is not sub or conn.closing:
             return
-        since = head if frame.since is None else min(frame.since, head)
-        sub.cursor.next = since + 1
-        await conn.ws.send(wire.subscribed(topic=topic, since=since, head=head, ref=frame.ref))
+        start = resume_point(since=frame.since, epoch=frame.epoch, head=head, stream_epoch=epoch)
+        sub.cursor.next = start.since + 1
+        if epoch is not None:  # the head read is what the cursor's offsets refer to
+            sub.epoch = epoch
+        await conn.ws.send(wire.subscribed(topic=topic, since=start.since, head=head, epoch=epoch,
+                                           reset=start.reset, ref=frame.ref))
         self.metrics.inc("chainpush_repairs_total")
         sub.task = self._spawn(self._repair(conn, sub), f"repair-{conn.id}-{topic}")
 
@@ -417,6 +426,7 @@ class PushNode(AsyncResource):
                 for row in rows:
                     if not sub.cursor.fetched(row.offset):
                         break
+                    sub.epoch = sub.epoch or row.epoch  # the stream these offsets belong to
                     if sub.filter.matches(row.record):
                         await conn.ws.send(wire.message(row))
                         self.metrics.inc("chainpush_history_out_total")
@@ -429,6 +439,18 @@ class PushNode(AsyncResource):
         finally:
             if sub.task is asyncio.current_task():
                 sub.task = None
+
+    def _restart(self, conn: Connection, sub: Subscription, epoch: str | None, seen: int) -> None:
+        """The topic's stream was replaced (store wiped or restored, docs/protocol.md §5):
+        follow the new one from offset 1; its messages carry the new epoch, which tells the
+        client to take offsets from it."""
+        logger.info("conn %d: topic %s has a new stream (epoch %s, was %s): from offset 1",
+                    conn.id, sub.topic, epoch, sub.epoch)
+        if sub.task is not None:
+            sub.task.cancel()
+        sub.epoch = epoch
+        sub.cursor = Cursor(next=1, repairing=True, missed=seen)
+        self._start_repair(conn, sub)
 
     def _start_repair(self, conn: Connection, sub: Subscription) -> None:
         self.metrics.inc("chainpush_repairs_total")
@@ -452,7 +474,13 @@ class PushNode(AsyncResource):
         if not subs:
             return 0
         targets: list[Connection] = []
+        epoch = message.epoch
         for conn, sub in list(subs.items()):
+            if sub.epoch != epoch:  # rare: one comparison per subscriber otherwise
+                if stream_replaced(sub.epoch, epoch):
+                    self._restart(conn, sub, epoch, message.offset)
+                    continue
+                sub.epoch = sub.epoch or epoch
             action = sub.cursor.offer(message.offset)
             if action == "deliver":
                 if sub.filter.matches(message.record):
@@ -505,11 +533,13 @@ class PushNode(AsyncResource):
         """Repair every subscription that is behind its topic's last offset in MongoDB."""
         for topic in list(self.topics):
             try:
-                head = await self.store.max_offset(topic)
+                head, epoch = await self.store.head(topic)
             except StoreUnavailable:
                 return
             for conn, sub in list(self.topics.get(topic, {}).items()):
-                if sub.cursor.next <= head and sub.cursor.start_repair():
+                if stream_replaced(sub.epoch, epoch):
+                    self._restart(conn, sub, epoch, head)
+                elif sub.cursor.next <= head and sub.cursor.start_repair():
                     self._start_repair(conn, sub)
 
     async def _reconcile_loop(self) -> None:
@@ -528,7 +558,7 @@ def _response(status: int, body: str, content_type: str) -> Response:
 async def _refuse(ws: ServerConnection, code: int, conn_id: int, why: str) -> None:
     # ``why`` comes from token checks or the parser: never the token itself
     logger.info("conn %d refused with %d (%s): %s", conn_id, code, wire.CLOSE_REASONS[code],
-                why[:200])
+                client_text(why))
     closing = asyncio.ensure_future(ws.close(code, wire.CLOSE_REASONS[code]))
     # read (and drop) what the client sent meanwhile so its close frame is seen at once
     with contextlib.suppress(ConnectionClosed):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from push.errors import ProtocolError
-from push.records import StoredMessage
+from push.records import StoredMessage, is_user_topic_name, normalise_topic
 
 # --- close codes (RFC 6455 §7.4: 4000-4999 are for applications) -----------------------------
 
@@ -49,20 +49,24 @@ ERROR_CODES = frozenset({
     "bad_message",  # JSON, but not an object of a known shape (the message says which field)
     "unknown_type",  # an object whose ``type`` is not a client frame type
     "forbidden_topic",  # the token does not grant that topic
-    "unknown_topic",  # not a topic of the form contract:X, state:X or user:0x…
+    "unknown_topic",  # not contract:X, state:X, app:X, inbox:<user> or user:0x + 40 hex digits
     "not_subscribed",  # unsubscribe from a topic that was not subscribed
     "too_many_subscriptions",  # above ``max_subscriptions`` per connection
     "unavailable",  # history could not be read right now; retry the subscribe
 })
 
-TOPIC_KINDS = ("contract", "state", "user")
+TOPIC_KINDS = ("contract", "state", "user", "app", "inbox")
 #: deepest JSON nesting accepted from a client. The C JSON parser recurses once per level and
 #: trusts ``sys.getrecursionlimit()``, which a dependency may raise (py_ecc, imported by web3, sets
 #: it to 100000): then a 64 KiB frame of ``[`` overflows the C stack and kills the process. So the
 #: depth is checked before parsing.
 MAX_DEPTH = 32
 MAX_TOPIC_CHARS = 200
+#: an ``inbox:`` topic names a token's ``sub`` exactly, and a ``sub`` may have 256 characters
+#: (push.tokens.MAX_SUB_CHARS, which imports this module)
+MAX_INBOX_USER_CHARS = 256
 MAX_REF_CHARS = 100
+MAX_EPOCH_CHARS = 64
 
 # --- client frames ---------------------------------------------------------------------------
 
@@ -77,6 +81,8 @@ class Auth:
 class Subscribe:
     topic: str
     since: int | None = None  #: last offset the client has; None = live only
+    #: the stream epoch ``since`` belongs to (docs/protocol.md §5); None = not known
+    epoch: str | None = None
     filter: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     ref: str | None = None
     type: Literal["subscribe"] = "subscribe"
@@ -99,8 +105,16 @@ ClientFrame = Auth | Subscribe | Unsubscribe | Ping
 
 
 def valid_topic(topic: str) -> bool:
+    """``contract:X`` / ``state:X`` / ``app:X`` with a printable X (topic at most
+    :data:`MAX_TOPIC_CHARS`), ``inbox:<user id>`` (a token ``sub``: printable, at most
+    :data:`MAX_INBOX_USER_CHARS`), or ``user:0x`` + 40 hex digits."""
     kind, sep, name = topic.partition(":")
-    return bool(sep) and kind in TOPIC_KINDS and 0 < len(name) and len(topic) <= MAX_TOPIC_CHARS
+    if kind == "user":
+        return bool(sep) and is_user_topic_name(name)
+    if kind == "inbox":
+        return bool(sep) and 0 < len(name) <= MAX_INBOX_USER_CHARS and name.isprintable()
+    return (bool(sep) and kind in TOPIC_KINDS and 0 < len(name)
+            and len(topic) <= MAX_TOPIC_CHARS and name.isprintable())
 
 
 def _ref(obj: Mapping[str, Any]) -> str | None:
@@ -120,10 +134,11 @@ def _topic(obj: Mapping[str, Any], ref: str | None) -> str:
                             ref)
     if not valid_topic(topic):
         raise ProtocolError(
-            "unknown_topic", "topic must be contract:<Name>, state:<Name> or user:<0xaddress> "
-            f"(at most {MAX_TOPIC_CHARS} characters)", ref,
+            "unknown_topic", "topic must be contract:<Name>, state:<Name>, app:<Name>, "
+            f"inbox:<user id> or user:<0xaddress> (at most {MAX_TOPIC_CHARS} characters)", ref,
         )
-    return topic
+    # user:0xab84… (MetaMask's lower case) is the topic user:0xAb84… that records are routed to
+    return normalise_topic(topic)
 
 
 def _filter(raw: object, ref: str | None) -> dict[str, tuple[Any, ...]]:
@@ -199,7 +214,12 @@ def parse_client_frame(data: str | bytes) -> ClientFrame:
         ):
             shown = repr(since)[:50]
             raise ProtocolError("bad_message", f"since must be an integer >= 0, got {shown}", ref)
-        return Subscribe(topic=topic, since=since, filter=_filter(obj.get("filter"), ref), ref=ref)
+        epoch = obj.get("epoch")
+        if epoch is not None and (not isinstance(epoch, str) or len(epoch) > MAX_EPOCH_CHARS):
+            raise ProtocolError("bad_message", f"epoch must be a string of at most "
+                                f"{MAX_EPOCH_CHARS} characters, got {type(epoch).__name__}", ref)
+        return Subscribe(topic=topic, since=since, epoch=epoch,
+                         filter=_filter(obj.get("filter"), ref), ref=ref)
     if kind == "unsubscribe":
         return Unsubscribe(topic=_topic(obj, ref), ref=ref)
     if kind == "ping":
@@ -218,6 +238,8 @@ def client_frame(frame: ClientFrame) -> str:
         obj["topic"] = frame.topic
         if frame.since is not None:
             obj["since"] = frame.since
+        if frame.epoch is not None:
+            obj["epoch"] = frame.epoch
         if frame.filter:
             obj["filter"] = {k: list(v) for k, v in frame.filter.items()}
     elif isinstance(frame, Unsubscribe):
@@ -242,9 +264,13 @@ def welcome(*, user: str, node: str, topics: list[str], wallets: list[str], expi
                   "wallets": wallets, "expires_at": expires_at, "heartbeat_s": heartbeat_s})
 
 
-def subscribed(*, topic: str, since: int, head: int, ref: str | None) -> str:
-    """``since``: offsets above it follow; ``head``: the topic's last offset at subscribe time."""
-    return _dump({"type": "subscribed", "topic": topic, "since": since, "head": head, "ref": ref})
+def subscribed(*, topic: str, since: int, head: int, ref: str | None, epoch: str | None = None,
+               reset: bool = False) -> str:
+    """``since``: offsets above it follow; ``head``: the topic's last offset at subscribe time;
+    ``epoch``: the stream's epoch (None before its first message); ``reset``: the client's
+    position belonged to another stream and the topic is replayed from offset 1."""
+    return _dump({"type": "subscribed", "topic": topic, "since": since, "head": head,
+                  "epoch": epoch, "reset": reset, "ref": ref})
 
 
 def unsubscribed(*, topic: str, ref: str | None) -> str:
@@ -253,8 +279,8 @@ def unsubscribed(*, topic: str, ref: str | None) -> str:
 
 def message(msg: StoredMessage) -> str:
     """The frame carrying one stored message; the same text goes to every subscriber."""
-    return _dump({"type": "message", "topic": msg.topic, "offset": msg.offset, "id": msg.msg_id,
-                  "record": msg.record})
+    return _dump({"type": "message", "topic": msg.topic, "offset": msg.offset,
+                  "epoch": msg.epoch, "id": msg.msg_id, "record": msg.record})
 
 
 def error(code: str, text: str, ref: str | None = None) -> str:
