@@ -99,6 +99,7 @@ function fill(card, r, msg) {
   const args = card.querySelector(".args");
   args.replaceChildren();
   for (const [path, v] of leaves(r.args)) {
+    if (path === "inputs" && Array.isArray(v) && !v.length) continue; // a state read of get()
     const arg = document.createElement("span");
     arg.className = "arg";
     const name = document.createElement("span");
@@ -109,7 +110,9 @@ function fill(card, r, msg) {
   }
   const meta = ["block " + r.block_number];
   if (r.tx_hash) meta.push("tx " + shortAddress(r.tx_hash));
-  meta.push(msg.topic + " #" + msg.offset);
+  const topic = msg.topic.startsWith("user:") ? "user:" + shortAddress(msg.topic.slice(5))
+    : msg.topic;
+  meta.push(topic + " #" + msg.offset);
   card.querySelector(".meta").textContent = meta.join(" · ");
 }
 
