@@ -63,8 +63,8 @@ START_CLIENT = """async ([urls]) => {
   const m = await import("/static/client/index.js");
   window.got = []; window.states = [];
   const getToken = async () => {
-    const res = await fetch("/auth/login", { method: "POST", body: JSON.stringify({ user: "alice" }),
-                                              headers: { "Content-Type": "application/json" } });
+    const res = await fetch("/auth/login", { method: "POST",
+      body: JSON.stringify({ user: "alice" }), headers: { "Content-Type": "application/json" } });
     return (await res.json()).token;
   };
   window.client = m.connect({ urls, getToken, storage: localStorage });

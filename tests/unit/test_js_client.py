@@ -37,10 +37,16 @@ let nextTimer = 1;
 const fake = {
   WebSocket: FakeWS, now: () => clock, random: () => 0.5,
   setTimeout: (f, ms) => { const id = nextTimer++; timers.push({ id, f, ms }); return id; },
-  clearTimeout: (id) => { const i = timers.findIndex((t) => t.id === id); if (i >= 0) timers.splice(i, 1); },
+  clearTimeout: (id) => {
+    const i = timers.findIndex((t) => t.id === id);
+    if (i >= 0) timers.splice(i, 1);
+  },
 };
 const tick = async () => { for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r)); };
-const fire = async () => { const t = timers.shift(); clock += t.ms; t.f(); await tick(); return t.ms; };
+// run the next timer, the clock moved to its time
+const fire = async () => {
+  const t = timers.shift(); clock += t.ms; t.f(); await tick(); return t.ms;
+};
 const msg = (topic, offset, id, epoch) => ({ type: "message", topic, offset, epoch,
   id: id + "/pending", record: {} });
 const out = {};
@@ -61,7 +67,8 @@ def test_resumes_dedups_reconnects_with_jittered_backoff(tmp_path: Path) -> None
     r = run(tmp_path, r"""
 let tokens = 0;
 const got = [], errors = [], states = [];
-const c = m.connect({ urls: ["ws://a", "ws://b"], getToken: async () => "t" + (++tokens), ...fake });
+const c = m.connect({ urls: ["ws://a", "ws://b"], getToken: async () => "t" + (++tokens),
+  ...fake });
 c.on("state", (s) => states.push(s));
 c.on("error", (e) => errors.push(e.code));
 c.subscribe("contract:A", { since: 0 }, (mm) => got.push(mm.offset));
@@ -103,7 +110,7 @@ Object.assign(out, { urls: sockets.map((s) => s.url), sent: sockets.map((s) => s
     assert third == [{"type": "auth", "token": "t2"}]  # 4003: a new token
     assert r["got"] == [1, 2, 3]  # the repeat of 2 was dropped
     assert r["errors"] == ["unknown_type", "bad_json"]
-    # full jitter, random fixed at 0.5: 0.5 × min(15 s, 250 ms × 2^attempt), reset by a welcome
+    # full jitter, random fixed at 0.5: 0.5 x min(15 s, 250 ms x 2^attempt), reset by a welcome
     assert r["delays"] == [125, 125, 250, 500]
     # waiting says why and when it retries
     assert r["waiting"] == {"state": "waiting", "reason": "1006 connection lost", "code": 1006,
@@ -288,7 +295,7 @@ ws.drop(1006); await fire(); sockets[1].open(); sockets[1].recv({ type: "welcome
 out.got = got;
 out.sent = ws.sent.slice(1);
 out.resent = sockets[1].sent.slice(1);
-out.bad = (() => { try { m.connect({ urls: [], token: "t", ...fake }); } catch (e) { return e.message; } })();
+try { m.connect({ urls: [], token: "t", ...fake }); } catch (e) { out.bad = e.message; }
 """)
     assert r["got"] == ["A1", "B6"]
     assert r["sent"] == [{"type": "subscribe", "topic": "contract:A", "since": 0},
