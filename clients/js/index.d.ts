@@ -79,6 +79,21 @@ export interface PositionStorage {
   setItem(key: string, value: string): void;
 }
 
+/** What the client needs of a WebSocket (the browser's, Node 22's, or npm ws). */
+export interface SocketLike {
+  readonly url: string;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  // `any`: the browser's handlers take Event / MessageEvent / CloseEvent (the client reads
+  // `data`, `code` and `reason`), other runtimes their own event types
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  onopen: ((ev: any) => void) | null;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  onmessage: ((ev: any) => void) | null;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  onclose: ((ev: any) => void) | null;
+}
+
 export type TokenSource = () => Promise<string | { token: string }> | string | { token: string };
 
 export interface ConnectOptions {
@@ -97,7 +112,7 @@ export interface ConnectOptions {
   /** full-jitter backoff: a random delay up to min(capMs, baseMs × 2^attempt) */
   backoff?: { baseMs?: number; capMs?: number };
   /** for tests and non-browser runtimes */
-  WebSocket?: new (url: string) => WebSocket;
+  WebSocket?: new (url: string) => SocketLike;
   now?: () => number;
   random?: () => number;
   setTimeout?: (fn: () => void, ms: number) => unknown;

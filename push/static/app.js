@@ -2,8 +2,8 @@
 // changes in place (pending → confirmed → removed); "your notifications" for the wallet's user:
 // topic; one value per state key that never goes backwards. The client is the @chainpush/client
 // package (clients/js), served at /static/client/.
-import { connect, RecordBook } from "/static/client/index.js";
-import { amountToken, formatUnits, leaves, shortAddress, valueNode } from "/static/format.js";
+import { connect, RecordBook } from "./client/index.js";
+import { amountToken, formatUnits, leaves, shortAddress, valueNode } from "./format.js";
 
 const $ = (id) => document.getElementById(id);
 const MAX_CARDS = 500; // per list

@@ -365,3 +365,18 @@ def test_package_is_packable_with_its_types(tmp_path: Path) -> None:
     assert manifest["type"] == "module"
     assert manifest["exports"]["."] == {"types": "./index.d.ts", "default": "./index.js"}
     assert manifest["types"] == "./index.d.ts"
+
+
+def test_declarations_type_check() -> None:
+    """index.d.ts against the README's usage (tests/data/js_client_usage.mts), with tsc --strict.
+    TypeScript is not among the repository's npm packages yet: skipped until it is."""
+    root = PACKAGE.parents[1]
+    tsc = root / "node_modules" / ".bin" / "tsc"
+    if not tsc.exists():
+        pytest.skip("typescript is not in node_modules (npm install -D typescript to check)")
+    done = subprocess.run(
+        [str(tsc), "--noEmit", "--strict", "--target", "es2022", "--module", "nodenext",
+         "--moduleResolution", "nodenext", "--lib", "es2022,dom",
+         str(root / "tests" / "data" / "js_client_usage.mts")],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
