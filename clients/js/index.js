@@ -83,6 +83,7 @@ export class ChainpushClient {
     this.closed = false;
     this.retryTimer = null;
     this.renewTimer = null;
+    this.renewStreak = 0; // renewals in a row that came due at once (below)
     this.state = { state: "connecting" };
     // start on the next turn, so that on() and subscribe() called right after connect() apply
     Promise.resolve().then(() => this._connect());
@@ -189,9 +190,15 @@ export class ChainpushClient {
 
   _scheduleRenewal(expiresAtS) {
     if (!this.getToken || typeof expiresAtS !== "number") return;
-    const delay = renewAt(expiresAtS, this.now(), this.renewBeforeS) - this.now();
-    this.renewTimer = this.setTimer(() => this._renew(),
-      Math.min(MAX_TIMER_MS, Math.max(0, delay)));
+    if (this.renewTimer !== null) this.clearTimer(this.renewTimer);
+    let delay = renewAt(expiresAtS, this.now(), this.renewBeforeS) - this.now();
+    // a token that looks expired on arrival (this clock ahead of the node's, or a backend that
+    // hands out old tokens): renew after 1 s, 2 s, 4 s… rather than in a tight loop; the node's
+    // 4003 at the real expiry still gets a new token
+    const floor = Math.min(this.backoff.capMs || 15000, 1000 * 2 ** this.renewStreak);
+    this.renewStreak = delay < floor ? this.renewStreak + 1 : 0;
+    delay = Math.max(delay, this.renewStreak ? floor : 0);
+    this.renewTimer = this.setTimer(() => this._renew(), Math.min(MAX_TIMER_MS, delay));
   }
 
   async _renew() {

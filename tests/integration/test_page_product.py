@@ -137,7 +137,7 @@ async def test_page_cards_change_in_place_and_fit_1280_and_390_px(
         browser_page([node.url], ["contract:DemoToken", "state:CallDemo"]) as (page, _),
     ):
         await page.fill("#user", "alice")
-        await page.fill("#wallet", BOB)
+        await page.fill("#wallet", BOB.lower())  # as MetaMask gives it: the node says EIP-55
         await page.click("#go")
         await expect(page.locator("#state")).to_have_text("subscribed", timeout=timeout)
         transfer = make_record(1)  # ALICE → BOB, 1000 DEMO + 1 base unit

@@ -266,6 +266,16 @@ out.sent = sockets[1].sent;
 out.sockets = sockets.length;
 out.got = got;
 out.at = m.renewAt(1000, 990_000, 60);
+// a token already expired by this clock (skew): renewals back off instead of looping
+out.skewed = [];
+for (let i = 0; i < 4; i++) {
+  await fire();
+  const ws = sockets[sockets.length - 1];
+  ws.open(); ws.recv({ type: "welcome", expires_at: clock / 1000 - 10 });
+  out.skewed.push(timers.map((t) => t.ms));
+}
+sockets[sockets.length - 1].recv({ type: "welcome", expires_at: clock / 1000 + 600 });
+out.healthy = timers.map((t) => t.ms);
 """)
     assert r["renewIn"] == [570_000]  # 30 s before expires_at
     assert r["oldClosed"] == [1000, "token renewal"]
@@ -275,6 +285,8 @@ out.at = m.renewAt(1000, 990_000, 60);
     assert r["got"] == [1]  # a2 comes again from the new socket, after since=1
     assert r["shortRenewIn"] == [20_000]  # shorter than twice renewBeforeS: halfway
     assert r["at"] == 995_000
+    assert r["skewed"] == [[1000], [2000], [4000], [8000]]
+    assert r["healthy"] == [570_000]  # a sound token again: back to 30 s before expiry
 
 
 def test_unsubscribe_and_replace(tmp_path: Path) -> None:
