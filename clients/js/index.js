@@ -213,9 +213,9 @@ export class ChainpushClient {
       this._emit("error", { code: "renew_failed", message: String(err && err.message || err) });
       return;
     }
-    if (this.closed || !this.ws) return;
+    this.token = fresh; // for the next connection in any case
+    if (this.closed || !this.ws) return; // between connections: the next one uses it
     // switch sockets now: the new one resumes every subscription with since
-    this.token = fresh;
     const old = this.ws;
     this.ws = null;
     old.close(1000, "token renewal");

@@ -392,3 +392,27 @@ def test_declarations_type_check() -> None:
          str(root / "tests" / "data" / "js_client_usage.mts")],
         capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_failed_renewal_keeps_the_connection_until_4003(tmp_path: Path) -> None:
+    r = run(tmp_path, r"""
+let calls = 0;
+const errors = [];
+const c = m.connect({ urls: ["ws://a"], ...fake, getToken: async () => {
+  calls += 1; if (calls === 2) throw new Error("backend down"); return "t" + calls; } });
+c.on("error", (e) => errors.push([e.code, e.message]));
+c.subscribe("contract:A", { since: 0 }, () => {});
+await tick();
+sockets[0].open();
+sockets[0].recv({ type: "welcome", expires_at: clock / 1000 + 600 });
+await fire();  // renewal: getToken fails
+out.afterFailure = { sockets: sockets.length, closed: sockets[0].closedWith, state: c.state.state };
+sockets[0].drop(4003, "token expired");  // the node, at expiry
+await fire();
+sockets[1].open();
+out.sent = sockets[1].sent[0];
+out.errors = errors;
+""")
+    assert r["afterFailure"] == {"sockets": 1, "closed": None, "state": "open"}
+    assert r["errors"] == [["renew_failed", "backend down"]]
+    assert r["sent"] == {"type": "auth", "token": "t3"}
