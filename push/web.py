@@ -8,7 +8,8 @@ Routes:
   The CLI turns it on only when :attr:`push.config.Settings.dev_login` holds: dev mode, and either
   the well-known dev secret or dev mode asked for explicitly (never ``CHAINPUSH_DEV=false``).
 * ``GET /config.json`` → push node URLs, suggested topics, whether dev login is on.
-* ``GET /`` → the demo page; ``GET /static/<file>`` → its JS and CSS (``push/static``).
+* ``GET /`` → the demo page; ``GET /static/<file>`` → its JS and CSS (``push/static``);
+  ``GET /static/client/<file>`` → the JS client package (``clients/js``, package data).
 * ``GET /healthz``, ``GET /metrics`` (Prometheus text).
 * ``POST /v1/publish`` with ``Authorization: Bearer <server key>`` ``{"topic": "app:orders",
   "id": "ord-1", "event": "order.shipped", "data": {...}}`` → 201 ``{"topic", "id", "msg_id",
@@ -91,6 +92,9 @@ class AuthService(AsyncResource):
         app.router.add_get("/healthz", self._health)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/", self._index)
+        # the JS client package (clients/js, linked as static/client): its own route, since the
+        # link leads out of STATIC in a checkout and aiohttp serves no file outside its root
+        app.router.add_static("/static/client/", STATIC / "client", show_index=False)
         app.router.add_static("/static/", STATIC, show_index=False)
         return app
 
