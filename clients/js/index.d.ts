@@ -99,6 +99,9 @@ export type TokenSource = () => Promise<string | { token: string }> | string | {
 export interface ConnectOptions {
   /** push node websocket URLs, any node serves any user */
   urls: string[];
+  /** the urls are this user's placement order (the auth service's `push_urls` for the user):
+   * start with the first and fall back along the list; default false (a random start) */
+  ordered?: boolean;
   /** a token to start with */
   token?: string;
   /** called for a first token (without `token`), before `expires_at` and after 4001/4003 */

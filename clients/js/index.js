@@ -56,7 +56,7 @@ export function connect(options) {
 
 export class ChainpushClient {
   constructor({
-    urls, token, getToken, storage, storagePrefix = "chainpush:", renewBeforeS = 60,
+    urls, ordered = false, token, getToken, storage, storagePrefix = "chainpush:", renewBeforeS = 60,
     backoff = {}, WebSocket: Socket = globalThis.WebSocket, now = () => Date.now(),
     random = Math.random, setTimeout: setTimer = (f, ms) => setTimeout(f, ms),
     clearTimeout: clearTimer = (t) => clearTimeout(t),
@@ -76,7 +76,9 @@ export class ChainpushClient {
     this.listeners = { state: new Set(), subscribed: new Set(), error: new Set() };
     this.seen = new Set(); // message id + topic, delivered (dedup across reconnects)
     this.seenOrder = [];
-    this.urlIndex = Math.floor(random() * urls.length);
+    // ordered: the list is this user's placement (the auth service's rendezvous order): start
+    // at its head; otherwise a random start spreads users over a plain list of nodes
+    this.urlIndex = ordered ? 0 : Math.floor(random() * urls.length);
     this.attempt = 0;
     this.ws = null;
     this.ready = false;

@@ -168,7 +168,10 @@ async function start(ev) {
   $("values").replaceChildren();
   $("wallet-count").textContent = "0";
   client = connect({
-    urls: config.push_urls,
+    // the login answers the live nodes in this user's order (rendezvous hashing: all of a
+    // user's tabs on one node, its failure moves only its users): start with the first
+    urls: first.push_urls && first.push_urls.length ? first.push_urls : config.push_urls,
+    ordered: Boolean(first.push_urls && first.push_urls.length),
     token: first.token,
     getToken: async () => (await login(user, wallet)).token,
   });

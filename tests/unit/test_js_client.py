@@ -416,3 +416,21 @@ out.errors = errors;
     assert r["afterFailure"] == {"sockets": 1, "closed": None, "state": "open"}
     assert r["errors"] == [["renew_failed", "backend down"]]
     assert r["sent"] == {"type": "auth", "token": "t3"}
+
+
+def test_ordered_urls_start_with_the_users_node(tmp_path: Path) -> None:
+    out = run(tmp_path, r"""
+const urls = ["ws://a/ws", "ws://b/ws", "ws://c/ws", "ws://d/ws"];
+const placed = m.connect({ urls, ordered: true, token: "t", ...fake });
+await tick();
+out.ordered = sockets[0].url;
+sockets[0].drop(1006);  // never let us in: the next in the user's order
+await fire();
+out.next = sockets[1].url;
+placed.close();
+const spread = m.connect({ urls, token: "t", ...fake });  // random 0.5 of 4: index 2
+await tick();
+out.unordered = sockets[2].url;
+spread.close();
+""")
+    assert out == {"ordered": "ws://a/ws", "next": "ws://b/ws", "unordered": "ws://c/ws"}
