@@ -58,7 +58,8 @@ class Connection(asyncio.Protocol):
         self.id = conn_id
         cfg = node.config
         self.protocol = ServerProtocol(
-            origins=node.origins, max_size=cfg.max_frame_bytes,
+            origins=node.origins,  # type: ignore[arg-type]  # Origin is a NewType of str
+            max_size=cfg.max_frame_bytes,
             extensions=enable_server_permessage_deflate(None) if cfg.compression else None,
         )
         self.session = Session(conn_id, node.session_config)
@@ -97,7 +98,7 @@ class Connection(asyncio.Protocol):
         for event in self.protocol.events_received():
             if isinstance(event, Request):
                 self._handshake(event)
-            else:
+            elif isinstance(event, Frame):
                 self._frame(event)
             if self.lost:
                 return
@@ -153,7 +154,7 @@ class Connection(asyncio.Protocol):
             return  # PING: the protocol answered it
         if opcode is not Opcode.CONT:
             self._binary = opcode is Opcode.BINARY
-        self._fragments.append(frame.data)
+        self._fragments.append(bytes(frame.data))
         if not frame.fin:
             return  # websockets bounds the whole message by max_size (1009)
         data, self._fragments = b"".join(self._fragments), []

@@ -124,6 +124,7 @@ class PushNode(AsyncResource):
         self._server: asyncio.Server | None = None
         self._link: NodeLink | None = None
         self._main: asyncio.Task[None] | None = None
+        self._all_closed: asyncio.Future[None] | None = None
         self._declare_metrics()
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -179,9 +180,13 @@ class PushNode(AsyncResource):
             if conn.session.state == "closed" and not conn.open:
                 conn.send_close(wire.CLOSE_GOING_AWAY)
         # each connection has close_timeout_s to finish its closing handshake, then is aborted
-        deadline = asyncio.get_running_loop().time() + self.config.close_timeout_s + 1.0
-        while self.connections and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)
+        if self.connections:
+            self._all_closed = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(self.config.close_timeout_s + 1.0):
+                    await self._all_closed
+            except TimeoutError:
+                pass
         for conn in list(self.connections):
             conn.abort()
         if self._server is not None:
@@ -324,6 +329,9 @@ class PushNode(AsyncResource):
             conn.counted = False
             self.admission.close(conn.ip)
         self.connections.discard(conn)
+        if not self.connections and self._all_closed is not None \
+                and not self._all_closed.done():
+            self._all_closed.set_result(None)
         if conn.session.user is not None:
             logger.info("conn %d: user %s disconnected (%s)", conn.id, conn.session.user,
                         conn.protocol.close_code)

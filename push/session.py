@@ -299,7 +299,7 @@ class Session:
         """The topic is registered and its head read: answer ``subscribed``, start the repair."""
         if not sub.active:
             return []
-        since, reset = start_position(sub.since, sub.epoch, head, epoch)
+        since, _reset = start_position(sub.since, sub.epoch, head, epoch)  # H4: frame field
         sub.cursor.next = since + 1
         return [Send(wire.subscribed(topic=sub.topic, since=since, head=head, ref=sub.ref)),
                 Repair(sub)]

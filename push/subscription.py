@@ -19,6 +19,7 @@ MongoDB, which holds every offset before any node hears of it (collect stores, t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -78,25 +79,28 @@ class Cursor:
 MAX_INDEX_DIGITS = 6
 
 Path = tuple[str | int, ...]
+#: a path part: a Solidity identifier (argument, struct field) or a list index
+_NAME = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]{0,63}")
 
 
 def compile_path(key: str) -> Path:
     """``"args.orders.0.maker"`` → ``("args", "orders", 0, "maker")``; ValueError if malformed.
 
     A part made of ASCII digits is a list index (it also matches a mapping key of that text:
-    :func:`_lookup` tries both).
+    :func:`_lookup` tries both); any other part must be an identifier.
     """
     parts: list[str | int] = []
     for part in key.split("."):
-        if not part:
-            raise ValueError(f"filter key {key[:50]!r} has an empty path part")
         if part.isascii() and part.isdigit():
             if len(part) > MAX_INDEX_DIGITS:
                 raise ValueError(f"filter key {key[:50]!r}: index {part[:20]}… is longer than "
                                  f"{MAX_INDEX_DIGITS} digits")
             parts.append(int(part))
-        else:
+        elif _NAME.fullmatch(part):
             parts.append(part)
+        else:
+            raise ValueError(f"filter key {key[:50]!r}: each part must be a name (letters, "
+                             "digits, _, $) or an index (ASCII digits)")
     return tuple(parts)
 
 
