@@ -138,6 +138,19 @@ _TOKEN_KEYS = {"algorithm", "secret", "public_key", "private_key", "issuer", "au
 _AUTH_KEYS = {"host", "port", "token_ttl_s", "dev_topics", "push_urls"}
 
 
+def _with_contracts(raw: dict[str, Any]) -> dict[str, Any]:
+    """``[push]``, with ``contracts`` taken from the watcher's ``[[contracts]]`` names when
+    ``[push] contracts`` is not set (one config file serves both: the node then refuses topics
+    of contracts nobody watches with ``unknown_topic``)."""
+    push = dict(raw.get("push", {}))
+    watched = raw.get("contracts")
+    if "contracts" not in push and isinstance(watched, list) and watched:
+        names = [c.get("name") for c in watched if isinstance(c, dict)]
+        if names and all(isinstance(n, str) for n in names):
+            push["contracts"] = names
+    return push
+
+
 def load(path: Path | None, *, dev_mode: bool, overrides: dict[str, Any] | None = None,
          secret_from_env: str | None = None) -> Settings:
     """Read ``path`` (TOML); ``overrides`` is ``{"push": {...}}`` etc. from the command line."""
@@ -160,7 +173,7 @@ def load(path: Path | None, *, dev_mode: bool, overrides: dict[str, Any] | None 
         raise ConfigError(f"unknown setting(s) in [auth]: {', '.join(sorted(unknown))}")
     return Settings(
         stores=_section(StoresConfig, raw.get("stores", {}), "stores"),
-        push=_section(PushConfig, raw.get("push", {}), "push"),
+        push=_section(PushConfig, _with_contracts(raw), "push"),
         tokens=_section(TokenConfig, token_raw, "auth", dev_mode=dev_mode),
         auth=_section(AuthServiceConfig, service_raw, "auth"),
         dev_mode=dev_mode,
