@@ -71,6 +71,8 @@ logger = logging.getLogger(__name__)
 
 #: how long a subscribe waits for MongoDB before answering ``unavailable``.
 SUBSCRIBE_TIMEOUT_S = 5.0
+#: subscribes that read their head (Redis registration + MongoDB) at the same time.
+SUBSCRIBE_CONCURRENCY = 8
 #: pause before re-reading when a repair found MongoDB behind what Redis announced.
 REPAIR_PAUSE_S = 0.1
 #: history frames a repair writes before it yields to the event loop (other clients' turn).
@@ -125,6 +127,7 @@ class PushNode(AsyncResource):
         self._link: NodeLink | None = None
         self._main: asyncio.Task[None] | None = None
         self._all_closed: asyncio.Future[None] | None = None
+        self._subscribing = asyncio.Semaphore(SUBSCRIBE_CONCURRENCY)
         self._declare_metrics()
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -360,7 +363,9 @@ class PushNode(AsyncResource):
 
     async def _subscribe(self, conn: Connection, sub: Subscription) -> None:
         try:
-            async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):
+            # a burst of subscribes (a reconnect storm, junk topics) waits here rather than
+            # opening one Redis and one MongoDB request each at once
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S), self._subscribing:
                 await self.link.register_topic(sub.topic)
                 head = await self.store.max_offset(sub.topic)
         except (TimeoutError, StoreUnavailable):

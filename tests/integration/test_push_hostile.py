@@ -130,7 +130,8 @@ async def test_huge_filters_are_refused_and_big_subscribes_do_not_freeze_the_nod
         async def attack() -> None:
             # four connections, each re-subscribing from 0 with the largest legal filter:
             # every subscribe replays 600 messages through it
-            async with Client.connect(node.url, token()) as a:
+            # it never reads: its own closing handshake would wait out close_timeout
+            async with Client.connect(node.url, token(), close_timeout=0.2) as a:
                 while True:
                     await a.ws.send(json.dumps({"type": "subscribe", "topic": TOPIC,
                                                 "since": 0, "filter": MAX_FILTER}))
@@ -188,7 +189,7 @@ async def test_clients_that_stop_reading_are_always_closed_and_released(
             for _ in range(4):
                 client = await stack.enter_async_context(Client.connect(
                     node.url, token(), sock=stuck_socket(node.port), max_queue=1,
-                    compression=None))
+                    compression=None, close_timeout=0.2))
                 await client.subscribe(topic)
                 stuck.append(client)
             await healthy.subscribe(topic)
