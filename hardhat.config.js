@@ -5,7 +5,7 @@
 //
 // Hardhat normally downloads solc from binaries.soliditylang.org, which these machines cannot
 // reach (ENVIRONMENT.md). The subtask below hands it the npm `solc` package's wasm build instead,
-// the same compiler tools/solc wraps for `chainpush compile`.
+// the same compiler watcher/tools/solc wraps for `chainpush compile`.
 //
 // The compiler settings repeat watcher/compile.py's COMPILER_SETTINGS so that both produce the
 // same ABI and bytecode (tests/integration/test_hardhat.py checks it); change them together.

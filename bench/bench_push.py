@@ -21,7 +21,8 @@ inflate the measured latency. Phases:
    ``raw_broadcast`` (the baseline: a raw websockets server calling ``websockets.broadcast`` with
    the same frames; clock from the broadcast call), ``dispatch`` (record published to the node's
    Redis inbox → client) and ``collect`` (``Collector.accept`` called: MongoDB, Redis, node →
-   client); ratios and p99 excess against ``raw_broadcast`` are printed.
+   client); ratios and p99 excess against ``raw_broadcast`` and ``node_ws`` (Node.js ``ws``
+   broadcasting the same frames to the same clients, bench/ws_broadcast.mjs) are printed.
 4. **e2e** (``--phases e2e``): a fresh anvil (automine) and the real ``Watcher`` over IPC feeding
    the ``Collector``; ``--latency-messages`` DemoToken transfers at ``--rate``/s; latency =
    client receive time - time the transaction was sent (block → client, mining included).
@@ -415,17 +416,42 @@ def measure_memory(args: argparse.Namespace, node: Any, url: str, token: str, lo
     print(f"memory: {results['memory']}", file=sys.stderr)
 
 
+BASELINES = ("raw_broadcast", "node_ws")  #: peers measured in the same run, same clients
+
+
 def raw_server(args: argparse.Namespace, conns: int, messages: int, topic: str, log: Path, *,
-               latency: bool) -> tuple[subprocess.Popen[str], str]:
+               latency: bool, kind: str = "raw_broadcast") -> tuple[subprocess.Popen[str], str]:
+    """Start a baseline server: ``raw_broadcast`` (websockets.broadcast, Python) or ``node_ws``
+    (Node.js ``ws``, bench/ws_broadcast.mjs), serving the same frames to the same clients."""
     from chainpush import procs
 
     raw_port = procs.free_port()
-    argv = [sys.executable, __file__, "--role", "raw-server", "--port", str(raw_port),
-            "--conns", str(conns), "--messages", str(messages), "--topic", topic,
-            "--rate", str(args.rate)]
-    raw = spawn(argv + (["--latency"] if latency else []), log)
+    if kind == "node_ws":
+        frames = log.parent / f"frames-{raw_port}.txt"
+        frames.write_text("".join(baseline_frame(topic, n, latency) + "\n"
+                                  for n in range(1, messages + 1)))
+        argv = ["node", str(ROOT / "bench" / "ws_broadcast.mjs"), str(raw_port), str(conns),
+                str(frames), str(args.rate), "1" if latency else "0"]
+        raw = spawn(argv, log)
+    else:
+        argv = [sys.executable, __file__, "--role", "raw-server", "--port", str(raw_port),
+                "--conns", str(conns), "--messages", str(messages), "--topic", topic,
+                "--rate", str(args.rate)]
+        raw = spawn(argv + (["--latency"] if latency else []), log)
     expect_line(raw, "listening")
     return raw, f"ws://127.0.0.1:{raw_port}/"
+
+
+def baseline_frame(topic: str, n: int, latency: bool) -> str:
+    """The ``message`` frame the baselines send; in latency mode with a ``SENT_NS`` placeholder
+    that the Node baseline replaces by its send time."""
+    from push import wire
+    from push.records import StoredMessage
+
+    rec = record(n, 0)
+    if latency:
+        rec["args"]["sent_ns"] = "SENT_NS"
+    return wire.message(StoredMessage(topic, n, f"m{n}", rec))
 
 
 def go(raw: subprocess.Popen[str]) -> None:
@@ -444,20 +470,21 @@ def measure_fanout(args: argparse.Namespace, url: str, token: str, log: Path,
     t_last = max(out["t_last_ns"] for out in subs.results())
     subs.stop()
     node_rate = deliveries / ((t_last - t0) / 1e9)
-    # 2b. the raw websockets.broadcast baseline, same clients, same frames
-    raw, raw_url = raw_server(args, args.conns, args.messages, FANOUT_TOPIC, log, latency=False)
-    subs = Clients(raw_url, token, args.conns, args.client_procs, subscribe=True,
-                   expect=args.messages, latency=False, log=log)
-    go(raw)
-    raw_t0 = json.loads(expect_line(raw, "{"))["t0_ns"]
-    raw_last = max(out["t_last_ns"] for out in subs.results())
-    subs.stop()
-    stop(raw)
-    raw_rate = deliveries / ((raw_last - raw_t0) / 1e9)
-    results["fanout"] = {"deliveries": deliveries,
-                         "chainpush_per_s": round(node_rate),
-                         "raw_broadcast_per_s": round(raw_rate),
-                         "ratio": round(node_rate / raw_rate, 3)}
+    results["fanout"] = {"deliveries": deliveries, "chainpush_per_s": round(node_rate)}
+    # 2b. the baselines, same clients, same frames
+    for kind in BASELINES:
+        raw, raw_url = raw_server(args, args.conns, args.messages, FANOUT_TOPIC, log,
+                                  latency=False, kind=kind)
+        subs = Clients(raw_url, token, args.conns, args.client_procs, subscribe=True,
+                       expect=args.messages, latency=False, log=log)
+        go(raw)
+        raw_t0 = json.loads(expect_line(raw, "{"))["t0_ns"]
+        raw_last = max(out["t_last_ns"] for out in subs.results())
+        subs.stop()
+        stop(raw)
+        raw_rate = deliveries / ((raw_last - raw_t0) / 1e9)
+        results["fanout"][f"{kind}_per_s"] = round(raw_rate)
+        results["fanout"][f"ratio_vs_{kind}"] = round(node_rate / raw_rate, 3)
     print(f"fan-out: {results['fanout']}", file=sys.stderr)
 
 
@@ -472,15 +499,16 @@ def measure_latency(args: argparse.Namespace, url: str, token: str, log: Path,
     """
     n, count = args.latency_clients, args.latency_messages
     out: dict[str, Any] = {"client_procs": args.client_procs}
-    raw, raw_url = raw_server(args, n, count, TOPIC, log, latency=True)
-    clients = Clients(raw_url, token, n, args.client_procs, subscribe=True, expect=count,
-                      latency=True, log=log)
-    go(raw)
-    expect_line(raw, "{")
-    out["raw_broadcast"] = latency_summary(clients.results())
-    clients.stop()
-    stop(raw)
-    print(f"latency raw_broadcast: {out['raw_broadcast']}", file=sys.stderr)
+    for kind in BASELINES:
+        raw, raw_url = raw_server(args, n, count, TOPIC, log, latency=True, kind=kind)
+        clients = Clients(raw_url, token, n, args.client_procs, subscribe=True, expect=count,
+                          latency=True, log=log)
+        go(raw)
+        expect_line(raw, "{")
+        out[kind] = latency_summary(clients.results())
+        clients.stop()
+        stop(raw)
+        print(f"latency {kind}: {out[kind]}", file=sys.stderr)
 
     clients = Clients(url, token, n, args.client_procs, subscribe=True, expect=count,
                       latency=True, log=log, extra=("--topic", LIVE_TOPIC))
@@ -496,18 +524,18 @@ def measure_latency(args: argparse.Namespace, url: str, token: str, log: Path,
     clients.stop()
     print(f"latency collect: {out['collect']}", file=sys.stderr)
 
-    base = out["raw_broadcast"]
-    for name in ("dispatch", "collect"):
-        run = out[name]
-        out[f"{name}_vs_raw_broadcast"] = {
-            "p50_ratio": round(run["p50_ms"] / base["p50_ms"], 2),
-            "p99_ratio": round(run["p99_ms"] / base["p99_ms"], 2),
-            "p99_excess_ms": round(run["p99_ms"] - base["p99_ms"], 2),
-        }
+    for kind in BASELINES:
+        base = out[kind]
+        for name in ("dispatch", "collect"):
+            run = out[name]
+            out[f"{name}_vs_{kind}"] = {
+                "p50_ratio": round(run["p50_ms"] / base["p50_ms"], 2),
+                "p99_ratio": round(run["p99_ms"] / base["p99_ms"], 2),
+                "p99_excess_ms": round(run["p99_ms"] - base["p99_ms"], 2),
+            }
+        print(f"latency ratios against {kind}: dispatch {out[f'dispatch_vs_{kind}']}, "
+              f"collect {out[f'collect_vs_{kind}']}", file=sys.stderr)
     results["latency"] = out
-    print("latency ratios against raw_broadcast: "
-          f"dispatch {out['dispatch_vs_raw_broadcast']}, "
-          f"collect {out['collect_vs_raw_broadcast']}", file=sys.stderr)
 
 
 def measure_e2e(args: argparse.Namespace, url: str, token: str, log: Path,

@@ -19,17 +19,33 @@ from collections.abc import Sequence
 #: modules that own subcommands, each with ``register(subparsers) -> None``; the registered
 #: parser sets ``func(args) -> int``.
 COMMAND_MODULES = (
+    "chainpush.init",
     "watcher.compile",
     "chainpush.devstack",
+    "chainpush.deploy",
     "watcher.cli",
     "push.cli",
+    "push.webhook_cli",
 )
+
+
+QUICKSTART = """\
+a project of your own (each command has --help with examples):
+  chainpush init app && cd app     # chainpush.toml, contracts/, abi/, package.json; npm install
+  chainpush compile                # contracts/*.sol → abi/<Name>.abi + abi/<Name>.json
+  chainpush dev up                 # anvil, redis, nx-27017; state in ./.chainpush
+  chainpush deploy Counter         # → deployments/<chain id>.json
+  chainpush call Counter count     # view call: prints the result
+  chainpush call Counter increment 5 --send
+  chainpush run                    # watch [[contracts]] of ./chainpush.toml, push to browsers
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chainpush",
         description="Watch smart contracts on an Ethereum node and push their events to browsers.",
+        epilog=QUICKSTART, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--log-level", default=os.environ.get("CHAINPUSH_LOG_LEVEL", "INFO"),

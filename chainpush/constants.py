@@ -17,6 +17,9 @@ EVENTS = "events"
 MESSAGES = "messages"
 #: one document per watcher cursor; ``_id`` is ``<chain_id>:<watcher name>``.
 CHECKPOINTS = "checkpoints"
+#: webhook delivery state, no TTL (a restart resumes from it): ``hook:<name>`` per webhook
+#: (paused, reason, rev), ``lane:<name>:<topic>`` per (webhook, topic) (acked cursor, pin, error).
+WEBHOOKS = "webhooks"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,26 +28,40 @@ class RedisNames:
 
     namespace: str = "cp"
 
+    def nodes(self) -> str:
+        """``<ns>:nodes`` → sorted set node_id → expiry (unix s): the live push nodes.
+
+        Each node's heartbeat (``heartbeat_s``, 5 s) sets its score to now + ``node_ttl_s``
+        (15 s); a member whose score has passed belongs to a node that died, and dispatch prunes
+        it with its topic entries. No TTL on the key itself: it holds every node.
+        """
+        return f"{self.namespace}:nodes"
+
     def node(self, node_id: str) -> str:
         """``<ns>:node:<node_id>`` → the push node's websocket URL.
 
-        TTL ``node_ttl_s`` (default 15 s), refreshed every ``heartbeat_s`` (5 s): a node that dies
-        drops out of routing within one TTL without anyone cleaning up.
+        TTL ``node_ttl_s`` (default 15 s), refreshed every ``heartbeat_s`` (5 s). The heartbeat
+        sets it with ``GET``: finding it gone tells the node its registration lapsed (cut off from
+        Redis too long, or Redis lost its data), so it writes its topics again.
         """
         return f"{self.namespace}:node:{node_id}"
 
-    def user(self, user_id: str) -> str:
-        """``<ns>:user:<user_id>`` → hash node_id → expiry (unix s) of the user's connections.
+    def node_topics(self, node_id: str) -> str:
+        """``<ns>:node:<node_id>:topics`` → set of the topics the node registered.
 
-        The key itself carries a TTL of ``node_ttl_s``, refreshed by the holding node's heartbeat.
+        Lets a node that restarts under the same id (after a crash, which leaves its entries
+        behind) remove what its previous run registered. No TTL.
         """
-        return f"{self.namespace}:user:{user_id}"
+        return f"{self.namespace}:node:{node_id}:topics"
 
     def topic(self, topic: str) -> str:
-        """``<ns>:topic:<topic>`` → hash node_id → expiry (unix s): nodes with subscribers.
+        """``<ns>:topic:<topic>`` → hash node_id → registration time (unix s): nodes with
+        subscribers to the topic.
 
-        Dispatch sends one copy per live node listed here. Entries older than their expiry are
-        ignored and pruned; the key carries a TTL of ``node_ttl_s`` as a backstop.
+        Written once when a node gets the topic's first subscriber and removed when its last one
+        leaves, never rewritten by heartbeats (their cost stays O(1) in topics). Dispatch sends
+        one copy per node listed here that is live in :meth:`nodes`, and prunes the others. No
+        TTL: a topic key lives while some node serves it.
         """
         return f"{self.namespace}:topic:{topic}"
 

@@ -1,5 +1,10 @@
 """The local dev stack: a real node, a real Redis and a MongoDB-protocol server, on loopback.
 
+Everything it writes stays in the project (the directory of the nearest ``chainpush.toml``,
+else the current directory): state, logs, the chain and the stores' data live in
+``<project>/.chainpush/dev`` (``--state-dir`` to move it); anvil comes from ``PATH`` or the
+project's ``node_modules`` (``chainpush.procs.find_anvil``).
+
 ``chainpush dev up`` starts (idempotently) anvil (HTTP + WS on one port, plus an IPC socket;
 its chain persists in ``<state dir>/chain-state.json`` so it stays consistent with the stores),
 redis-server and nx-27017, waits until each answers, and records what runs in
@@ -22,29 +27,38 @@ import os
 import shutil
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chainpush import procs
+from chainpush import procs, project
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_STATE_DIR = procs.ROOT / ".chainpush" / "dev"
 STATE_FILE = "stack.json"
+#: the defaults of ``chainpush dev up``, also shown in ``dev --help``
+DEFAULT_NODE_PORT = 8545
+DEFAULT_REDIS_PORT = 6390
+DEFAULT_MONGO_PORT = 27018
+DEFAULT_BLOCK_TIME_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
 class DevStackConfig:
-    """What ``dev up`` starts. Ports are preferences: a taken port is replaced by a free one."""
+    """What ``dev up`` starts. Ports are preferences: a taken port is replaced by a free one.
 
-    state_dir: Path = DEFAULT_STATE_DIR
-    node_port: int = 8545
-    redis_port: int = 6390
-    mongo_port: int = 27018
-    block_time_s: float | None = 1.0
+    ``project``: where tools (anvil in ``node_modules``) are looked up; default: the project
+    around cwd. ``state_dir`` default: ``<that project>/.chainpush/dev``.
+    """
+
+    state_dir: Path = field(default_factory=project.state_dir)
+    node_port: int = DEFAULT_NODE_PORT
+    redis_port: int = DEFAULT_REDIS_PORT
+    mongo_port: int = DEFAULT_MONGO_PORT
+    block_time_s: float | None = DEFAULT_BLOCK_TIME_S
     external_mongo_uri: str | None = None
     external_redis_url: str | None = None
+    project: Path | None = None
 
     def __post_init__(self) -> None:
         for name in ("node_port", "redis_port", "mongo_port"):
@@ -97,9 +111,12 @@ class StackState:
         )
 
 
-def load_state(state_dir: Path = DEFAULT_STATE_DIR) -> StackState | None:
-    """The recorded stack, or None when ``dev up`` has not run (or ``down`` since)."""
-    path = state_dir / STATE_FILE
+def load_state(state_dir: Path | None = None) -> StackState | None:
+    """The recorded stack, or None when ``dev up`` has not run (or ``down`` since).
+
+    ``state_dir`` default: ``<project around cwd>/.chainpush/dev``.
+    """
+    path = (state_dir or project.state_dir()) / STATE_FILE
     if not path.exists():
         return None
     return StackState.from_dict(json.loads(path.read_text()))
@@ -161,7 +178,7 @@ def up(config: DevStackConfig) -> StackState:
         # it every few seconds and on SIGTERM
         anvil = procs.start_anvil(
             port=node_port, state_dir=config.state_dir, ipc_path=ipc,
-            block_time_s=config.block_time_s, detach=True,
+            block_time_s=config.block_time_s, detach=True, project=config.project,
             extra=("--state", str(config.state_dir / "chain-state.json"),
                    "--state-interval", "5"),
         )
@@ -202,11 +219,12 @@ def wipe(state_dir: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def down(state_dir: Path = DEFAULT_STATE_DIR, *, wipe_data: bool = False) -> int:
+def down(state_dir: Path | None = None, *, wipe_data: bool = False) -> int:
     """Stop every process the stack started; return how many were running.
 
     ``wipe_data``: also delete the chain and the stores' data (``dev down --wipe``).
     """
+    state_dir = state_dir or project.state_dir()
     state = load_state(state_dir)
     if state is None:
         if wipe_data:
@@ -228,15 +246,23 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, *, wipe_data: bool = False) -> int
 # --- CLI -------------------------------------------------------------------------------------
 
 
+def _dirs(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(project, state dir) named by ``--project`` / ``--state-dir`` or found from cwd."""
+    where = Path(args.project).resolve() if args.project else project.find_project()
+    return where, Path(args.state_dir) if args.state_dir else project.state_dir(where)
+
+
 def _config_from_args(args: argparse.Namespace) -> DevStackConfig:
+    where, state_dir = _dirs(args)
     return DevStackConfig(
-        state_dir=Path(args.state_dir),
+        state_dir=state_dir,
         node_port=args.node_port,
         redis_port=args.redis_port,
         mongo_port=args.mongo_port,
         block_time_s=args.block_time or None,
         external_mongo_uri=os.environ.get("MONGO_URI") or os.environ.get("CHAINPUSH_MONGO_URI"),
         external_redis_url=os.environ.get("CHAINPUSH_REDIS_URL"),
+        project=where,
     )
 
 
@@ -250,7 +276,7 @@ def _print_state(state: StackState) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    state_dir = Path(args.state_dir)
+    _, state_dir = _dirs(args)
     if args.action == "up":
         try:
             state = up(_config_from_args(args))
@@ -265,32 +291,76 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     recorded = load_state(state_dir)
     if recorded is None:
-        print("dev stack is not running (chainpush dev up starts it)")
+        print(f"dev stack is not running (no {state_dir / STATE_FILE}); start it: "
+              "chainpush dev up")
         return 3
     if args.action == "env":
         for key, value in recorded.env().items():
             print(f"export {key}={value}")
         return 0
     _print_state(recorded)
-    return 0 if all(healthy(s) for s in recorded.services) else 1
+    if all(healthy(s) for s in recorded.services):
+        return 0
+    print("part of the dev stack is down; restart it: chainpush dev up", file=sys.stderr)
+    return 1
+
+
+DESCRIPTION = """\
+The local dev stack: anvil (HTTP + websocket on one port, plus an IPC socket), redis-server and
+nx-27017 (a MongoDB-protocol server), on 127.0.0.1, for the project in the current directory
+(the nearest chainpush.toml, else cwd). Its state, logs, chain and data stay in
+<project>/.chainpush/dev; nothing is written elsewhere.
+
+actions:
+  up      start what is not running (idempotent) and print where each service is; the chain
+          persists across down/up. Taken ports are replaced by free ones (see status/env).
+          options: --node-port, --redis-port, --mongo-port, --block-time
+  down    stop every process `up` started; with --wipe also delete the chain and the data
+  status  health-check each service (exit 0 all up, 1 some down, 3 not started)
+  env     print `export CHAINPUSH_RPC=… CHAINPUSH_WS=… CHAINPUSH_IPC=… CHAINPUSH_REDIS_URL=…
+          CHAINPUSH_MONGO_URI=…` lines that point every chainpush command at this stack
+
+MONGO_URI (or CHAINPUSH_MONGO_URI) pointing at a real MongoDB replaces nx-27017;
+CHAINPUSH_REDIS_URL pointing at a running Redis replaces redis-server. anvil is found on PATH
+(Foundry's foundryup) or in the project's node_modules (npm install), or CHAINPUSH_ANVIL.
+"""
+
+EPILOG = """\
+examples:
+  chainpush dev up                        # anvil :8545, redis :6390, nx-27017 :27018
+  eval "$(chainpush dev env)"             # point this shell's chainpush commands at it
+  chainpush dev up --node-port 9545 --block-time 0   # another port, one block per transaction
+  chainpush dev status
+  chainpush dev down --wipe               # stop and start afresh next time
+"""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "dev", help="start/stop the local dev stack (anvil, redis-server, nx-27017)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("action", choices=["up", "down", "status", "env"])
-    parser.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR))
-    parser.add_argument("--node-port", type=int, default=8545)
-    parser.add_argument("--redis-port", type=int, default=6390)
-    parser.add_argument("--mongo-port", type=int, default=27018)
+    parser.add_argument("action", choices=["up", "down", "status", "env"],
+                        help="up | down | status | env (see above)")
+    parser.add_argument("--project", default=None, metavar="DIR",
+                        help="the project directory (default: the directory of the nearest "
+                        "chainpush.toml, else cwd)")
+    parser.add_argument("--state-dir", default=None, metavar="DIR",
+                        help="where the stack keeps state (default: <project>/.chainpush/dev)")
+    parser.add_argument("--node-port", type=int, default=DEFAULT_NODE_PORT, metavar="PORT",
+                        help=f"up: anvil's HTTP + websocket port (default {DEFAULT_NODE_PORT})")
+    parser.add_argument("--redis-port", type=int, default=DEFAULT_REDIS_PORT, metavar="PORT",
+                        help=f"up: redis-server's port (default {DEFAULT_REDIS_PORT})")
+    parser.add_argument("--mongo-port", type=int, default=DEFAULT_MONGO_PORT, metavar="PORT",
+                        help=f"up: nx-27017's port (default {DEFAULT_MONGO_PORT})")
     parser.add_argument(
-        "--block-time", type=float, default=1.0,
-        help="seconds between blocks (0: mine one block per transaction)",
+        "--block-time", type=float, default=DEFAULT_BLOCK_TIME_S, metavar="SECONDS",
+        help=f"up: seconds between blocks (default {DEFAULT_BLOCK_TIME_S:g} s; 0: mine one block "
+        "per transaction)",
     )
     parser.add_argument(
         "--wipe", action="store_true",
-        help="with down: also delete the chain and the stores' data (next up starts afresh)",
+        help="down: also delete the chain and the stores' data (next up starts afresh)",
     )
     parser.set_defaults(func=_run)

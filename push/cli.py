@@ -3,6 +3,10 @@
 Configuration comes from ``chainpush.toml`` (``[stores]``, ``[push]``, ``[auth]``), then the
 environment (``CHAINPUSH_MONGO_URI``, ``CHAINPUSH_REDIS_URL``, ``CHAINPUSH_AUTH_SECRET``,
 ``CHAINPUSH_DEV``), then flags. This module is the only place that reads them.
+
+``CHAINPUSH_DEV`` is parsed strictly (:mod:`chainpush.flags`: ``1/true/yes/on``,
+``0/false/no/off``, unset or empty = not given); any other value stops the command with exit
+code 2 and a message naming the variable.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from chainpush.constants import RedisNames
+from chainpush.flags import InvalidBoolean, env_bool
+from chainpush.logs import redact_credentials
 from push.config import Settings, load
 from push.errors import ConfigError
 
@@ -37,8 +43,14 @@ def _settings(args: argparse.Namespace, push: dict[str, Any] | None = None,
         path = DEFAULT_CONFIG
     stores = {"mongo_uri": args.mongo_uri, "redis_url": args.redis_url,
               "database": args.database}
-    return load(path, dev_mode=args.dev, overrides={"stores": stores, "push": push or {},
-                                                    "auth": auth or {}},
+    dev: bool | None = args.dev  # --dev / --no-dev win over the environment
+    if dev is None:
+        try:
+            dev = env_bool(os.environ, "CHAINPUSH_DEV")
+        except InvalidBoolean as exc:
+            raise ConfigError(str(exc)) from exc
+    return load(path, dev_mode=dev, dev_default=args.dev_default,
+                overrides={"stores": stores, "push": push or {}, "auth": auth or {}},
                 secret_from_env=os.environ.get("CHAINPUSH_AUTH_SECRET"))
 
 
@@ -48,7 +60,10 @@ def _describe(settings: Settings) -> dict[str, Any]:
     for key in ("secret", "private_key"):
         if out["tokens"].get(key):
             out["tokens"][key] = "<redacted>"
+    for key in ("mongo_uri", "redis_url"):  # user:password@ in a URI
+        out["stores"][key] = redact_credentials(out["stores"][key])
     out["dev_mode"] = settings.dev_mode
+    out["dev_login"] = settings.dev_login
     return out
 
 
@@ -60,10 +75,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis-url", default=os.environ.get("CHAINPUSH_REDIS_URL"),
                         help="overrides [stores] redis_url (env CHAINPUSH_REDIS_URL)")
     parser.add_argument("--database", default=None, help="overrides [stores] database")
-    parser.add_argument("--dev", action="store_true",
-                        default=os.environ.get("CHAINPUSH_DEV", "") not in ("", "0"),
+    parser.add_argument("--dev", action=argparse.BooleanOptionalAction, default=None,
                         help="dev mode: dev login on, the well-known dev secret allowed "
-                             "(env CHAINPUSH_DEV=1)")
+                             "(env CHAINPUSH_DEV=1/true/yes/on or 0/false/no/off; "
+                             "[auth] dev_mode = true)")
+    parser.set_defaults(dev_default=False)
     parser.add_argument("--print-config", action="store_true",
                         help="print the checked configuration as JSON and exit")
 
@@ -92,7 +108,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _common(run)
     run.add_argument("--no-watcher", action="store_true",
                      help="run without the watcher (feed collect some other way)")
-    run.set_defaults(func=cmd_run, dev=True)
+    # the demo defaults to dev mode; its dev login still stays off beside a real secret unless
+    # dev mode is asked for explicitly (Settings.dev_login)
+    run.set_defaults(func=cmd_run, dev_default=True)
 
 
 def _main(coro_factory: Callable[[], Awaitable[None]]) -> int:
@@ -117,6 +135,12 @@ def _checked(args: argparse.Namespace, **kw: Any) -> Settings | None:
     if args.print_config:
         print(json.dumps(_describe(settings), indent=2))
         return None
+    if settings.dev_mode and not settings.dev_login:
+        logger.warning("dev mode without the dev login: a real signing key is configured; "
+                       "pass --dev or CHAINPUSH_DEV=1 to let the dev login mint tokens with it")
+    elif settings.dev_login and settings.real_key:
+        logger.warning("the dev login mints tokens signed with the configured (real) key for "
+                       "any user and any wallet: never expose this auth service")
     return settings
 
 
@@ -172,7 +196,7 @@ def cmd_auth(args: argparse.Namespace) -> int:
     topics = _demo_topics(args.config or DEFAULT_CONFIG)
 
     async def serve() -> None:
-        async with AuthService(settings.auth, tokens=settings.tokens, dev_mode=settings.dev_mode,
+        async with AuthService(settings.auth, tokens=settings.tokens, dev_mode=settings.dev_login,
                                push_urls=push_urls, topics=topics) as svc:
             await svc.run()
 
@@ -183,8 +207,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _checked(args)
     if settings is None:
         return 0 if args.print_config else 2
+    from push.webhook_cli import load_webhooks
     from watcher.errors import WatcherError
 
+    try:
+        webhooks = load_webhooks(args.config or DEFAULT_CONFIG)
+    except ConfigError as exc:
+        print(f"chainpush run: {exc}", file=sys.stderr)
+        return 2
     watch_config: Any = None
     topics = _demo_topics(args.config or DEFAULT_CONFIG)
     if not args.no_watcher:
@@ -206,7 +236,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     fatal: list[str] = []
     code = 0
     try:
-        code = _main(lambda: run_all(settings, topics, watch_config))
+        code = _main(lambda: run_all(settings, topics, watch_config, webhooks))
     except* WatcherError as group:
         # a fatal watcher error (a chain that no longer links to the checkpoint, ...) stops
         # the demo with its message, not a traceback
@@ -216,9 +246,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if fatal else code
 
 
-async def run_all(settings: Settings, topics: list[str], watch_config: Any) -> None:
+async def run_all(settings: Settings, topics: list[str], watch_config: Any,
+                  webhooks: Any = None) -> None:
     """Collect + dispatch + two push nodes + auth/page (+ the watcher feeding collect when
-    ``watch_config`` is given)."""
+    ``watch_config`` is given, + the webhook deliverer when ``webhooks`` has any)."""
     from push.collect import Collector
     from push.dispatch import Dispatcher
     from push.metrics import Metrics
@@ -230,7 +261,7 @@ async def run_all(settings: Settings, topics: list[str], watch_config: Any) -> N
     async with contextlib.AsyncExitStack() as stack:
         # the page first: its origin (its port may be 0, i.e. chosen now) is what nodes allow
         svc = await stack.enter_async_context(AuthService(
-            settings.auth, tokens=settings.tokens, dev_mode=settings.dev_mode,
+            settings.auth, tokens=settings.tokens, dev_mode=settings.dev_login,
             push_urls=[], topics=topics, metrics=metrics))
         page_origins = (f"http://{settings.auth.host}:{svc.port}",
                         f"http://localhost:{svc.port}", f"http://127.0.0.1:{svc.port}")
@@ -255,6 +286,10 @@ async def run_all(settings: Settings, topics: list[str], watch_config: Any) -> N
                 group.create_task(node.run())
             if watch_config is not None:
                 group.create_task(_run_watcher(watch_config, collector))
+            if webhooks is not None and webhooks.webhooks:
+                from push.webhook_delivery import run_webhooks
+
+                group.create_task(run_webhooks(webhooks, settings.stores, metrics))
 
 
 async def _run_watcher(config: Any, collector: Any) -> None:

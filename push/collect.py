@@ -12,7 +12,9 @@ For each record (docs/seams.md §1), in the order given:
    tries again) and the unique index ``(topic, msg_id)`` makes a replay find the row it already
    has, so a replay is re-dispatched with its original offset and never gets a new one. No counter
    document exists that a crash could advance without a message: offsets stay gap-free.
-3. Only when every row of the record is stored, the stored messages go to dispatch.
+3. Only when every row of the record is stored, the stored messages go to dispatch. A dispatch
+   failure of any kind is counted and logged, never raised: the record is stored, and push nodes
+   reconcile against MongoDB (:meth:`Collector._dispatch`).
 
 MongoDB slow or down: each step is retried with backoff until it succeeds (logged with the tries
 left); :meth:`Collector.accept` does not return meanwhile, which is the back-pressure the watcher
@@ -31,8 +33,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from chainpush.constants import RedisNames
+from chainpush.logs import Throttle, client_text
 from chainpush.resource import AsyncResource
-from push.dispatch import Dispatcher
+from push.dispatch import ERROR_LOG_INTERVAL_S, Dispatcher
 from push.metrics import Metrics
 from push.records import StoredMessage, topics_of
 from push.retry import RetryPolicy
@@ -86,6 +89,9 @@ class Collector(AsyncResource):
             dispatch = self._owned_dispatch = Dispatcher(
                 redis_url, names=RedisNames(namespace), metrics=self.metrics)
         self.dispatch = dispatch
+        self.metrics.counter("chainpush_dispatch_errors_total",
+                             "dispatch failures after a record was stored (nodes reconcile)")
+        self._throttle = Throttle(ERROR_LOG_INTERVAL_S)
         self._lock = asyncio.Lock()
         #: next offset to try per topic: a hint only, the unique index is the arbiter.
         self._next: dict[str, int] = {}
@@ -117,7 +123,26 @@ class Collector(AsyncResource):
             for record, msg_id, topics in plans:
                 stored = await self._store_one(record, msg_id, topics)
                 if self.dispatch is not None:
-                    await self.dispatch.publish(stored)
+                    await self._dispatch(self.dispatch, stored)
+
+    async def _dispatch(self, dispatch: Dispatch, stored: list[StoredMessage]) -> None:
+        """Hand stored messages to dispatch; never fail because of it.
+
+        The messages are in MongoDB already, and every push node's reconcile finds them there
+        (``reconcile_s``): a dispatch failure of any kind (a Redis answering errors, a bug) only
+        delays delivery. It is counted, logged at most every ``ERROR_LOG_INTERVAL_S``, and the
+        next record dispatches again (the retry)."""
+        try:
+            await dispatch.publish(stored)
+        except Exception as exc:  # any dispatch failure; a cancellation passes through
+            self.metrics.inc("chainpush_dispatch_errors_total")
+            held = self._throttle.ready("dispatch")
+            if held is not None:
+                logger.warning(
+                    "dispatch of %s failed (%s: %s); it is stored, push nodes pick it up at "
+                    "their next reconcile; the next record is dispatched again; %d similar "
+                    "lines held back", stored[0].msg_id if stored else "?", type(exc).__name__,
+                    client_text(exc), held, exc_info=held == 0)
 
     async def _store_one(
         self, record: Mapping[str, Any], msg_id: str, topics: list[str]

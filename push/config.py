@@ -11,8 +11,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from chainpush.flags import InvalidBoolean, toml_bool
 from push.errors import ConfigError
-from push.tokens import TokenConfig
+from push.redisio import RedisTarget
+from push.tokens import DEV_SECRET, TokenConfig
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -28,6 +30,10 @@ class StoresConfig:
             raise ConfigError(f"stores.mongo_uri must be a mongodb:// URI, got {self.mongo_uri!r}")
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"stores.redis_url must be a redis:// URL, got {self.redis_url!r}")
+        try:
+            RedisTarget.parse(self.redis_url)
+        except ValueError as exc:
+            raise ConfigError(f"stores.redis_url: {exc}") from None
         if not self.database or not self.namespace:
             raise ConfigError("stores.database and stores.namespace must be non-empty")
 
@@ -113,11 +119,28 @@ class AuthServiceConfig:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """``dev_mode``: the dev secret is allowed. ``dev_login``: ``POST /auth/login`` mints tokens.
+
+    ``dev_explicit`` says dev mode was asked for (``--dev``, ``CHAINPUSH_DEV``, ``[auth]
+    dev_mode``) rather than defaulted (``chainpush run``). The dev login signs with whatever key
+    is configured, so beside a real key it runs only when dev mode was explicit.
+    """
+
     stores: StoresConfig = field(default_factory=StoresConfig)
     push: PushConfig = field(default_factory=PushConfig)
     tokens: TokenConfig = field(default_factory=lambda: TokenConfig(dev_mode=True))
     auth: AuthServiceConfig = field(default_factory=AuthServiceConfig)
     dev_mode: bool = True
+    dev_explicit: bool = False
+
+    @property
+    def real_key(self) -> bool:
+        """True unless tokens are signed with the well-known dev secret."""
+        return self.tokens.algorithm != "HS256" or self.tokens.secret != DEV_SECRET
+
+    @property
+    def dev_login(self) -> bool:
+        return self.dev_mode and (self.dev_explicit or not self.real_key)
 
 
 def _section(cls: type[Any], raw: dict[str, Any], section: str, **extra: Any) -> Any:
@@ -126,6 +149,10 @@ def _section(cls: type[Any], raw: dict[str, Any], section: str, **extra: Any) ->
     if unknown:
         raise ConfigError(f"unknown setting(s) in [{section}]: {', '.join(sorted(unknown))}")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    for f in fields(cls):
+        # annotations are strings here (``from __future__ import annotations``)
+        if f.type == "bool" and f.name in values:
+            values[f.name] = _bool(values[f.name], f"[{section}] {f.name}")
     values.update(extra)
     try:
         return cls(**values)
@@ -151,9 +178,21 @@ def _with_contracts(raw: dict[str, Any]) -> dict[str, Any]:
     return push
 
 
-def load(path: Path | None, *, dev_mode: bool, overrides: dict[str, Any] | None = None,
+def _bool(value: object, key: str) -> bool:
+    try:
+        return toml_bool(value, key=key)
+    except InvalidBoolean as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def load(path: Path | None, *, dev_mode: bool | None, dev_default: bool = False,
+         overrides: dict[str, Any] | None = None,
          secret_from_env: str | None = None) -> Settings:
-    """Read ``path`` (TOML); ``overrides`` is ``{"push": {...}}`` etc. from the command line."""
+    """Read ``path`` (TOML); ``overrides`` is ``{"push": {...}}`` etc. from the command line.
+
+    ``dev_mode`` is what the flags / ``CHAINPUSH_DEV`` said (``None``: nothing), and wins over
+    ``[auth] dev_mode`` (a TOML boolean); ``dev_default`` applies when neither says anything.
+    """
     raw: dict[str, Any] = {}
     if path is not None:
         try:
@@ -165,7 +204,12 @@ def load(path: Path | None, *, dev_mode: bool, overrides: dict[str, Any] | None 
     auth_raw = dict(raw.get("auth", {}))
     if secret_from_env:
         auth_raw["secret"] = secret_from_env
-    dev_mode = bool(auth_raw.pop("dev_mode", dev_mode)) or dev_mode
+    from_file = auth_raw.pop("dev_mode", None)
+    explicit = dev_mode
+    if from_file is not None:
+        file_value = _bool(from_file, "[auth] dev_mode")
+        explicit = file_value if explicit is None else explicit
+    dev = explicit if explicit is not None else dev_default
     token_raw = {k: v for k, v in auth_raw.items() if k in _TOKEN_KEYS}
     service_raw = {k: v for k, v in auth_raw.items() if k in _AUTH_KEYS}
     unknown = set(auth_raw) - _TOKEN_KEYS - _AUTH_KEYS
@@ -174,7 +218,7 @@ def load(path: Path | None, *, dev_mode: bool, overrides: dict[str, Any] | None 
     return Settings(
         stores=_section(StoresConfig, raw.get("stores", {}), "stores"),
         push=_section(PushConfig, _with_contracts(raw), "push"),
-        tokens=_section(TokenConfig, token_raw, "auth", dev_mode=dev_mode),
+        tokens=_section(TokenConfig, token_raw, "auth", dev_mode=dev),
         auth=_section(AuthServiceConfig, service_raw, "auth"),
-        dev_mode=dev_mode,
+        dev_mode=dev, dev_explicit=explicit is True,
     )

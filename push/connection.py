@@ -33,6 +33,7 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from chainpush.logs import client_text
 from push import wire
 from push.session import Action, Session
 
@@ -323,7 +324,7 @@ class Connection(asyncio.Protocol):
 
     def _close_timeout(self) -> None:
         logger.info("conn %d (%s): not closed within close_timeout_s: aborted (%d bytes "
-                    "unsent)", self.id, self.session.user,
+                    "unsent)", self.id, client_text(self.session.user),
                     self.transport.get_write_buffer_size() if self.transport else 0)
         self.node.metrics.inc("chainpush_aborts_total")
         self.abort()

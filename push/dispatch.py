@@ -27,23 +27,34 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
-import redis.asyncio as aioredis
 import redis.exceptions
 
 from chainpush.constants import RedisNames
+from chainpush.logs import Throttle, client_text
 from chainpush.resource import AsyncResource
 from push.metrics import Metrics
 from push.records import StoredMessage
+from push.redisio import Inbox, open_client, publish
 from push.retry import RetryPolicy
-from push.routing import live_nodes, plan, registrations
+from push.routing import LiveNodes, plan, registry_changes, routes
 
 logger = logging.getLogger(__name__)
 
+#: every error Redis or the socket can raise. Not only a lost connection: a Redis that answers
+#: errors (``MOVED`` / ``CLUSTERDOWN`` from a cluster, ``READONLY`` from a replica, ``WRONGTYPE``
+#: on a key someone else wrote, ``NOPERM``, ``OOM``) must not kill collect, the watcher or a push
+#: node either: Redis only carries routing, MongoDB has every message, and each loop retries.
 REDIS_ERRORS: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError,
+    redis.exceptions.RedisError, OSError,
+    # the cluster client's own errors (SlotNotCoveredError while a master is down, ...) do not
+    # derive from RedisError
+    redis.exceptions.RedisClusterException,
 )
+
+#: repeated Redis errors are logged at most once per this many seconds per loop (the rest counted
+#: in ``chainpush_redis_errors_total`` and summed up in the next line that goes out)
+ERROR_LOG_INTERVAL_S = 10.0
 
 
 def encode_inbox(messages: Sequence[StoredMessage], *, sent_at: float) -> str:
@@ -79,16 +90,6 @@ def _raise_if_cancel_was_swallowed() -> None:
         raise asyncio.CancelledError
 
 
-def _client(url: str, timeout_s: float, health_check_s: float = 5.0) -> aioredis.Redis:
-    # health checks PING idle connections (the inbox's included) so that a connection that died
-    # silently (no RST: a partition) is noticed and replaced, not waited on forever
-    client: aioredis.Redis = aioredis.Redis.from_url(
-        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, decode_responses=True,
-        health_check_interval=health_check_s,
-    )
-    return client
-
-
 class Dispatcher(AsyncResource):
     """Collect's side: route each stored record to the nodes with subscribers.
 
@@ -101,7 +102,7 @@ class Dispatcher(AsyncResource):
         self, redis_url: str, *, names: RedisNames | None = None, timeout_s: float = 2.0,
         metrics: Metrics | None = None, clock: Callable[[], float] = time.time,
     ) -> None:
-        self._redis = _client(redis_url, timeout_s)
+        self._redis = open_client(redis_url, timeout_s=timeout_s)
         self.names = names or RedisNames()
         self.metrics = metrics or Metrics()
         self.metrics.counter("chainpush_dispatch_publishes_total", "inbox publishes (one per node)")
@@ -113,6 +114,8 @@ class Dispatcher(AsyncResource):
         #: collect a socket timeout per record, while nodes recover everything from MongoDB anyway
         self.pause_s = max(1.0, timeout_s)
         self._paused_until = 0.0
+        self._throttle = Throttle(ERROR_LOG_INTERVAL_S, clock)
+        self._live = LiveNodes()
 
 
     async def aclose(self) -> None:
@@ -135,28 +138,31 @@ class Dispatcher(AsyncResource):
                 for topic in topics:
                     pipe.hgetall(self.names.topic(topic))
                 tables: list[dict[str, str]] = await pipe.execute()
-            routes: dict[str, list[str]] = {}
-            expired: dict[str, list[str]] = {}
-            for topic, table in zip(topics, tables, strict=True):
-                routes[topic], expired[topic] = live_nodes(table, now)
-            by_node = plan(messages, routes)
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for node_id, node_messages in by_node.items():
-                    payload = encode_inbox(node_messages, sent_at=now)
-                    pipe.publish(self.names.inbox(node_id), payload)
-                for topic, gone in expired.items():
-                    if gone:
-                        pipe.hdel(self.names.topic(topic), *gone)
-                await pipe.execute()
+            by_topic = dict(zip(topics, tables, strict=True))
+            candidates = {n for table in tables for n in table}
+            if self._live.stale(candidates, now):
+                live = await self._redis.zrangebyscore(self.names.nodes(), now, "+inf")
+                self._live.update((str(n) for n in live), candidates, now)
+            by_node = plan(messages, routes(by_topic, self._live.live))
+            # one publish per node; on a cluster each inbox is a sharded channel in its own
+            # slot (a cluster pipeline refuses PUBLISH, and SPUBLISH goes to one shard each)
+            await asyncio.gather(*(
+                publish(self._redis, self.names.inbox(node_id),
+                        encode_inbox(node_messages, sent_at=now))
+                for node_id, node_messages in by_node.items()
+            ))
             self.metrics.inc("chainpush_dispatch_publishes_total", len(by_node))
         except REDIS_ERRORS as exc:
             self.metrics.inc("chainpush_redis_errors_total")
             self._paused_until = self._clock() + self.pause_s
-            logger.warning(
-                "dispatch of %s to %d topics failed (%s: %s); not retried, publishing paused "
-                "for %.1f s: nodes catch up from MongoDB", messages[0].msg_id, len(topics),
-                type(exc).__name__, exc, self.pause_s,
-            )
+            held = self._throttle.ready("publish")
+            if held is not None:
+                logger.warning(
+                    "dispatch of %s to %d topics failed (%s: %s); publishing paused for %.1f s, "
+                    "then retried with the next record (tries left: unlimited); nodes catch up "
+                    "from MongoDB; %d similar lines held back", messages[0].msg_id, len(topics),
+                    type(exc).__name__, client_text(exc), self.pause_s, held,
+                )
 
 
 InboxHandler = Callable[[float, list[StoredMessage]], None]
@@ -165,25 +171,26 @@ InboxHandler = Callable[[float, list[StoredMessage]], None]
 class NodeLink(AsyncResource):
     """A push node's side: keep its registry entries fresh and listen on its inbox.
 
-    ``topics()`` and ``users()`` give what the node currently serves; ``on_messages`` is called
+    ``topics()`` gives the topics the node currently serves; ``on_messages`` is called
     with each inbox payload; ``on_resync`` after every (re)subscription to the inbox, when
     anything published meanwhile may have been lost.
     """
 
     def __init__(
         self, redis_url: str, *, node_id: str, public_url: str, names: RedisNames | None = None,
-        topics: Callable[[], list[str]], users: Callable[[], list[str]],
+        topics: Callable[[], list[str]],
         on_messages: InboxHandler, on_resync: Callable[[], Awaitable[None]],
         heartbeat_s: float = 5.0, node_ttl_s: float = 15.0, timeout_s: float = 2.0,
         metrics: Metrics | None = None, retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._redis = _client(redis_url, timeout_s, health_check_s=heartbeat_s)
+        self._redis_url = redis_url
+        self._timeout_s = timeout_s
+        self._redis = open_client(redis_url, timeout_s=timeout_s, health_check_s=heartbeat_s)
         self.names = names or RedisNames()
         self.node_id = node_id
         self.public_url = public_url
         self._topics = topics
-        self._users = users
         self._on_messages = on_messages
         self._on_resync = on_resync
         self.heartbeat_s = heartbeat_s
@@ -191,13 +198,19 @@ class NodeLink(AsyncResource):
         self.metrics = metrics or Metrics()
         self.metrics.counter("chainpush_redis_errors_total", "Redis errors (dispatch or registry)")
         self.metrics.counter("chainpush_inbox_bad_total", "inbox payloads that did not parse")
+        self.metrics.counter("chainpush_inbox_resubscribes_total",
+                             "inbox subscriptions lost and made again (connection, slot move)")
         self._retry = retry or RetryPolicy(first_delay_s=0.1, max_delay_s=2.0)
         self._clock = clock
+        #: topics whose entries this node has written (docs/seams.md §4)
         self._registered: set[str] = set()
+        #: whether what a previous run under this node id registered has been removed
+        self._clean = False
         #: registrations under way: a burst of first subscribers to one topic shares one
         #: round trip instead of opening one Redis connection each
         self._registering: dict[str, asyncio.Future[None]] = {}
         self.connected = asyncio.Event()
+        self._throttle = Throttle(ERROR_LOG_INTERVAL_S)
 
 
     async def aclose(self) -> None:
@@ -228,45 +241,74 @@ class NodeLink(AsyncResource):
         await asyncio.shield(pending)
 
     async def _register(self, topic: str) -> None:
-        expiry = self._clock() + self.node_ttl_s
+        if not self._clean:
+            return  # the first heartbeat cleans up after a previous run, then registers it
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.hset(self.names.topic(topic), self.node_id, str(expiry))
-                pipe.expire(self.names.topic(topic), int(self.node_ttl_s) + 1)
+                pipe.hset(self.names.topic(topic), self.node_id, str(int(self._clock())))
+                pipe.sadd(self.names.node_topics(self.node_id), topic)
                 await pipe.execute()
             self._registered.add(topic)
         except REDIS_ERRORS as exc:
             self.metrics.inc("chainpush_redis_errors_total")
-            logger.warning("registering topic %s failed (%s); the next heartbeat retries it",
-                           topic, exc)
+            held = self._throttle.ready("register")
+            if held is not None:
+                logger.warning("registering topic %s failed (%s: %s); the next heartbeat retries "
+                               "it; %d similar lines held back", client_text(topic),
+                               type(exc).__name__, client_text(exc), held)
 
     async def heartbeat(self) -> None:
-        """Write this node's URL, topics and users with a fresh expiry; drop stale topics."""
+        """Refresh this node's liveness (O(1) commands) and write what changed in its topics.
+
+        The first one removes the entries a previous run under this node id left (a crash
+        leaves them); a heartbeat that finds the node absent from the live set (Redis lost its
+        data) writes every topic again."""
         now = self._clock()
-        topics, users = self._topics(), self._users()
-        topic_exp, user_exp = registrations(topics, users, now, self.node_ttl_s)
         ttl = int(self.node_ttl_s) + 1
-        stale = self._registered - set(topics)
+        if not self._clean:
+            await self._cleanup()
         async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(self.names.nodes(), {self.node_id: now + self.node_ttl_s})
             pipe.set(self.names.node(self.node_id), self.public_url, ex=ttl)
-            for topic, expiry in topic_exp.items():
-                pipe.hset(self.names.topic(topic), self.node_id, str(expiry))
-                pipe.expire(self.names.topic(topic), ttl)
-            for user, expiry in user_exp.items():
-                pipe.hset(self.names.user(user), self.node_id, str(expiry))
-                pipe.expire(self.names.user(user), ttl)
-            for topic in stale:
+            joined, _ = await pipe.execute()
+        wanted = set(self._topics())
+        add, remove = registry_changes(wanted, self._registered, rejoined=bool(joined))
+        if add or remove:
+            stamp = str(int(now))
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for topic in add:
+                    pipe.hset(self.names.topic(topic), self.node_id, stamp)
+                for topic in remove:
+                    pipe.hdel(self.names.topic(topic), self.node_id)
+                if add:
+                    pipe.sadd(self.names.node_topics(self.node_id), *add)
+                if remove:
+                    pipe.srem(self.names.node_topics(self.node_id), *remove)
+                await pipe.execute()
+        self._registered = (self._registered | add) - remove
+
+    async def _cleanup(self) -> None:
+        """Remove the topic entries a previous run under this node id registered."""
+        key = self.names.node_topics(self.node_id)
+        members = await self._redis.smembers(key)
+        leftover = {str(m) for m in members}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for topic in leftover:
                 pipe.hdel(self.names.topic(topic), self.node_id)
+            pipe.delete(key)
             await pipe.execute()
-        self._registered = set(topics)
+        if leftover:
+            logger.info("node %s: removed %d topic entries left by its previous run",
+                        self.node_id, len(leftover))
+        self._clean = True
 
     async def unregister(self) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(self.names.nodes(), self.node_id)
             pipe.delete(self.names.node(self.node_id))
             for topic in self._registered:
                 pipe.hdel(self.names.topic(topic), self.node_id)
-            for user in self._users():
-                pipe.hdel(self.names.user(user), self.node_id)
+            pipe.delete(self.names.node_topics(self.node_id))
             await pipe.execute()
         self._registered.clear()
 
@@ -276,36 +318,54 @@ class NodeLink(AsyncResource):
                 await self.heartbeat()
             except REDIS_ERRORS as exc:
                 self.metrics.inc("chainpush_redis_errors_total")
-                logger.warning("heartbeat of node %s failed (%s); retry in %.1f s, tries left: "
-                               "unlimited", self.node_id, exc, self.heartbeat_s)
+                held = self._throttle.ready("heartbeat")
+                if held is not None:
+                    logger.warning("heartbeat of node %s failed (%s: %s); retry in %.1f s, tries "
+                                   "left: unlimited; %d similar lines held back", self.node_id,
+                                   type(exc).__name__, client_text(exc), self.heartbeat_s, held)
             await asyncio.sleep(self.heartbeat_s)
 
     async def _inbox_loop(self) -> None:
         attempt = 0
+        listening = False
         while True:
             try:
-                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(self.names.inbox(self.node_id))
-                    await self.heartbeat()
+                async with Inbox(self._redis_url, self.names.inbox(self.node_id),
+                                 timeout_s=self._timeout_s,
+                                 health_check_s=self.heartbeat_s) as inbox:
+                    try:
+                        await self.heartbeat()
+                    except redis.exceptions.ResponseError as exc:
+                        # Redis answered (WRONGTYPE on one key, ...): the inbox itself works;
+                        # the heartbeat loop keeps retrying the registry
+                        self.metrics.inc("chainpush_redis_errors_total")
+                        logger.warning("heartbeat of node %s failed (%s: %s); listening anyway",
+                                       self.node_id, type(exc).__name__, client_text(exc))
                     attempt = 0
+                    listening = True
                     self.connected.set()
                     logger.info("node %s listening on %s", self.node_id,
                                 self.names.inbox(self.node_id))
                     await self._on_resync()
                     while True:
                         # a bounded wait, so the health check runs on an idle inbox too
-                        message: dict[str, Any] | None = await pubsub.get_message(
-                            timeout=self.heartbeat_s)
+                        data = await inbox.next(self.heartbeat_s)
                         _raise_if_cancel_was_swallowed()
-                        if message is not None and message.get("type") == "message":
-                            self._handle(message["data"])
+                        if data is not None:
+                            self._handle(data)
             except REDIS_ERRORS as exc:
                 self.connected.clear()
                 self.metrics.inc("chainpush_redis_errors_total")
+                if listening:  # a subscription that worked was lost (InboxLost, a drop)
+                    listening = False
+                    self.metrics.inc("chainpush_inbox_resubscribes_total")
                 attempt += 1
                 delay = self._retry.delay_s(attempt)
-                logger.warning("inbox of node %s lost (%s: %s); resubscribing in %.2f s, tries "
-                               "left: unlimited", self.node_id, type(exc).__name__, exc, delay)
+                held = self._throttle.ready("inbox")
+                if held is not None:
+                    logger.warning("inbox of node %s lost (%s: %s); resubscribing in %.2f s, "
+                                   "tries left: unlimited; %d similar lines held back",
+                                   self.node_id, type(exc).__name__, client_text(exc), delay, held)
                 await asyncio.sleep(delay)
 
     def _handle(self, data: str | bytes) -> None:

@@ -43,6 +43,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from chainpush.constants import RedisNames
+from chainpush.logs import client_text
 from chainpush.resource import AsyncResource
 from push import wire
 from push.config import PushConfig, StoresConfig
@@ -156,7 +157,7 @@ class PushNode(AsyncResource):
         )
         self._link = NodeLink(
             self.stores.redis_url, node_id=self.config.node_id, public_url=self.url,
-            names=self.names, topics=lambda: list(self.topics), users=lambda: list(self.users),
+            names=self.names, topics=lambda: list(self.topics),
             on_messages=self._on_inbox, on_resync=self.reconcile,
             heartbeat_s=self.config.heartbeat_s, node_ttl_s=self.config.node_ttl_s,
             metrics=self.metrics,
@@ -292,7 +293,8 @@ class PushNode(AsyncResource):
                 self._leave(conn)
                 if not quiet:
                     self.metrics.inc("chainpush_closes_total")
-                    logger.info("conn %d: user %s closed with %d (%s)", conn.id, session.user,
+                    logger.info("conn %d: user %s closed with %d (%s)", conn.id,
+                                client_text(session.user),
                                 action.code, wire.CLOSE_REASONS.get(action.code, "?"))
                 conn.send_close(action.code)
 
@@ -303,7 +305,8 @@ class PushNode(AsyncResource):
             return
         conn.joined = True
         self.users.setdefault(claims.user, set()).add(conn)
-        logger.info("conn %d: user %s connected from %s", conn.id, claims.user, conn.ip)
+        logger.info("conn %d: user %s connected from %s", conn.id, client_text(claims.user),
+                    conn.ip)
         self.run_actions(conn, conn.session.admit())
         # the token's expiry closes the connection with 4003 (the client gets a new token)
         loop = asyncio.get_running_loop()
@@ -336,7 +339,8 @@ class PushNode(AsyncResource):
                 and not self._all_closed.done():
             self._all_closed.set_result(None)
         if conn.session.user is not None:
-            logger.info("conn %d: user %s disconnected (%s)", conn.id, conn.session.user,
+            logger.info("conn %d: user %s disconnected (%s)", conn.id,
+                        client_text(conn.session.user),
                         conn.protocol.close_code)
 
     def _unindex(self, sub: Subscription) -> None:

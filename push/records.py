@@ -10,13 +10,20 @@ Topics (docs/seams.md §3):
 * ``state:<Contract>`` — every ``kind: "state"`` record of that contract;
 * ``user:<0xChecksummed>`` — event records with an address-typed argument equal to that wallet.
 
-Records carry no ABI types, so an *address-typed argument* is recognised by its encoding: the seam
-encodes ``address`` as an EIP-55 checksummed string and ``bytes``/``bytes20`` as lower-case hex.
-A ``0x`` + 40 hex digits value is therefore an address unless it is all lower-case with at least
-one letter (a ``bytes20``). An EIP-55 address whose letters all come out lower-case has
-probability 2^-k for k letters; such an address (and an all-digits one) is still recognised
-whenever it has no letters, and is otherwise treated as bytes — a documented, negligible miss.
-Arguments are walked recursively (arrays, tuples), so addresses inside structs count too.
+Which arguments are addresses comes from the ABI: the watcher's decoder puts the paths of the
+``address``-typed values in ``address_paths`` (docs/seams.md §1), and only those route to
+``user:`` topics. A ``string`` (or ``bytes20``) argument that happens to look like an address
+routes nowhere, so nobody can push text into a stranger's ``user:`` topic by emitting it, and
+arbitrary strings cannot create topics.
+
+Records stored before the field existed have no ``address_paths``; for those only, an address is
+recognised by its encoding (:func:`is_address`, the old heuristic): the seam encodes ``address``
+as an EIP-55 checksummed string and ``bytes``/``bytes20`` as lower-case hex, so a ``0x`` + 40 hex
+digits value counts unless it is all lower-case with at least one letter.
+
+:func:`normalise_topic` gives a topic its canonical spelling (``user:`` + EIP-55): clients,
+MetaMask among them, often give addresses in lower case, and a subscription must be to the topic
+that records are routed to.
 """
 
 from __future__ import annotations
@@ -24,7 +31,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
+
+from eth_utils.address import to_checksum_address
 
 from push.errors import InvalidRecord
 
@@ -60,6 +70,12 @@ def validate(record: Mapping[str, Any]) -> None:
         raise InvalidRecord(f"record {rid}: contract must be a non-empty string, got {contract!r}")
     if not isinstance(record.get("args", {}), Mapping):
         raise InvalidRecord(f"record {rid}: args must be an object, got {record.get('args')!r}")
+    paths = record.get("address_paths")
+    if paths is not None and (
+        not isinstance(paths, list) or not all(isinstance(p, str) for p in paths)
+    ):
+        raise InvalidRecord(f"record {rid}: address_paths must be a list of strings, got "
+                            f"{paths!r:.80}")
 
 
 def is_address(value: object) -> bool:
@@ -90,10 +106,58 @@ def addresses(args: Mapping[str, Any]) -> list[str]:
     return list(seen)
 
 
+checksum = lru_cache(maxsize=1 << 16)(to_checksum_address)
+
+
+def _at(args: Mapping[str, Any], path: str) -> object:
+    """The value at a filter-syntax ``path`` (``order.maker``, ``recipients.2``), or None."""
+    value: object = args
+    for part in path.split("."):
+        if isinstance(value, Mapping):
+            value = value.get(part)
+        elif isinstance(value, list) and part.isascii() and part.isdigit() and len(part) < 10:
+            index = int(part)
+            value = value[index] if index < len(value) else None
+        else:
+            return None
+    return value
+
+
+def typed_addresses(args: Mapping[str, Any], paths: Sequence[str]) -> list[str]:
+    """Distinct EIP-55 addresses at ``paths`` (the record's ``address_paths``), in path order.
+    A path that does not lead to a ``0x`` + 40 hex digits string is ignored."""
+    seen: dict[str, None] = {}
+    for path in paths:
+        value = _at(args, path)
+        if isinstance(value, str) and _ADDRESS.fullmatch(value):
+            seen.setdefault(checksum(value), None)
+    return list(seen)
+
+
 def topics_of(record: Mapping[str, Any]) -> list[str]:
     """The topics a record is stored and delivered under, in a stable order."""
     validate(record)
     contract = record["contract"]
     if record["kind"] == "state":
         return [f"state:{contract}"]
-    return [f"contract:{contract}"] + [f"user:{a}" for a in addresses(record.get("args", {}))]
+    args = record.get("args", {})
+    paths = record.get("address_paths")
+    wallets = addresses(args) if paths is None else typed_addresses(args, paths)
+    return [f"contract:{contract}"] + [f"user:{a}" for a in wallets]
+
+
+def is_user_topic_name(name: str) -> bool:
+    """True if ``name`` (after ``user:``) is an address: ``0x`` + 40 hex digits, any case."""
+    return _ADDRESS.fullmatch(name) is not None
+
+
+def normalise_topic(topic: str) -> str:
+    """The canonical spelling of ``topic``: ``user:<address>`` in EIP-55 whatever the case it
+    came in (``user:0xab84…`` → ``user:0xAb84…``); any other topic unchanged.
+
+    Case is not checked against the checksum: addresses compare case-insensitively (as the
+    token's ``wallets`` claim does), and a subscription must name the topic records go to."""
+    kind, sep, name = topic.partition(":")
+    if kind == "user" and sep and is_user_topic_name(name):
+        return f"user:{checksum(name)}"
+    return topic

@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from chainpush.logs import client_text
 from push import wire
 from push.errors import ProtocolError, TokenError
 from push.ratelimit import TokenBucket
@@ -215,7 +216,7 @@ class Session:
         try:
             frame = wire.parse_client_frame(data)
         except ProtocolError as exc:
-            logger.info("conn %d: bad first frame (%s)", self.id, str(exc)[:200])
+            logger.info("conn %d: bad first frame (%s)", self.id, client_text(exc))
             return self.close(wire.CLOSE_BAD_FIRST_FRAME)
         if not isinstance(frame, wire.Auth):
             logger.info("conn %d: first frame is %s, not auth", self.id, frame.type)
@@ -223,10 +224,10 @@ class Session:
         try:
             claims = verify(frame.token, self.config.tokens, now=now)
         except TokenExpired as exc:
-            logger.info("conn %d: %s", self.id, str(exc)[:200])
+            logger.info("conn %d: %s", self.id, client_text(exc))
             return self.close(wire.CLOSE_TOKEN_EXPIRED)
         except TokenError as exc:  # the message never contains the token
-            logger.info("conn %d: %s", self.id, str(exc)[:200])
+            logger.info("conn %d: %s", self.id, client_text(exc))
             return self.close(wire.CLOSE_AUTH_FAILED)
         self.claims = claims
         self.state = "admitting"
@@ -314,7 +315,8 @@ class Session:
         """A step for ``sub`` raised: drop only that subscription, with an error frame."""
         if not sub.active:
             return []
-        logger.error("conn %d: subscription to %r dropped: %s", self.id, sub.topic, why[:200])
+        logger.error("conn %d: subscription to %s dropped: %s", self.id, client_text(sub.topic),
+                     client_text(why))
         return self._drop(sub, "subscription_failed",
                           "the node dropped this subscription; subscribe again with since")
 

@@ -15,19 +15,24 @@ Pure: never awaits, no I/O. The clock is a parameter so tests can move it.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
 
 from push.errors import ConfigError, TokenError, TopicNotAllowed
+from push.records import normalise_topic
 
 #: secrets a node refuses outside dev mode: empty, short, or the well-known dev default.
 DEV_SECRET = "chainpush-dev-secret-do-not-use-in-production"
 MIN_SECRET_CHARS = 32
 ALGORITHMS = ("HS256", "RS256", "ES256")
+#: largest ``exp`` / ``nbf`` accepted (year 9999): beyond it, a time is a bug or an attack
+MAX_NUMERIC_DATE = 253402300799
+MAX_SUB_CHARS = 256
 _WALLET = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
@@ -36,9 +41,10 @@ class TokenConfig:
     """How tokens are signed and checked. ``public_key`` is PEM text for RS256/ES256."""
 
     algorithm: str = "HS256"
-    secret: str = ""
+    #: never in a repr (a config printed in a traceback or a debug log must not leak it)
+    secret: str = field(default="", repr=False)
     public_key: str | None = None
-    private_key: str | None = None
+    private_key: str | None = field(default=None, repr=False)
     issuer: str | None = "chainpush"
     audience: str | None = None
     leeway_s: float = 5.0
@@ -128,6 +134,21 @@ def _strings(payload: Mapping[str, Any], name: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _time_claim(payload: Mapping[str, Any], name: str) -> float | None:
+    """A NumericDate claim (RFC 7519 §2): ``None`` when absent; a :class:`TokenError` unless a
+    finite number in range. JSON parsers (Python's, PyJWT's) accept ``Infinity`` and ``NaN``:
+    ``exp: NaN`` compared false with every clock and ``int(Infinity)`` raised OverflowError,
+    which closed the connection with 1011 and a traceback instead of 4001."""
+    value = payload.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TokenError(f"token claim {name!r} must be a number")
+    if not math.isfinite(value) or not 0 <= value <= MAX_NUMERIC_DATE:
+        raise TokenError(f"token claim {name!r} must be a finite time in 0..{MAX_NUMERIC_DATE}")
+    return float(value)
+
+
 def verify(token: str, config: TokenConfig, *, now: float) -> Claims:
     """Check signature, algorithm, issuer, audience and expiry; return the claims.
 
@@ -148,21 +169,25 @@ def verify(token: str, config: TokenConfig, *, now: float) -> Claims:
     except (ValueError, TypeError) as exc:  # malformed keys or input
         raise TokenError(f"token rejected: {type(exc).__name__}") from exc
     sub, exp = payload.get("sub"), payload.get("exp")
-    if not isinstance(sub, str) or not sub:
-        raise TokenError("token claim 'sub' must be a non-empty string")
-    if isinstance(exp, bool) or not isinstance(exp, int | float):
+    if not isinstance(sub, str) or not sub or len(sub) > MAX_SUB_CHARS or not sub.isprintable():
+        # the user id is logged and used as a Redis key: printable, bounded
+        raise TokenError(f"token claim 'sub' must be a non-empty printable string of at most "
+                         f"{MAX_SUB_CHARS} characters")
+    exp = _time_claim(payload, "exp")
+    if exp is None:
         raise TokenError("token claim 'exp' must be a number")
     if exp + config.leeway_s <= now:
         raise TokenExpired(f"token of user {sub!r} expired at {int(exp)}")
-    nbf = payload.get("nbf")
-    if isinstance(nbf, int | float) and not isinstance(nbf, bool) and nbf > now + config.leeway_s:
+    nbf = _time_claim(payload, "nbf")
+    if nbf is not None and nbf > now + config.leeway_s:
         raise TokenError(f"token of user {sub!r} not valid before {int(nbf)}")
     wallets = _strings(payload, "wallets")
     for wallet in wallets:
         if _WALLET.fullmatch(wallet) is None:
             raise TokenError(f"token claim 'wallets' holds a non-address {wallet[:50]!r}")
-    return Claims(user=sub, wallets=wallets, topics=_strings(payload, "topics"),
-                  expires_at=int(exp))
+    # an exact `user:0xab…` grant in lower case is the EIP-55 topic records are routed to
+    topics = tuple(normalise_topic(t) for t in _strings(payload, "topics"))
+    return Claims(user=sub, wallets=wallets, topics=topics, expires_at=int(exp))
 
 
 class TokenExpired(TokenError):

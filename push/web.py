@@ -5,6 +5,8 @@ Routes:
 * ``POST /auth/login`` ``{"user": "alice", "wallets": ["0x…"]}`` → ``{"token", "expires_at",
   "user", "push_urls"}``. **Dev mode only**: outside dev mode it answers 404, and tokens are minted
   by the application's own backend with the shared secret or private key (docs/push.md §Tokens).
+  The CLI turns it on only when :attr:`push.config.Settings.dev_login` holds: dev mode, and either
+  the well-known dev secret or dev mode asked for explicitly (never ``CHAINPUSH_DEV=false``).
 * ``GET /config.json`` → push node URLs, suggested topics, whether dev login is on.
 * ``GET /`` → the demo page; ``GET /static/<file>`` → its JS and CSS (``push/static``).
 * ``GET /healthz``, ``GET /metrics`` (Prometheus text).

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from push.errors import ProtocolError
-from push.records import StoredMessage
+from push.records import StoredMessage, is_user_topic_name, normalise_topic
 from push.subscription import compile_path
 
 # --- close codes (RFC 6455 §7.4: 4000-4999 are for applications) -----------------------------
@@ -52,7 +52,7 @@ ERROR_CODES = frozenset({
     "bad_message",  # JSON, but not an object of a known shape (the message says which field)
     "unknown_type",  # an object whose ``type`` is not a client frame type
     "forbidden_topic",  # the token does not grant that topic
-    "unknown_topic",  # not a topic of the form contract:X, state:X or user:0x…
+    "unknown_topic",  # not a topic of the form contract:X, state:X or user:0x + 40 hex digits
     "not_subscribed",  # unsubscribe from a topic that was not subscribed
     "too_many_subscriptions",  # above ``max_subscriptions`` per connection
     "too_many_topics",  # the node already serves ``max_topics`` distinct topics
@@ -111,8 +111,12 @@ ClientFrame = Auth | Subscribe | Unsubscribe | Ping
 
 
 def valid_topic(topic: str) -> bool:
+    """``contract:X`` / ``state:X`` with a printable X, or ``user:0x`` + 40 hex digits."""
     kind, sep, name = topic.partition(":")
-    return bool(sep) and kind in TOPIC_KINDS and 0 < len(name) and len(topic) <= MAX_TOPIC_CHARS
+    if kind == "user":
+        return bool(sep) and is_user_topic_name(name)
+    return (bool(sep) and kind in TOPIC_KINDS and 0 < len(name)
+            and len(topic) <= MAX_TOPIC_CHARS and name.isprintable())
 
 
 def _ref(obj: Mapping[str, Any]) -> str | None:
@@ -135,7 +139,8 @@ def _topic(obj: Mapping[str, Any], ref: str | None) -> str:
             "unknown_topic", "topic must be contract:<Name>, state:<Name> or user:<0xaddress> "
             f"(at most {MAX_TOPIC_CHARS} characters)", ref,
         )
-    return topic
+    # user:0xab84… (MetaMask's lower case) is the topic user:0xAb84… that records are routed to
+    return normalise_topic(topic)
 
 
 def _filter(raw: object, ref: str | None) -> dict[str, tuple[Any, ...]]:

@@ -7,6 +7,8 @@ that emit the demo events.
     python scripts/call.py --emit Transfer    # one transaction emitting Transfer
     python scripts/call.py --emit all         # one transaction for each demo event
     python scripts/call.py --ws ws://127.0.0.1:8545     (or --ipc PATH, --rpc URL)
+
+Any deployed contract, any function: ``chainpush call NAME FN [ARGS…] [--send --value WEI]``.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@
     python scripts/deploy.py --ipc .chainpush/dev/anvil.ipc
 
 Idempotent: contracts already deployed at the recorded address are left alone.
-Writes deployments/<chain_id>.json.
+Writes deployments/<chain_id>.json (format: docs/configuration.md, "Deployments").
+Your own contracts, with constructor arguments: ``chainpush deploy NAME [ARGS…]``.
 """
 
 from __future__ import annotations

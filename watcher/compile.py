@@ -14,10 +14,15 @@ source unit names are relative (``contracts/CallDemo.sol``), and ``metadata.byte
 ``"none"`` so the bytecode does not embed a hash of the metadata (which would change with file
 paths and comments). The CBOR tail then only carries the compiler version.
 
-The compiler is driven through py-solc-x's standard-JSON interface. Which ``solc`` runs is chosen
-by :func:`find_solc`: an explicit path, else a native solc of :data:`SOLC_VERSION` (installed by
-``solcx.install_solc`` or on ``PATH``), else ``tools/solc``, a shim over the npm ``solc`` wasm
-build (no native solc is installable on machines without internet; ENVIRONMENT.md).
+The compiler is driven through its standard-JSON interface. Which ``solc`` runs is chosen by
+:func:`find_solc`, in this order: an explicit path (``--solc``), a native solc of
+:data:`SOLC_VERSION` (installed by ``solcx.install_solc`` or on ``PATH``), else :data:`SHIM`, a
+``solc``-compatible script over the npm ``solc`` wasm build of the *project* (``node_modules/solc``
+in the directory above ``contracts/`` or higher: ``npm install`` in the project; no native solc
+is installable on machines without internet, ENVIRONMENT.md). Native binaries run through
+py-solc-x; the shim ships inside this package and runs as ``node SHIM`` with
+``CHAINPUSH_SOLC_JS`` naming the project's ``node_modules/solc``, so neither its file mode nor
+where chainpush is installed matters.
 
 ``chainpush compile`` writes the files; ``chainpush compile --check`` exits 1 naming every file in
 ``abi/`` that is missing, stale or extra compared with what compiling would produce.
@@ -46,13 +51,14 @@ import solcx.install
 import solcx.wrapper
 from solcx.exceptions import SolcError, SolcInstallationError, UnknownOption, UnknownValue
 
+from chainpush.project import find_project, layout, node_package
 from watcher.errors import CompileError, ConfigError, InvalidABI
 
 logger = logging.getLogger(__name__)
 
-ROOT: Final = Path(__file__).resolve().parent.parent
-#: ``solc`` over the npm package (``node_modules/solc``); see its header.
-SHIM: Final = ROOT / "tools" / "solc"
+#: ``solc`` over the project's npm package (``node_modules/solc``), shipped as package data;
+#: see its header.
+SHIM: Final = Path(__file__).resolve().parent / "tools" / "solc"
 #: The compiler the committed ``abi/`` files were produced with (package.json pins npm solc to it).
 #: A native solc of another version is passed over: its bytecode would differ from ``abi/``.
 SOLC_VERSION: Final = "0.8.37"
@@ -269,13 +275,14 @@ def read_sources(contracts_dir: Path) -> list[Source]:
     """Every ``*.sol`` under ``contracts_dir``, named ``<dir name>/<relative path>``."""
     base = contracts_dir.resolve()
     if not base.is_dir():
-        raise CompileError(f"contracts directory {contracts_dir} does not exist")
+        raise CompileError(f"contracts directory {contracts_dir} does not exist: put your .sol "
+                           "files there, or start a project: chainpush init DIR")
     sources = [
         Source(f"{base.name}/{path.relative_to(base).as_posix()}", path.read_text("utf-8"))
         for path in sorted(base.rglob("*.sol"))
     ]
     if not sources:
-        raise CompileError(f"no .sol files in {contracts_dir}")
+        raise CompileError(f"no .sol files in {contracts_dir}: add your contracts there")
     return sources
 
 
@@ -314,19 +321,23 @@ def write_outputs(out_dir: Path, files: Mapping[str, str]) -> list[Path]:
     return changed
 
 
-def solc_version(solc_binary: Path) -> str:
-    """``X.Y.Z+commit.HASH`` of ``solc_binary`` (platform suffix dropped: same for wasm/native)."""
+def solc_version(solc_binary: Path, project: Path | None = None) -> str:
+    """``X.Y.Z+commit.HASH`` of ``solc_binary`` (platform suffix dropped: same for wasm/native).
+
+    For the shim, ``project`` says whose ``node_modules/solc`` it runs (default: cwd's).
+    """
     try:
         st = solc_binary.resolve().stat()
     except OSError as exc:
         raise CompileError(f"cannot run solc at {solc_binary}: {exc}") from exc
+    solc_js = _solc_js(solc_binary, project)
     # Asking the shim costs ~0.5 s (it loads the wasm compiler); ask once per binary.
-    return _cached_version(solc_binary.resolve(), st.st_mtime_ns, st.st_size)
+    return _cached_version(solc_binary.resolve(), st.st_mtime_ns, st.st_size, solc_js)
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_version(solc_binary: Path, mtime_ns: int, size: int) -> str:
-    return parse_version(_banner(solc_binary), where=str(solc_binary))
+def _cached_version(solc_binary: Path, mtime_ns: int, size: int, solc_js: Path | None) -> str:
+    return parse_version(_banner(solc_binary, solc_js), where=str(solc_binary))
 
 
 def parse_version(banner: str, *, where: str) -> str:
@@ -337,22 +348,61 @@ def parse_version(banner: str, *, where: str) -> str:
     return match.group(0)
 
 
-def _banner(solc_binary: Path) -> str:
+def _solc_js(solc_binary: Path, project: Path | None) -> Path | None:
+    """The npm solc the shim should load (None: ``solc_binary`` is not the shim)."""
+    if solc_binary.resolve() != SHIM:
+        return None
+    return node_package("solc", project or Path.cwd())
+
+
+def _command(solc_binary: Path, solc_js: Path | None) -> tuple[list[str], dict[str, str] | None]:
+    """argv prefix and environment that run ``solc_binary`` (the shim through ``node``)."""
+    if solc_binary.resolve() != SHIM:
+        return [str(solc_binary)], None
+    env = dict(os.environ)
+    if solc_js is not None:
+        env["CHAINPUSH_SOLC_JS"] = str(solc_js)
+    return [shutil.which("node") or "node", str(SHIM)], env
+
+
+def _banner(solc_binary: Path, solc_js: Path | None = None) -> str:
+    argv, env = _command(solc_binary, solc_js)
     try:
         done = subprocess.run(
-            [str(solc_binary), "--version"], capture_output=True, text=True, timeout=60,
-            check=True,
+            [*argv, "--version"], capture_output=True, text=True, timeout=60, check=True, env=env,
         )
+    except subprocess.CalledProcessError as exc:
+        raise CompileError(
+            f"cannot run solc at {solc_binary}: {str(exc.stderr or exc.stdout or exc).strip()}"
+        ) from exc
     except (OSError, subprocess.SubprocessError) as exc:
         raise CompileError(f"cannot run solc at {solc_binary}: {exc}") from exc
-    return done.stdout
+    return str(done.stdout)
 
 
-def find_solc(explicit: str | Path | None = None) -> Path:
+def missing_compiler_message(project: Path, *, have_node: bool, rejected: Sequence[str]) -> str:
+    """The one message naming every way to get a compiler, ending with the likeliest fix."""
+    lines = [f"no Solidity compiler for {project}. Any one of these works:"]
+    lines.append(f"  - a native solc {SOLC_VERSION} on PATH, or installed by py-solc-x: "
+                 f"python -c \"import solcx; solcx.install_solc('{SOLC_VERSION}')\"")
+    lines.append(f"  - npm's wasm solc in the project: `npm install solc@{SOLC_VERSION}` in "
+                 f"{project} (the package.json of `chainpush init` lists it: `npm install`)"
+                 + ("" if have_node else "; this needs Node.js 20+ on PATH, which is missing"))
+    lines.append("  - an explicit compiler: --solc PATH or CHAINPUSH_SOLC=PATH")
+    if rejected:
+        lines.append("  (passed over: " + "; ".join(rejected) + ")")
+    lines.append(f"fix: cd {project} && npm install" if have_node
+                 else "fix: install Node.js 20+, then `npm install` in the project")
+    return "\n".join(lines)
+
+
+def find_solc(explicit: str | Path | None = None, project: Path | None = None) -> Path:
     """The solc to use: ``explicit``, else a native solc of :data:`SOLC_VERSION`, else the shim.
 
     Native candidates are solcx's installs (``~/.solcx``) and ``solc`` on ``PATH`` unless that
-    is our shim or another wasm wrapper. The shim needs ``node`` and ``npm install``.
+    is our shim or another wasm wrapper. The shim needs ``node`` and ``node_modules/solc`` in
+    ``project`` (default: cwd) or a directory above it. Raises :class:`CompileError` naming
+    every option when none is there.
     """
     if explicit is not None:
         path = Path(shutil.which(explicit) or explicit)  # a bare name is looked up on PATH
@@ -374,29 +424,49 @@ def find_solc(explicit: str | Path | None = None) -> Path:
     on_path = shutil.which("solc")
     if on_path is not None and Path(on_path).resolve() != SHIM.resolve():
         candidates.append(Path(on_path))
+    rejected: list[str] = []
     for candidate in candidates:
         try:
             banner = _banner(candidate)
             version = parse_version(banner, where=str(candidate)).partition("+")[0]
         except CompileError as exc:
             logger.info("ignoring %s", exc)
+            rejected.append(str(exc))
             continue
         if version != SOLC_VERSION:
             logger.info("ignoring solc %s at %s: abi/ is built with %s",
                         version, candidate, SOLC_VERSION)
+            rejected.append(f"solc {version} at {candidate}: not {SOLC_VERSION}")
         elif "emscripten" in banner.lower():
             logger.debug("ignoring wasm solc wrapper at %s", candidate)
         else:
             return candidate
-    if shutil.which("node") is None:
-        raise CompileError(
-            f"no native solc {SOLC_VERSION} found and no `node` to run {SHIM}: install Node.js "
-            "and run `npm install`, or pass --solc PATH"
-        )
-    if not (ROOT / "node_modules" / "solc").is_dir():
-        raise CompileError(f"no native solc {SOLC_VERSION} and no node_modules/solc: run "
-                           "`npm install` in the repository root, or pass --solc PATH")
+    where = (project or Path.cwd()).resolve()
+    have_node = shutil.which("node") is not None
+    if not have_node or node_package("solc", where) is None:
+        raise CompileError(missing_compiler_message(where, have_node=have_node,
+                                                    rejected=rejected))
     return SHIM
+
+
+def _compile_with_shim(
+    input_json: Mapping[str, Any], base_path: Path, solc_js: Path | None
+) -> dict[str, Any]:
+    """Standard JSON through ``node SHIM`` (py-solc-x cannot pass the environment it needs)."""
+    argv, env = _command(SHIM, solc_js)
+    try:
+        done = subprocess.run(
+            [*argv, "--standard-json", "--base-path", str(base_path)],
+            input=json.dumps(input_json), capture_output=True, text=True, timeout=300, env=env,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise CompileError(f"solc at {SHIM} failed: {exc}") from exc
+    if done.returncode != 0:
+        raise CompileError(f"solc at {SHIM} failed: {done.stderr.strip()}")
+    output = json.loads(done.stdout)
+    if not isinstance(output, dict):
+        raise CompileError(f"solc at {SHIM} printed {type(output).__name__}, not an object")
+    return output
 
 
 def compile_contracts(
@@ -409,16 +479,23 @@ def compile_contracts(
     """
     contracts_dir = Path(contracts_dir)
     sources = read_sources(contracts_dir)
-    binary = find_solc(solc_binary)
-    version = solc_version(binary)
+    project = contracts_dir.resolve().parent  # imports resolve like the unit names
+    binary = find_solc(solc_binary, project)
+    version = solc_version(binary, project)
     logger.info("compiling %d source(s) in %s with solc %s (%s)",
                 len(sources), contracts_dir, version, binary)
     try:
-        output = solcx.compile_standard(
-            standard_json_input(sources),
-            solc_binary=binary,
-            base_path=contracts_dir.resolve().parent,  # imports resolve like the unit names
-        )
+        if binary.resolve() == SHIM:
+            output = _compile_with_shim(standard_json_input(sources), project,
+                                        _solc_js(binary, project))
+            if any(e.get("severity") == "error" for e in output.get("errors", [])):
+                raise CompileError(
+                    f"solc rejected the sources:\n{format_errors(output['errors'])}"
+                )
+        else:
+            output = solcx.compile_standard(
+                standard_json_input(sources), solc_binary=binary, base_path=project,
+            )
     except SolcError as exc:
         errors = getattr(exc, "error_dict", None)
         if errors:
@@ -471,23 +548,49 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "compile",
         help="compile contracts/ into abi/ (<Name>.abi and <Name>.json)",
-        description="Compile the Solidity contracts into ABI and artifact files. With --check, "
-        "write nothing and exit 1 if the output directory is not what compiling would produce.",
+        description="Compile the project's Solidity contracts (contracts/*.sol) into "
+        "abi/<Name>.abi (the ABI, what the watcher decodes with) and abi/<Name>.json "
+        "(ABI + bytecode, what `chainpush deploy` deploys). With --check, write nothing and "
+        "exit 1 if abi/ is not what compiling would produce.\n\nThe compiler: --solc, else a "
+        f"native solc {SOLC_VERSION} (PATH or py-solc-x), else the project's node_modules/solc "
+        "(npm install).",
+        epilog="examples:\n  chainpush compile                # in the project (where "
+        "chainpush.toml is)\n  chainpush compile --check        # CI: fail if abi/ is stale\n"
+        "  chainpush compile --contracts src --out build/abi",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--contracts", default="contracts", metavar="DIR",
-                        help="directory of .sol files (default: contracts)")
-    parser.add_argument("--out", default="abi", metavar="DIR",
-                        help="output directory (default: abi)")
+    parser.add_argument("--contracts", default=None, metavar="DIR",
+                        help="directory of .sol files (default: <project>/contracts, the project "
+                        "being the directory of the nearest chainpush.toml, else cwd)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="output directory (default: [watch] abi_dir of chainpush.toml, "
+                        "else <project>/abi)")
     parser.add_argument("--check", action="store_true",
                         help="exit 1 naming each missing, stale or extra file; write nothing")
     parser.add_argument("--solc", default=os.environ.get("CHAINPUSH_SOLC"), metavar="PATH",
                         help="solc executable (env CHAINPUSH_SOLC; default: a native solc "
-                        f"{SOLC_VERSION} if installed, else tools/solc)")
+                        f"{SOLC_VERSION} if installed, else the project's node_modules/solc)")
     parser.set_defaults(func=run)
+
+
+def _relative(path: Path) -> Path:
+    """``path`` relative to cwd when below it (shorter messages), else absolute."""
+    try:
+        return path.relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
 
 
 def run(args: argparse.Namespace) -> int:
     """``chainpush compile``: 0 on success, 1 on a compile error or (with --check) stale output."""
+    project = find_project()
+    try:
+        abi_dir = layout(project).abi_dir  # [watch] abi_dir, where the watcher reads
+    except ValueError as exc:
+        print(f"chainpush compile: {exc}", file=sys.stderr)
+        return 1
+    args.contracts = args.contracts or str(_relative(project / "contracts"))
+    args.out = args.out or str(_relative(abi_dir))
     try:
         if args.check:
             diffs = check(args.contracts, args.out, args.solc)

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from chainpush.logs import redact_url
 from watcher.errors import ConfigError
 
 DEFAULT_MONGO_URI = "mongodb://127.0.0.1:27018/?directConnection=true"
@@ -305,7 +306,8 @@ class Config:
         """A JSON-safe view for ``--print-config``."""
         return {
             "source": self.source,
-            "node": {"urls": list(self.node.urls), "poll_interval_s": self.node.poll_interval_s,
+            "node": {"urls": [redact_url(u) for u in self.node.urls],
+                     "poll_interval_s": self.node.poll_interval_s,
                      "timeout_s": self.node.timeout_s, "chain_id": self.node.chain_id},
             "watch": {
                 "name": self.watch.name, "confirmations": self.watch.confirmations,

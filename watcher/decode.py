@@ -15,6 +15,9 @@ uint256)`` and differ only in how many arguments are indexed.
 
 Values are made JSON-safe on the way (``docs/seams.md`` §1): integers → decimal strings,
 addresses → EIP-55, bytes → ``0x`` lower-case hex, tuples → objects keyed by component name.
+Each record also carries ``address_paths``: the filter-syntax paths (``to``, ``order.maker``,
+``recipients.2``) of its ``address``-typed values, in ABI order, which is what push routes
+``user:`` topics by: the decoder knows the types, so nothing downstream guesses from the value.
 A log that does not decode raises ``DecodeError`` naming tx hash and log index; the caller counts
 it and goes on. Unnamed arguments are keyed ``_<position>``.
 """
@@ -111,6 +114,57 @@ def _converter_for(t: Any, components: tuple[Param, ...] | None) -> Convert:
     raise DecodeError(f"unsupported ABI type {t!r}")
 
 
+# --- address paths: where the address-typed values are ----------------------------------------
+
+#: yields the paths of the address values inside one decoded (JSON-safe) value at ``prefix``
+AddressWalk = Callable[[Any, str], Iterable[str]]
+
+
+def _address_walk(t: Any, components: tuple[Param, ...] | None) -> AddressWalk | None:
+    """A walker over the JSON-safe value of type ``t``, or None when ``t`` holds no address."""
+    if t.arrlist:
+        inner = _address_walk(t.item_type, components)
+        if inner is None:
+            return None
+        walk_item = inner
+
+        def walk_array(seq: Any, prefix: str) -> Iterable[str]:
+            for i, item in enumerate(seq):
+                yield from walk_item(item, f"{prefix}.{i}")
+
+        return walk_array
+    if isinstance(t, TupleType):
+        comps = components or ()
+        names = [c.name for c in comps]
+        # keys as the converter makes them: component names, or positions when unnamed
+        named = len(names) == len(t.components) and all(names)
+        parts: list[tuple[str | int, AddressWalk]] = []
+        for i, ct in enumerate(t.components):
+            walk = _address_walk(ct, comps[i].components if i < len(comps) else None)
+            if walk is not None:
+                parts.append((names[i] if named else i, walk))
+        if not parts:
+            return None
+
+        def walk_tuple(value: Any, prefix: str) -> Iterable[str]:
+            for key, walk in parts:
+                yield from walk(value[key], f"{prefix}.{key}")
+
+        return walk_tuple
+    if isinstance(t, BasicType) and t.base == "address":
+        return lambda _value, prefix: (prefix,)
+    return None
+
+
+def address_walk(param: Param) -> AddressWalk | None:
+    """Where ``param``'s address-typed values are, or None when it holds none. An indexed
+    argument of a dynamic type is only a hash (the topic), never an address."""
+    t = parse_type(param.type)
+    if param.indexed and (t.arrlist or isinstance(t, TupleType)):
+        return None
+    return _address_walk(t, param.components)
+
+
 # --- fast word decoders (hex of one 32-byte word → JSON-safe value) -----------------------------
 
 WordDecoder = Callable[[str], Any]
@@ -194,6 +248,10 @@ class EventDecoder:
     data_types: tuple[str, ...]
     data_fields: tuple[tuple[str, Convert], ...]
     data_words: int
+    #: (arg name, walker) for the arguments holding addresses, in ABI order
+    address_fields: tuple[tuple[str, AddressWalk], ...] = ()
+    #: the paths when none of them depends on the value (no address array): computed once
+    static_paths: tuple[str, ...] | None = ()
 
     @classmethod
     def compile(cls, contract: str, event: EventABI) -> EventDecoder:
@@ -216,12 +274,25 @@ class EventDecoder:
                 for i, ((name, _), d) in enumerate(zip(data_params, word_decs, strict=True))
                 if d is not None
             )
+        address_fields = tuple(
+            (name, walk) for name, p in zip(names, event.inputs, strict=True)
+            if (walk := address_walk(p)) is not None
+        )
+        static: tuple[str, ...] | None = None
+        if not any(_has_array(p) for p in event.inputs if address_walk(p) is not None):
+            static = tuple(path for name, walk in address_fields for path in walk(_NO_VALUE, name))
         return cls(
             contract=contract, event=event, topic_fields=tuple(topic_fields), word_fields=fast,
             data_types=tuple(p.type for _, p in data_params),
             data_fields=tuple((name, converter(p)) for name, p in data_params),
-            data_words=len(data_params),
+            data_words=len(data_params), address_fields=address_fields, static_paths=static,
         )
+
+    def address_paths(self, args: Mapping[str, Any]) -> tuple[str, ...]:
+        """The paths of the address-typed values in ``args`` (as :meth:`args` returned it)."""
+        if self.static_paths is not None:
+            return self.static_paths
+        return tuple(path for name, walk in self.address_fields for path in walk(args[name], name))
 
     def args(self, topics: Sequence[str], data: str) -> dict[str, Any]:
         """Decode one log's arguments; raises ``ValueError``/``DecodingError`` on bad input."""
@@ -243,6 +314,23 @@ class EventDecoder:
         for (name, conv), v in zip(self.data_fields, values, strict=True):
             out[name] = conv(v)
         return out
+
+
+class _NoValue(dict[Any, Any]):
+    """Stands in for a tuple value when computing paths that do not depend on values."""
+
+    def __missing__(self, key: Any) -> _NoValue:
+        return self
+
+
+_NO_VALUE = _NoValue()
+
+
+def _has_array(param: Param) -> bool:
+    """True if ``param``'s type has an array anywhere (its address paths depend on lengths)."""
+    if "[" in param.type:
+        return True
+    return any(_has_array(c) for c in param.components or ())
 
 
 # --- the log decoder for a set of contracts ---------------------------------------------------
@@ -352,7 +440,8 @@ class LogDecoder:
             timestamp = int(raw_ts, 16)
         return EventRecord(
             chain_id=self.chain_id, contract=dec.contract, address=self._checksummed[addr],
-            event=dec.event.name, args=args, block_number=int(log["blockNumber"], 16),
+            event=dec.event.name, args=args, address_paths=dec.address_paths(args),
+            block_number=int(log["blockNumber"], 16),
             block_hash=log["blockHash"].lower(), block_timestamp=timestamp,
             tx_hash=log["transactionHash"].lower(), log_index=int(log["logIndex"], 16),
         )

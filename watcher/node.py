@@ -32,7 +32,6 @@ from web3.providers import (
     AsyncHTTPProvider,
     AsyncIPCProvider,
     HTTPProvider,
-    IPCProvider,
     JSONBaseProvider,
     WebSocketProvider,
 )
@@ -40,6 +39,7 @@ from web3.types import RPCEndpoint, RPCResponse
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
+from chainpush.logs import redact_url
 from watcher.errors import ChainMismatch, ConfigError, NodeUnreachable
 
 logger = logging.getLogger(__name__)
@@ -98,7 +98,13 @@ class Endpoint:
         return cls(kind, target, timeout_s)  # type: ignore[arg-type]
 
     def describe(self) -> str:
-        return f"{self.kind} {self.target}"
+        """For logs and error messages: the URL without password, path and query, where
+        providers put API keys (``https://eth-mainnet.g.alchemy.com/v2/<key>``)."""
+        return f"{self.kind} {redact_url(self.target)}"
+
+    def scrub(self, text: str) -> str:
+        """``text`` (a library's error message) with this endpoint's URL redacted in it."""
+        return text.replace(self.target, redact_url(self.target)) if self.kind != "ipc" else text
 
 
 class SyncWebSocketProvider(JSONBaseProvider):
@@ -163,6 +169,90 @@ class SyncWebSocketProvider(JSONBaseProvider):
             conn.close()
 
 
+class SyncIPCProvider(JSONBaseProvider):
+    """A synchronous JSON-RPC provider over one unix socket that can be closed.
+
+    web3's ``IPCProvider`` keeps its socket open with no public way to close it; a process that
+    connects more than once (tests, ``chainpush call`` in a loop) then leaks one socket each.
+    One request at a time on the connection; reconnects on the next call after it dropped.
+    """
+
+    def __init__(self, path: str, timeout_s: float = 10.0) -> None:
+        super().__init__()
+        self.path = path
+        self.timeout_s = timeout_s
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._decoder = json.JSONDecoder()
+
+    def __str__(self) -> str:
+        return f"IPC connection {self.path}"
+
+    def _socket(self) -> socket.socket:
+        if self._sock is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(self.timeout_s)
+                sock.connect(self.path)
+            except BaseException:
+                sock.close()
+                raise
+            self._sock = sock
+        return self._sock
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        request_id = next(self._ids)
+        body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        with self._lock:
+            try:
+                sock = self._socket()
+                sock.sendall(body.encode())
+                buf = ""
+                while True:
+                    chunk = sock.recv(1 << 16)
+                    if not chunk:
+                        raise ConnectionResetError("the node closed the IPC connection")
+                    buf += chunk.decode()
+                    # the node writes one JSON document per reply, possibly across reads;
+                    # notifications (no id) may come first
+                    while buf.strip():
+                        try:
+                            reply, end = self._decoder.raw_decode(buf.lstrip())
+                        except ValueError:
+                            break  # incomplete: read more
+                        buf = buf.lstrip()[end:]
+                        if isinstance(reply, dict) and reply.get("id") == request_id:
+                            return reply  # type: ignore[return-value]
+            except (OSError, TimeoutError, UnicodeDecodeError) as exc:
+                self.close()
+                raise NodeUnreachable(
+                    f"cannot reach node at ipc {self.path} ({type(exc).__name__}: {exc}); "
+                    f"{START_HINT}"
+                ) from exc
+
+    def is_connected(self, show_traceback: bool = False) -> bool:
+        try:
+            self.make_request(RPCEndpoint("web3_clientVersion"), [])
+        except NodeUnreachable:
+            if show_traceback:
+                raise
+            return False
+        return True
+
+    def close(self) -> None:
+        if self._sock is not None:
+            sock, self._sock = self._sock, None
+            sock.close()
+
+
+def disconnect(w3: Web3) -> None:
+    """Close what ``connect`` opened (the websocket or IPC connection; HTTP has none to keep)."""
+    close = getattr(w3.provider, "close", None)
+    if callable(close):
+        close()
+
+
 def _unreachable(endpoint: Endpoint, exc: BaseException | None = None) -> NodeUnreachable:
     why = f" ({type(exc).__name__}: {exc})" if exc is not None else ""
     return NodeUnreachable(f"cannot reach node at {endpoint.describe()}{why}; {START_HINT}")
@@ -194,16 +284,19 @@ def connect(endpoint: Endpoint, *, expected_chain_id: int | None = None) -> Web3
     elif endpoint.kind == "ws":
         provider = SyncWebSocketProvider(endpoint.target, timeout_s=endpoint.timeout_s)
     else:
-        _probe_ipc(endpoint)
-        provider = IPCProvider(endpoint.target, timeout=max(1, round(endpoint.timeout_s)))
+        provider = SyncIPCProvider(endpoint.target, timeout_s=endpoint.timeout_s)
     w3 = Web3(provider)
     try:
-        chain_id = int(w3.eth.chain_id)
-    except NodeUnreachable:
+        try:
+            chain_id = int(w3.eth.chain_id)
+        except NodeUnreachable:
+            raise
+        except (OSError, requests.RequestException) as exc:
+            raise _unreachable(endpoint, exc) from exc
+        _check_chain(endpoint, chain_id, expected_chain_id)
+    except BaseException:
+        disconnect(w3)
         raise
-    except (OSError, requests.RequestException) as exc:
-        raise _unreachable(endpoint, exc) from exc
-    _check_chain(endpoint, chain_id, expected_chain_id)
     return w3
 
 

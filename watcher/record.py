@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Literal, TypedDict, cast
+from typing import Any, Literal, NotRequired, TypedDict, cast
 
 Status = Literal["pending", "confirmed", "removed"]
 Kind = Literal["event", "state"]
@@ -35,6 +35,8 @@ class RecordDict(TypedDict):
     tx_hash: str | None
     log_index: int
     status: Status
+    #: paths of the address-typed args (docs/seams.md §1); absent on records made before it
+    address_paths: NotRequired[list[str]]
 
 
 def event_id(chain_id: int, block_hash: str, log_index: int) -> str:
@@ -68,6 +70,9 @@ class EventRecord:
     tx_hash: str
     log_index: int
     status: Status = "pending"
+    #: paths (filter syntax) of the ``address``-typed args, from the ABI; ``None``: not known
+    #: (a record restored from a checkpoint written before the field existed)
+    address_paths: tuple[str, ...] | None = None
 
     @property
     def id(self) -> str:
@@ -81,13 +86,16 @@ class EventRecord:
         return replace(self, status=status)
 
     def to_dict(self) -> RecordDict:
-        return {
+        out: RecordDict = {
             "kind": "event", "id": self.id, "chain_id": self.chain_id, "contract": self.contract,
             "address": self.address, "event": self.event, "args": self.args,
             "block_number": self.block_number, "block_hash": self.block_hash,
             "block_timestamp": self.block_timestamp, "tx_hash": self.tx_hash,
             "log_index": self.log_index, "status": self.status,
         }
+        if self.address_paths is not None:
+            out["address_paths"] = list(self.address_paths)
+        return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,7 +135,7 @@ class StateRecord:
             "args": {"inputs": self.inputs, "value": self.value},
             "block_number": self.block_number, "block_hash": self.block_hash,
             "block_timestamp": self.block_timestamp, "tx_hash": None, "log_index": -1,
-            "status": self.status,
+            "status": self.status, "address_paths": [],
         }
 
 
@@ -154,4 +162,5 @@ def record_from_dict(data: RecordDict | dict[str, Any]) -> Record:
         args=dict(d["args"]), block_number=d["block_number"], block_hash=d["block_hash"],
         block_timestamp=d["block_timestamp"], tx_hash=d["tx_hash"], log_index=d["log_index"],
         status=status,
+        address_paths=tuple(d["address_paths"]) if d.get("address_paths") is not None else None,
     )

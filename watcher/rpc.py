@@ -91,7 +91,8 @@ class Rpc:
 
     def _unreachable(self, exc: BaseException) -> NodeUnreachable:
         return NodeUnreachable(
-            f"cannot reach node at {self.endpoint.describe()} ({type(exc).__name__}: {exc})"
+            f"cannot reach node at {self.endpoint.describe()} "
+            f"({type(exc).__name__}: {self.endpoint.scrub(str(exc))})"
         )
 
 
@@ -196,8 +197,14 @@ class StreamRpc(Rpc):
         except (OSError, websockets.exceptions.WebSocketException) as exc:
             raise self._unreachable(exc) from exc
         finally:
-            for i in ids:
+            for i, f in futs.items():
                 self._waiting.pop(i, None)
+                # the first failed reply raised: mark the others' errors as seen (asyncio would
+                # log "Future exception was never retrieved" for each) and stop waiting on them
+                if f.done() and not f.cancelled():
+                    f.exception()
+                else:
+                    f.cancel()
 
     async def subscribe_heads(self) -> None:
         self._subscription = str(await self.call("eth_subscribe", ["newHeads"]))

@@ -6,6 +6,12 @@
   // close codes after which reconnecting with the same token is pointless
   const NEW_TOKEN_CODES = new Set([4001, 4003]);
 
+  // The node answers user:<address> topics in EIP-55 case whatever case they were asked in
+  // (MetaMask gives lower case): key subscriptions case-insensitively for those.
+  function subKey(topic) {
+    return topic.startsWith("user:") ? topic.toLowerCase() : topic;
+  }
+
   class ChainpushClient {
     /**
      * @param {object} o
@@ -33,12 +39,12 @@
 
     /** Subscribe; since = last offset already seen (0: everything; undefined: live only). */
     subscribe(topic, { since, filter } = {}) {
-      this.subs.set(topic, { since, filter });
+      this.subs.set(subKey(topic), { topic, since, filter });
       this._send({ type: "subscribe", topic, since, filter });
     }
 
     unsubscribe(topic) {
-      this.subs.delete(topic);
+      this.subs.delete(subKey(topic));
       this._send({ type: "unsubscribe", topic });
     }
 
@@ -118,18 +124,18 @@
           this.wasReady = true;
           this.attempt = 0;
           this.onState("connected", msg);
-          for (const [topic, s] of this.subs) {
-            this.ws.send(JSON.stringify({ type: "subscribe", topic, since: s.since, filter: s.filter }));
+          for (const s of this.subs.values()) {
+            this.ws.send(JSON.stringify({ type: "subscribe", topic: s.topic, since: s.since, filter: s.filter }));
           }
           break;
         case "subscribed": {
-          const s = this.subs.get(msg.topic);
+          const s = this.subs.get(subKey(msg.topic));
           if (s && s.since === undefined) s.since = msg.since; // live-only: resume from here
           this.onState("subscribed", msg);
           break;
         }
         case "message": {
-          const s = this.subs.get(msg.topic);
+          const s = this.subs.get(subKey(msg.topic));
           if (s) s.since = Math.max(s.since || 0, msg.offset);
           if (this.seen.has(msg.id + "@" + msg.topic)) break;
           this._remember(msg.id + "@" + msg.topic);

@@ -6,6 +6,7 @@ The committed ``abi/`` must be exactly what compiling ``contracts/`` produces, a
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -40,12 +41,18 @@ def compiled() -> dict[str, str]:
     return wc.render(wc.compile_contracts(ROOT / "contracts"))
 
 
+def with_node_modules(project: Path) -> Path:
+    """``project`` with our node_modules (npm solc) linked in, as `npm install` would leave it."""
+    (project / "node_modules").symlink_to(ROOT / "node_modules")
+    return project
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A copy of contracts/ and abi/ elsewhere on disk."""
+    """A copy of contracts/ and abi/ elsewhere on disk, with node_modules/solc."""
     shutil.copytree(ROOT / "contracts", tmp_path / "contracts")
     shutil.copytree(ROOT / "abi", tmp_path / "abi")
-    return tmp_path
+    return with_node_modules(tmp_path)
 
 
 def cli(project: Path, *extra: str) -> int:
@@ -113,6 +120,7 @@ def test_a_source_edit_makes_the_artifact_stale(
 
 
 def test_syntax_error_raises_compile_error_with_file_and_line(tmp_path: Path) -> None:
+    with_node_modules(tmp_path)
     (tmp_path / "contracts").mkdir()
     (tmp_path / "contracts" / "Bad.sol").write_text(BAD_SOURCE)
     with pytest.raises(CompileError) as info:
@@ -122,6 +130,7 @@ def test_syntax_error_raises_compile_error_with_file_and_line(tmp_path: Path) ->
 
 
 def test_syntax_error_exits_1_from_the_command(tmp_path: Path, unit: float) -> None:
+    with_node_modules(tmp_path)
     (tmp_path / "contracts").mkdir()
     (tmp_path / "contracts" / "Bad.sol").write_text(BAD_SOURCE)
     done = subprocess.run(
@@ -136,6 +145,7 @@ def test_syntax_error_exits_1_from_the_command(tmp_path: Path, unit: float) -> N
 
 
 def test_imports_between_contract_files(tmp_path: Path) -> None:
+    with_node_modules(tmp_path)
     (tmp_path / "src" / "lib").mkdir(parents=True)
     (tmp_path / "src" / "lib" / "Base.sol").write_text(
         "// SPDX-License-Identifier: MIT\npragma solidity ^0.8.24;\n"
@@ -182,6 +192,7 @@ def test_shim_reads_imports_from_the_base_path_from_any_cwd(tmp_path: Path, unit
         [str(wc.SHIM), "--standard-json", "--base-path", str(tmp_path),
          "--allow-paths", str(tmp_path), "--output-dir", str(tmp_path), "--overwrite", "-"],
         input=json.dumps(request), capture_output=True, text=True, timeout=60 * unit, cwd="/",
+        env={**os.environ, "CHAINPUSH_SOLC_JS": str(ROOT / "node_modules" / "solc")},
     )
     assert done.returncode == 0, done.stderr
     output = json.loads(done.stdout)  # pure JSON: no SMT-solver line
@@ -194,3 +205,50 @@ def test_shim_rejects_unknown_options_like_solc(unit: float) -> None:
                           timeout=30 * unit)
     assert done.returncode == 1
     assert done.stderr.startswith("unrecognised option '--bin'")
+
+
+# --- a team's project, outside this repository ---
+
+SIMPLE = """\
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+contract Simple { uint256 public n; }
+"""
+
+
+def test_compile_in_a_project_uses_the_projects_node_modules(tmp_path: Path, unit: float) -> None:
+    """From a subdirectory of a project (chainpush.toml), without arguments, cwd elsewhere from
+    the repository: contracts/ → abi/ of the project, through the project's node_modules/solc."""
+    app = tmp_path / "app"
+    app.mkdir()
+    with_node_modules(app)
+    (app / "chainpush.toml").write_text("")
+    (app / "contracts").mkdir()
+    (app / "contracts" / "Simple.sol").write_text(SIMPLE)
+    env = {k: v for k, v in os.environ.items() if k not in ("CHAINPUSH_SOLC", "CHAINPUSH_SOLC_JS")}
+    done = subprocess.run([str(CHAINPUSH), "compile"], cwd=app / "contracts", capture_output=True,
+                          text=True, timeout=60 * unit, env=env)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (app / "abi").iterdir()) == ["Simple.abi", "Simple.json"]
+    assert not (app / "contracts" / "abi").exists()
+
+
+def test_compile_without_a_compiler_names_every_option(tmp_path: Path, unit: float) -> None:
+    """The wheel's first-run failure (issue 11): no node_modules/solc in the project and no
+    native solc → one message naming each way to get a compiler, ending with the fix."""
+    (tmp_path / "solcx").mkdir()
+    (tmp_path / "contracts").mkdir()
+    (tmp_path / "contracts" / "Simple.sol").write_text(SIMPLE)
+    env = {k: v for k, v in os.environ.items() if k not in ("CHAINPUSH_SOLC", "CHAINPUSH_SOLC_JS")}
+    env["SOLCX_BINARY_PATH"] = str(tmp_path / "solcx")
+    done = subprocess.run([str(CHAINPUSH), "compile"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60 * unit, env=env)
+    assert done.returncode == 1
+    err = done.stderr
+    assert "Traceback" not in err
+    assert f"no Solidity compiler for {tmp_path.resolve()}" in err
+    assert "native solc 0.8.37 on PATH" in err and "solcx.install_solc('0.8.37')" in err
+    assert "npm install solc@0.8.37" in err and "--solc PATH" in err
+    assert err.rstrip().endswith(f"fix: cd {tmp_path.resolve()} && npm install")
+    assert "repository" not in err

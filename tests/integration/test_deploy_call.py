@@ -4,6 +4,8 @@ receipt — over HTTP, websocket and IPC, through the scripts a user runs."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +14,7 @@ import pytest
 from web3 import Web3
 
 from chainpush import deploy, traffic
-from tests.conftest import ROOT, Anvil
+from tests.conftest import ROOT, Anvil, start_test_anvil
 from watcher.node import Endpoint, connect
 
 pytestmark = pytest.mark.integration
@@ -129,3 +131,89 @@ def test_unreachable_node_is_a_clear_error(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert "cannot reach node at http" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+# --- chainpush deploy / call: any compiled contract of a project -------------------------------
+
+
+def chainpush(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAINPUSH_")}
+    return subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "chainpush"), *args], capture_output=True, text=True,
+        timeout=60, cwd=project, env=env,
+    )
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A project directory with CallDemo compiled (our abi/), nothing deployed."""
+    (tmp_path / "chainpush.toml").write_text('[watch]\nname = "p"\n')
+    (tmp_path / "abi").mkdir()
+    for suffix in (".abi", ".json"):
+        shutil.copy(ROOT / "abi" / f"CallDemo{suffix}", tmp_path / "abi")
+    return tmp_path
+
+
+def test_chainpush_deploy_and_call_calldemo(anvil: Anvil, project: Path) -> None:
+    rpc = ["--rpc", anvil.http_url]
+    before = chainpush(project, "call", "CallDemo", "get", *rpc)
+    assert before.returncode == 1
+    assert before.stderr.rstrip().endswith("run chainpush deploy CallDemo")
+
+    deployed = chainpush(project, "deploy", "CallDemo", *rpc)
+    assert deployed.returncode == 0, deployed.stderr
+    address = deployed.stdout.splitlines()[-1]
+    record = json.loads((project / "deployments" / "31337.json").read_text())
+    assert record["contracts"]["CallDemo"]["address"] == address
+
+    got = chainpush(project, "call", "CallDemo", "get", *rpc)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.splitlines()[-1] == "2020"
+
+    unsent = chainpush(project, "call", "CallDemo", "set", "7", *rpc)
+    assert unsent.returncode == 1
+    assert unsent.stderr.rstrip().endswith("chainpush call CallDemo set 7 --send")
+
+    sent = chainpush(project, "call", "CallDemo", "set", "7", "--send", *rpc)
+    assert sent.returncode == 0, sent.stderr
+    lines = sent.stdout.splitlines()
+    assert lines[0].startswith("tx 0x") and lines[1].startswith("block ")
+    (event,) = [line for line in lines if line.startswith("event ValueChanged ")]
+    assert json.loads(event.removeprefix("event ValueChanged ")) == {
+        "by": "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266", "oldValue": 2020, "newValue": 7}
+    assert chainpush(project, "call", "CallDemo", "get", *rpc).stdout.splitlines()[-1] == "7"
+
+    not_payable = chainpush(project, "call", "CallDemo", "set", "8", "--send", "--value", "1",
+                            *rpc)
+    assert not_payable.returncode == 1 and "is not payable: drop --value" in not_payable.stderr
+    bad = chainpush(project, "deploy", "CallDemo", "extra", *rpc)
+    assert bad.returncode == 1
+    assert "CallDemo constructor takes 0 argument(s) (no arguments), got 1" in bad.stderr
+
+
+def test_chainpush_deploy_uses_the_projects_dev_chain_and_names_the_fix(project: Path) -> None:
+    """No --rpc: the dev chain of the project's stack.json; none running → `chainpush dev up`."""
+    missing = chainpush(project, "deploy", "CallDemo")
+    assert missing.returncode == 1
+    assert missing.stderr.rstrip().endswith("is the dev chain up? start it: chainpush dev up")
+    uncompiled = chainpush(project, "deploy", "Vault", "--rpc", "http://127.0.0.1:1")
+    assert uncompiled.returncode == 1
+    assert uncompiled.stderr.rstrip().endswith(
+        f"no compiled artifact {project / 'abi' / 'Vault.json'}: run `chainpush compile`")
+
+
+def test_chainpush_deploy_over_ipc_and_call_over_websocket(anvil: Anvil, project: Path) -> None:
+    deployed = chainpush(project, "deploy", "CallDemo", "--ipc", str(anvil.ipc_path))
+    assert deployed.returncode == 0, deployed.stderr
+    got = chainpush(project, "call", "CallDemo", "get", "--ws", anvil.ws_url)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.splitlines()[-1] == "2020"
+    # another chain with the same id, from genesis: the recorded address has no code there
+    fresh = start_test_anvil(project / "fresh")
+    try:
+        stale = chainpush(project, "call", "CallDemo", "get", "--rpc", fresh.http_url)
+    finally:
+        fresh.server.stop()
+        fresh.ipc_path.unlink(missing_ok=True)
+    assert stale.returncode == 1
+    assert stale.stderr.rstrip().endswith("deploy it again: chainpush deploy CallDemo")

@@ -381,7 +381,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def test_register_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CHAINPUSH_SOLC", raising=False)
     args = parse(["compile"])
-    assert (args.contracts, args.out, args.check, args.solc) == ("contracts", "abi", False, None)
+    # None: <project>/contracts and <project>/abi, resolved when the command runs
+    assert (args.contracts, args.out, args.check, args.solc) == (None, None, False, None)
     assert args.func is wc.run
     monkeypatch.setenv("CHAINPUSH_SOLC", "/opt/solc")
     args = parse(["compile", "--check", "--contracts", "c", "--out", "o"])
@@ -394,3 +395,38 @@ def test_run_reports_compile_errors(
     args = parse(["compile", "--contracts", str(tmp_path / "missing"), "--out", str(tmp_path)])
     assert wc.run(args) == 1
     assert "chainpush compile: contracts directory" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("no_solcx_installs")
+def test_find_solc_without_any_compiler_names_every_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No native solc, no node_modules/solc in the project (or above): one message, every
+    option, ending with the command that fixes it; nothing about a repository root."""
+    project = tmp_path / "app"
+    project.mkdir()
+    path_with(monkeypatch, fake_solc(tmp_path / "bin", "Version: 0.8.20+commit.a1.Linux").parent)
+    with pytest.raises(CompileError) as info:
+        wc.find_solc(project=project)
+    message = str(info.value)
+    assert message.startswith(f"no Solidity compiler for {project}")
+    assert "solcx.install_solc('0.8.37')" in message
+    assert "npm install solc@0.8.37" in message
+    assert "--solc PATH" in message
+    assert "solc 0.8.20 at" in message  # what was passed over, and why
+    assert message.endswith(f"fix: cd {project} && npm install")
+
+
+@pytest.mark.usefixtures("no_solcx_installs")
+def test_find_solc_uses_node_modules_of_the_project_or_above(tmp_path: Path) -> None:
+    package = tmp_path / "node_modules" / "solc"
+    package.mkdir(parents=True)
+    (package / "package.json").write_text("{}")
+    (tmp_path / "app" / "contracts").mkdir(parents=True)
+    assert wc.find_solc(project=tmp_path / "app") == wc.SHIM
+
+
+def test_missing_compiler_message_without_node() -> None:
+    message = wc.missing_compiler_message(Path("/p"), have_node=False, rejected=())
+    assert "needs Node.js 20+ on PATH, which is missing" in message
+    assert message.endswith("fix: install Node.js 20+, then `npm install` in the project")

@@ -97,3 +97,65 @@ def test_retry_policy() -> None:
     assert 0.5 <= policy.delay_s(10, rng) <= 1.0
     with pytest.raises(ConfigError, match="max_tries"):
         RetryPolicy(max_tries=0)
+
+
+# --- booleans: strict everywhere (issue 10 item 1) -------------------------------------------
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("1", True), ("true", True), ("TRUE", True), ("Yes", True), (" on ", True),
+    ("0", False), ("false", False), ("False", False), ("NO", False), ("off", False),
+])
+def test_env_booleans_parse_strictly(text: str, value: bool) -> None:
+    from chainpush.flags import env_bool
+
+    assert env_bool({"CHAINPUSH_DEV": text}, "CHAINPUSH_DEV") is value
+
+
+@pytest.mark.parametrize("text", ["maybe", "flase", "2", "-1", "t", "y", "enabled"])
+def test_env_boolean_typos_are_errors_naming_the_variable(text: str) -> None:
+    from chainpush.flags import InvalidBoolean, env_bool
+
+    with pytest.raises(InvalidBoolean, match="CHAINPUSH_DEV"):
+        env_bool({"CHAINPUSH_DEV": text}, "CHAINPUSH_DEV")
+
+
+def test_env_boolean_unset_or_empty_is_not_given() -> None:
+    from chainpush.flags import env_bool
+
+    assert env_bool({}, "CHAINPUSH_DEV") is None
+    assert env_bool({"CHAINPUSH_DEV": ""}, "CHAINPUSH_DEV") is None
+
+
+@pytest.mark.parametrize("value", ['"false"', '"true"', '"0"', "0", "1"])
+def test_toml_booleans_must_be_booleans(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f'[auth]\nsecret = "{SECRET}"\ndev_mode = {value}\n')
+    with pytest.raises(ConfigError, match=r"\[auth\] dev_mode must be a TOML boolean"):
+        load(path, dev_mode=None)
+    path.write_text(f'[auth]\nsecret = "{SECRET}"\n[push]\ncompression = {value}\n')
+    with pytest.raises(ConfigError, match=r"\[push\] compression must be a TOML boolean"):
+        load(path, dev_mode=None)
+
+
+def test_toml_dev_mode_false_is_off_and_flags_win(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f'[auth]\nsecret = "{SECRET}"\ndev_mode = false\n[push]\ncompression = true\n')
+    s = load(path, dev_mode=None)
+    assert not s.dev_mode and not s.dev_login and s.push.compression
+    assert load(path, dev_mode=None, dev_default=True).dev_mode is False  # the file said so
+    s = load(path, dev_mode=True)
+    assert s.dev_mode and s.dev_explicit and s.dev_login
+    path.write_text(f'[auth]\nsecret = "{SECRET}"\ndev_mode = true\n')
+    assert load(path, dev_mode=None).dev_login
+    assert not load(path, dev_mode=False).dev_mode
+
+
+def test_dev_login_refuses_a_real_secret_unless_dev_mode_is_explicit() -> None:
+    # `chainpush run` defaults to dev mode: with the dev secret the dev login is on ...
+    s = load(None, dev_mode=None, dev_default=True)
+    assert s.dev_mode and not s.real_key and s.dev_login
+    # ... beside a real secret it is off, unless dev mode was asked for
+    s = load(None, dev_mode=None, dev_default=True, secret_from_env=SECRET)
+    assert s.dev_mode and s.real_key and not s.dev_login
+    assert load(None, dev_mode=True, secret_from_env=SECRET).dev_login
+    assert not load(None, dev_mode=None, secret_from_env=SECRET).dev_mode

@@ -107,3 +107,53 @@ def test_topic_grants() -> None:
     assert claims(topics=("*",)).allows("user:0xAb8483F64d9C6d1EcF9b849Ae677dD3315835cb2")
     with pytest.raises(TopicNotAllowed):
         c.check("contract:Other")
+
+
+def test_exact_user_grants_are_normalised_like_subscriptions() -> None:
+    lower = "user:0xab8483f64d9c6d1ecf9b849ae677dd3315835cb2"
+    checksummed = "user:0xAb8483F64d9C6d1EcF9b849Ae677dD3315835cb2"
+    config = TokenConfig(secret="s" * 40)
+    tok = issue(Claims(user="u", wallets=(), topics=(lower, "contract:*"), expires_at=2000),
+                config, now=1000)
+    claims = verify(tok, config, now=1000)
+    assert claims.topics == (checksummed, "contract:*")
+    assert claims.allows(checksummed)
+
+
+@pytest.mark.parametrize("exp", [float("inf"), float("-inf"), float("nan"), 1e300, -5])
+def test_non_finite_or_absurd_exp_is_a_token_error(exp: float) -> None:
+    config = TokenConfig(secret="s" * 40)
+    # PyJWT's JSON encoder writes Infinity / NaN, and its decoder reads them back
+    tok = jwt.encode({"sub": "a", "exp": exp, "iss": "chainpush"}, config.secret,
+                     algorithm="HS256")
+    with pytest.raises(TokenError, match="'exp'") as info:
+        verify(tok, config, now=1000)
+    assert not isinstance(info.value, TokenExpired)
+
+
+@pytest.mark.parametrize("nbf", [float("inf"), float("nan")])
+def test_non_finite_nbf_is_a_token_error(nbf: float) -> None:
+    config = TokenConfig(secret="s" * 40)
+    tok = jwt.encode({"sub": "a", "exp": 5000, "nbf": nbf, "iss": "chainpush"}, config.secret,
+                     algorithm="HS256")
+    with pytest.raises(TokenError, match="'nbf'"):
+        verify(tok, config, now=1000)
+
+
+@pytest.mark.parametrize("sub", ["alice\n2026-12-01 INFO forged", "a\x1b[2J", "x" * 257])
+def test_sub_must_be_printable_and_bounded(sub: str) -> None:
+    config = TokenConfig(secret="s" * 40)
+    tok = jwt.encode({"sub": sub, "exp": 5000, "iss": "chainpush"}, config.secret,
+                     algorithm="HS256")
+    with pytest.raises(TokenError, match="'sub'"):
+        verify(tok, config, now=1000)
+
+
+def test_token_config_repr_hides_the_keys() -> None:
+    secret = "the-production-secret-" + "q" * 20
+    config = TokenConfig(secret=secret, private_key="-----BEGIN PRIVATE KEY-----abc")
+    assert secret not in repr(config) and "PRIVATE KEY" not in repr(config)
+    assert "HS256" in repr(config)
+    from push.config import Settings
+
+    assert secret not in repr(Settings(tokens=config))

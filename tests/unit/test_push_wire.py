@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from push import wire
 from push.errors import ProtocolError
-from push.records import StoredMessage
+from push.records import StoredMessage, checksum
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
@@ -53,10 +53,11 @@ def test_frame_shaped_objects(value: dict[str, object]) -> None:
     check(json.dumps(value))
 
 
+# valid topics in their canonical spelling (user: addresses in EIP-55, names printable)
 topics = st.builds(
-    lambda k, n: f"{k}:{n}", st.sampled_from(wire.TOPIC_KINDS),
-    st.text(min_size=1, max_size=40),
-)
+    lambda k, n: f"{k}:{n}", st.sampled_from(("contract", "state")),
+    st.text(min_size=1, max_size=40).filter(str.isprintable),
+) | st.binary(min_size=20, max_size=20).map(lambda b: f"user:{checksum('0x' + b.hex())}")
 refs = st.none() | st.text(max_size=wire.MAX_REF_CHARS)
 filters = st.dictionaries(
     st.sampled_from(["event", "status", "kind", "args.to", "args.a.b"]),

@@ -181,6 +181,7 @@ def test_record_fields_follow_the_seam() -> None:
         "args": {"from": "0x" + "11" * 20, "to": "0x" + "22" * 20, "value": str(2**200)},
         "block_number": 123, "block_hash": "0x" + "ab" * 32, "block_timestamp": 0x6553F100,
         "tx_hash": "0x" + "cd" * 32, "log_index": 7, "status": "pending",
+        "address_paths": ["from", "to"],
     }
     assert rec.message_id == f"31337:0x{'ab' * 32}:7/pending"
 
@@ -279,3 +280,69 @@ def test_topics_filter_only_when_every_contract_names_its_events() -> None:
     assert decoder().topics_filter() is None
     narrowed = decoder(frozenset({"Transfer", "Approval"})).topics_filter()
     assert narrowed == [sorted([PARSED.event("Transfer").topic0, PARSED.event("Approval").topic0])]
+
+
+# --- address_paths: the ABI says which args are addresses (issue 10 item 6) -------------------
+
+LOOKS_LIKE_AN_ADDRESS = "0xAb8483F64d9C6d1EcF9b849Ae677dD3315835cb2"
+
+
+def test_address_paths_come_from_the_abi_types() -> None:
+    message = decoder().decode(raw_log(PARSED.event("Message"), [
+        "0x" + "11" * 20, "0x" + "22" * 20, LOOKS_LIKE_AN_ADDRESS, b"\x01" * 20]))
+    assert message is not None and message.args["text"] == LOOKS_LIKE_AN_ADDRESS
+    assert message.address_paths == ("from", "to")  # the string is not an address
+    tagged = decoder().decode(raw_log(PARSED.event("Tagged"), [
+        b"\x01" * 32, LOOKS_LIKE_AN_ADDRESS, -1, True, b"\x01\x02\x03\x04"]))
+    assert tagged is not None and tagged.address_paths == ()
+    batch = decoder().decode(raw_log(PARSED.event("Batch"), [
+        "0x" + "11" * 20, [1, 2, 3], ["0x" + "33" * 20, "0x" + "44" * 20], LOOKS_LIKE_AN_ADDRESS]))
+    assert batch is not None
+    assert batch.address_paths == ("operator", "recipients.0", "recipients.1")
+    nested = decoder().decode(raw_log(PARSED.event("Nested"), [
+        7, ("0x" + "55" * 20, 1, LOOKS_LIKE_AN_ADDRESS), [(1, True)], [[1, 2]],
+        ["0x" + "66" * 20, "0x" + "77" * 20]]))
+    assert nested is not None
+    assert nested.address_paths == ("order.maker", "pair.0", "pair.1")
+    assert nested.to_dict()["address_paths"] == ["order.maker", "pair.0", "pair.1"]
+
+
+def test_address_paths_of_positional_tuples_and_indexed_dynamic_args() -> None:
+    abi = parse_abi([{"type": "event", "name": "P", "inputs": [
+        inp("", "tuple", components=[inp("", "uint8"), inp("", "address")]),
+        inp("who", "address[]", True),  # indexed: only the hash of the array is in the topic
+        inp("grid", "tuple[][]", components=[inp("a", "address")]),
+    ]}], "p")
+    log = raw_log(abi.events[0], [(1, "0x" + "88" * 20), ["0x" + "99" * 20],
+                                  [[("0x" + "aa" * 20,)], [], [("0x" + "bb" * 20,)]]])
+    log["topics"][1] = "0x" + keccak(encode(["address[]"], [["0x" + "99" * 20]])).hex()
+    rec = LogDecoder(1, [ContractSpec("P", ADDR, abi)]).decode(log)
+    assert rec is not None
+    assert rec.address_paths == ("_0.1", "grid.0.0.a", "grid.2.0.a")
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(event_logs())
+def test_every_address_path_leads_to_a_checksummed_address(case: tuple[EventABI, RawLog]
+                                                           ) -> None:
+    from push.records import _at
+
+    rec = decoder().decode(case[1])
+    assert rec is not None and rec.address_paths is not None
+    for path in rec.address_paths:
+        value = _at(rec.args, path)
+        assert isinstance(value, str) and Web3.to_checksum_address(value) == value
+
+
+def test_records_round_trip_with_and_without_address_paths() -> None:
+    from watcher.record import record_from_dict
+
+    rec = decoder().decode(raw_log(PARSED.event("Transfer"), ["0x" + "11" * 20, "0x" + "22" * 20,
+                                                              1]))
+    assert rec is not None
+    assert record_from_dict(rec.to_dict()) == rec
+    old = rec.to_dict()
+    del old["address_paths"]  # a checkpoint written before the field existed
+    restored = record_from_dict(old)
+    assert restored.address_paths is None  # type: ignore[union-attr]
+    assert "address_paths" not in restored.to_dict()  # routed by the old heuristic downstream
