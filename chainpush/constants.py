@@ -15,6 +15,9 @@ from dataclasses import dataclass
 EVENTS = "events"
 #: one document per (topic, message) with its gap-free per-topic offset.
 MESSAGES = "messages"
+#: one document per topic stream: ``_id`` = topic, ``{epoch, created_at}``. Written once (with
+#: ``$setOnInsert``) before the topic's first message; a wiped store makes new epochs.
+STREAMS = "streams"
 #: one document per watcher cursor; ``_id`` is ``<chain_id>:<watcher name>``.
 CHECKPOINTS = "checkpoints"
 #: webhook delivery state, no TTL (a restart resumes from it): ``hook:<name>`` per webhook

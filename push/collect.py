@@ -16,6 +16,11 @@ For each record (docs/seams.md §1), in the order given:
    failure of any kind is counted and logged, never raised: the record is stored, and push nodes
    reconcile against MongoDB (:meth:`Collector._dispatch`).
 
+Epochs: before a topic's first row, its ``streams`` row is created with ``$setOnInsert``
+(:meth:`push.store.MessageStore.ensure_epoch`) and every row of the topic carries that epoch, so
+a wiped store starts each stream under a new one (docs/seams.md §2). Collect caches each topic's
+epoch and next offset for its lifetime: wipe or restore the store with the watcher stopped.
+
 MongoDB slow or down: each step is retried with backoff until it succeeds (logged with the tries
 left); :meth:`Collector.accept` does not return meanwhile, which is the back-pressure the watcher
 sees. Nothing is dropped and nothing unstored is dispatched. A crash between steps is repaired by
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -95,6 +101,8 @@ class Collector(AsyncResource):
         self._lock = asyncio.Lock()
         #: next offset to try per topic: a hint only, the unique index is the arbiter.
         self._next: dict[str, int] = {}
+        #: each topic's stream epoch, read (or created) once per topic.
+        self._epochs: dict[str, str] = {}
 
     async def __aenter__(self) -> Collector:
         if self._owns_store:
@@ -152,11 +160,13 @@ class Collector(AsyncResource):
         if not fresh:
             self.metrics.inc("chainpush_collect_replays_total")
             logger.debug("record %s already stored: replaying its rows", msg_id)
+        epochs = {topic: await self._epoch(topic) for topic in topics}
         stored: dict[str, StoredMessage] = {}
         if fresh and all(topic in self._next for topic in topics):
             # the common case: a new record on known topics, all rows in one round trip; rows
             # another writer got to first fall through to the one-by-one path below
-            rows = [StoredMessage(topic=t, offset=self._next[t], msg_id=msg_id, record=record)
+            rows = [StoredMessage(topic=t, offset=self._next[t], msg_id=msg_id, record=record,
+                                  epoch=epochs[t])
                     for t in topics]
             for row, result in zip(rows, await self.store.insert_messages(rows), strict=True):
                 if result == "inserted":
@@ -166,28 +176,42 @@ class Collector(AsyncResource):
         for topic in topics:
             if topic in stored:
                 continue
-            offset = None if fresh else await self.store.offset_of(topic, msg_id)
-            if offset is None:
-                offset = await self._insert(topic, msg_id, record)
-            stored[topic] = StoredMessage(topic=topic, offset=offset, msg_id=msg_id,
-                                          record=record)
+            position = None if fresh else await self.store.position_of(topic, msg_id)
+            if position is None:
+                position = await self._insert(topic, msg_id, record, epochs[topic])
+            stored[topic] = StoredMessage(topic=topic, offset=position[0], msg_id=msg_id,
+                                          record=record, epoch=position[1])
         return [stored[topic] for topic in topics]
 
-    async def _insert(self, topic: str, msg_id: str, record: Mapping[str, Any]) -> int:
+    async def _epoch(self, topic: str) -> str:
+        epoch = self._epochs.get(topic)
+        if epoch is None:
+            epoch = self._epochs[topic] = await self.store.ensure_epoch(topic, new_epoch())
+        return epoch
+
+    async def _insert(
+        self, topic: str, msg_id: str, record: Mapping[str, Any], epoch: str
+    ) -> tuple[int, str | None]:
         offset = self._next.get(topic)
         if offset is None:
             offset = await self.store.max_offset(topic) + 1
         while True:
             result = await self.store.insert_message(
-                StoredMessage(topic=topic, offset=offset, msg_id=msg_id, record=record)
+                StoredMessage(topic=topic, offset=offset, msg_id=msg_id, record=record,
+                              epoch=epoch)
             )
             if result == "inserted":
                 self.metrics.inc("chainpush_collect_messages_total")
                 self._next[topic] = offset + 1
-                return offset
+                return offset, epoch
             if result == "exists":
-                existing = await self.store.offset_of(topic, msg_id)
+                existing = await self.store.position_of(topic, msg_id)
                 if existing is not None:
                     return existing
             # another writer took this offset: start again from the true maximum
             offset = await self.store.max_offset(topic) + 1
+
+
+def new_epoch() -> str:
+    """A fresh stream epoch: 16 random hex digits (docs/seams.md §2)."""
+    return secrets.token_hex(8)

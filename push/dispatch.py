@@ -61,8 +61,8 @@ def encode_inbox(messages: Sequence[StoredMessage], *, sent_at: float) -> str:
     """The payload published to a node's inbox."""
     return json.dumps({
         "sent_at": sent_at,
-        "messages": [{"topic": m.topic, "offset": m.offset, "id": m.msg_id, "record": m.record}
-                     for m in messages],
+        "messages": [{"topic": m.topic, "offset": m.offset, "id": m.msg_id, "epoch": m.epoch,
+                      "record": m.record} for m in messages],
     }, separators=(",", ":"))
 
 
@@ -71,9 +71,15 @@ def decode_inbox(payload: str | bytes) -> tuple[float, list[StoredMessage]]:
     obj = json.loads(payload)
     return float(obj["sent_at"]), [
         StoredMessage(topic=str(m["topic"]), offset=int(m["offset"]), msg_id=str(m["id"]),
-                      record=m["record"])
+                      record=m["record"], epoch=_epoch(m.get("epoch")))
         for m in obj["messages"]
     ]
+
+
+def _epoch(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"inbox message epoch must be a string or null, got {type(value).__name__}")
 
 
 def _raise_if_cancel_was_swallowed() -> None:

@@ -371,7 +371,7 @@ class PushNode(AsyncResource):
             # opening one Redis and one MongoDB request each at once
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S), self._subscribing:
                 await self.link.register_topic(sub.topic)
-                head = await self.store.max_offset(sub.topic)
+                head, epoch = await self.store.head(sub.topic)
         except (TimeoutError, StoreUnavailable):
             sub.task = None
             self.run_actions(conn, conn.session.subscribe_failed(
@@ -383,9 +383,18 @@ class PushNode(AsyncResource):
             self.run_actions(conn, conn.session.fail(sub, f"subscribe: {exc!r}"))
             return
         sub.task = None
-        self.run_actions(conn, conn.session.subscribe_ready(sub, head))
+        self.run_actions(conn, conn.session.subscribe_ready(sub, head, epoch))
 
     # --- delivery --------------------------------------------------------------------------------
+
+    def _restart(self, conn: Connection, sub: Subscription, epoch: str | None, seen: int
+                 ) -> None:
+        """The stream was replaced under ``sub``: start over from offset 1 of the new one."""
+        if sub.task is not None and sub.task is not asyncio.current_task():
+            sub.task.cancel()
+        sub.task = None
+        sub.restart(epoch, seen)
+        self._start_repair(conn, sub)
 
     def _start_repair(self, conn: Connection, sub: Subscription) -> None:
         if not sub.active:
@@ -451,6 +460,8 @@ class PushNode(AsyncResource):
                     targets.append(conn)
                 elif verdict == "repair":
                     self._start_repair(conn, sub)
+                elif verdict == "restart":
+                    self._restart(conn, sub, message.epoch, message.offset)
             except Exception as exc:
                 self.metrics.inc("chainpush_subscription_failures_total")
                 self.run_actions(conn, conn.session.fail(sub, f"deliver: {exc!r}"))
@@ -473,15 +484,20 @@ class PushNode(AsyncResource):
 
     async def reconcile(self) -> None:
         """Repair every subscription that is behind its topic's last offset in MongoDB."""
-        try:
-            heads = await self.store.max_offsets(list(self.topics))
-        except StoreUnavailable:
-            return
-        for topic, head in heads.items():
+        # one indexed read per topic (MessageStore has no batched head read yet); the node's
+        # topics are capped by max_topics
+        for topic in list(self.topics):
+            try:
+                head, epoch = await self.store.head(topic)
+            except StoreUnavailable:
+                return
             for sub, conn in list(self.topics.get(topic, {}).items()):
                 try:
-                    if sub.behind(head):
+                    step = sub.behind(head, epoch)
+                    if step == "repair":
                         self._start_repair(conn, sub)
+                    elif step == "restart":
+                        self._restart(conn, sub, epoch, head)
                 except Exception as exc:
                     self.run_actions(conn, conn.session.fail(sub, f"reconcile: {exc!r}"))
 

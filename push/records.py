@@ -47,12 +47,17 @@ Record = dict[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class StoredMessage:
-    """One record as stored under one topic: what a push node delivers."""
+    """One record as stored under one topic: what a push node delivers.
+
+    ``epoch``: the topic stream's epoch when the row was written (docs/seams.md §2); offsets are
+    comparable only within one epoch. None for rows stored before epochs existed.
+    """
 
     topic: str
     offset: int
     msg_id: str
     record: Mapping[str, Any]
+    epoch: str | None = None
 
 
 def validate(record: Mapping[str, Any]) -> None:

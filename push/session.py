@@ -47,6 +47,7 @@ from push import wire
 from push.errors import ProtocolError, TokenError
 from push.ratelimit import TokenBucket
 from push.records import StoredMessage
+from push.resume import resume_point, stream_replaced
 from push.subscription import Cursor, Filter
 from push.tokens import Claims, TokenConfig, TokenExpired, verify
 
@@ -54,7 +55,7 @@ logger = logging.getLogger(__name__)
 
 State = Literal["auth", "admitting", "open", "closed"]
 Step = Literal["more", "behind", "done", "stale"]
-Verdict = Literal["send", "skip", "repair"]
+Verdict = Literal["send", "skip", "repair", "restart"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,23 +122,6 @@ class Drop:
 Action = Send | Close | Admit | Fetch | Repair | Drop
 
 
-def start_position(since: int | None, client_epoch: str | None, head: int,
-                   stream_epoch: str | None) -> tuple[int, bool]:
-    """Where a subscription starts: ``(since used, reset)`` (docs/protocol.md §3, §5 Epochs).
-
-    No ``since``: live only, from ``head``. A ``since`` of another stream (the client's epoch
-    differs from the stream's) or above the topic's head (the store was replaced) is stale:
-    replay from the first offset, and say ``reset``.
-    """
-    if since is None:
-        return head, False
-    if client_epoch is not None and stream_epoch is not None and client_epoch != stream_epoch:
-        return 0, True
-    if since > head:
-        return 0, True
-    return since, False
-
-
 @dataclass(eq=False, slots=True)
 class Subscription:
     """One topic of one session. ``task`` belongs to the node (its repair task), opaque here."""
@@ -146,22 +130,47 @@ class Subscription:
     topic: str
     filter: Filter
     since: int | None
-    epoch: str | None
+    client_epoch: str | None  #: the epoch the client's ``since`` belongs to
     ref: str | None
     cursor: Cursor = field(default_factory=lambda: Cursor(next=0, repairing=True))
+    #: the stream epoch the cursor's offsets belong to (None until the topic has a message)
+    epoch: str | None = None
     active: bool = True
     task: Any = None
 
     def offer(self, message: StoredMessage) -> Verdict:
-        """A live message of this topic: ``send`` it now, ``skip`` it, or start a ``repair``."""
+        """A live message of this topic: ``send`` it now, ``skip`` it, start a ``repair``, or
+        ``restart``: its epoch shows the stream was replaced (:meth:`restart`, then repair)."""
+        epoch = message.epoch
+        if self.epoch != epoch:  # rare: one comparison per subscriber otherwise
+            if stream_replaced(self.epoch, epoch):
+                return "restart"
+            self.epoch = self.epoch or epoch
         action = self.cursor.offer(message.offset)
         if action == "deliver":
             return "send" if self.filter.matches(message.record) else "skip"
         return "repair" if action == "repair" else "skip"
 
-    def behind(self, head: int) -> bool:
-        """Reconcile: True → the topic's head passed this cursor and a repair must start now."""
-        return self.active and self.cursor.next <= head and self.cursor.start_repair()
+    def behind(self, head: int, epoch: str | None) -> Literal["repair", "restart"] | None:
+        """Reconcile saw the topic's ``head`` and its ``epoch``: ``repair`` (the head passed
+        this cursor: start a repair now), ``restart`` (the stream was replaced), or None."""
+        if not self.active:
+            return None
+        if stream_replaced(self.epoch, epoch):
+            return "restart"
+        if self.cursor.next <= head and self.cursor.start_repair():
+            return "repair"
+        return None
+
+    def restart(self, epoch: str | None, seen: int) -> None:
+        """The topic's stream was replaced (store wiped or restored, docs/protocol.md §5):
+        follow the new one from offset 1, reading at least up to ``seen``; its messages carry
+        the new epoch, which tells the client to take offsets from it. The caller cancels the
+        running repair, if any, and starts a new one."""
+        logger.info("conn %d: topic %s has a new stream (epoch %s, was %s): from offset 1",
+                    self.session.id, client_text(self.topic), epoch, self.epoch)
+        self.epoch = epoch
+        self.cursor = Cursor(next=1, repairing=True, missed=seen)
 
 
 class Session:
@@ -286,9 +295,8 @@ class Session:
         if old is not None:
             old.active = False
             actions.append(Drop(old))
-        epoch = getattr(frame, "epoch", None)
         sub = Subscription(session=self, topic=topic, filter=compiled, since=frame.since,
-                           epoch=epoch if isinstance(epoch, str) else None, ref=frame.ref)
+                           client_epoch=frame.epoch, ref=frame.ref)
         self.subs[topic] = sub
         # the node indexes ``sub`` before it reads the head: a live message arriving meanwhile
         # is remembered by the cursor (it starts in repair) and read back, never lost
@@ -300,9 +308,13 @@ class Session:
         """The topic is registered and its head read: answer ``subscribed``, start the repair."""
         if not sub.active:
             return []
-        since, _reset = start_position(sub.since, sub.epoch, head, epoch)  # H4: frame field
-        sub.cursor.next = since + 1
-        return [Send(wire.subscribed(topic=sub.topic, since=since, head=head, ref=sub.ref)),
+        start = resume_point(since=sub.since, epoch=sub.client_epoch, head=head,
+                             stream_epoch=epoch)
+        sub.cursor.next = start.since + 1
+        if epoch is not None:  # the head read is what the cursor's offsets refer to
+            sub.epoch = epoch
+        return [Send(wire.subscribed(topic=sub.topic, since=start.since, head=head, epoch=epoch,
+                                     reset=start.reset, ref=sub.ref)),
                 Repair(sub)]
 
     def subscribe_failed(self, sub: Subscription, code: str, text: str) -> list[Action]:
@@ -348,6 +360,7 @@ class Session:
         for row in rows:
             if not cursor.fetched(row.offset):
                 break
+            sub.epoch = sub.epoch or row.epoch  # the stream these offsets belong to
             if sub.filter.matches(row.record):
                 out.append(row)
         if cursor.finish_page(full_page=len(rows) >= page):

@@ -1,4 +1,4 @@
-"""MongoDB adapter: the ``events`` and ``messages`` collections of docs/seams.md §2.
+"""MongoDB adapter: the ``events``, ``messages`` and ``streams`` collections of docs/seams.md §2.
 
 Every operation is idempotent, so a retry after an ambiguous failure (the write may have landed)
 is safe: inserts that find their key already present report it instead of failing. Transient
@@ -8,6 +8,7 @@ driver errors are retried with backoff (:mod:`push.retry`); callers are blocked 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -15,7 +16,7 @@ import pymongo
 import pymongo.errors
 from pymongo import AsyncMongoClient
 
-from chainpush.constants import EVENTS, MESSAGES
+from chainpush.constants import EVENTS, MESSAGES, STREAMS
 from chainpush.resource import AsyncResource
 from push.records import StoredMessage
 from push.retry import RetryPolicy, retrying
@@ -49,6 +50,7 @@ class MessageStore(AsyncResource):
         self._db = self._client[database]
         self._events = self._db[EVENTS]
         self._messages = self._db[MESSAGES]
+        self._streams = self._db[STREAMS]
         self._retry = retry or RetryPolicy()
         self._on_error = on_error
 
@@ -98,43 +100,84 @@ class MessageStore(AsyncResource):
 
         return bool(await self._do(f"mongo insert event {msg_id}", op))
 
+    # --- streams -----------------------------------------------------------------------------
+
+    async def ensure_epoch(self, topic: str, candidate: str) -> str:
+        """The epoch of ``topic``'s stream, created as ``candidate`` if the topic has none yet.
+
+        Idempotent and safe between concurrent writers: ``$setOnInsert`` on ``_id`` = topic, so
+        exactly one candidate wins and everyone reads it back. (An upsert followed by a read,
+        not ``find_one_and_update``: nx-27017 ignores ``$setOnInsert`` there.)
+        """
+
+        async def op() -> str:
+            try:
+                await self._streams.update_one(
+                    {"_id": topic},
+                    {"$setOnInsert": {"epoch": candidate, "created_at": time.time()}},
+                    upsert=True,
+                )
+            except pymongo.errors.DuplicateKeyError:
+                pass  # two upserts raced (MongoDB may refuse the loser): the row exists now
+            row = await self._streams.find_one({"_id": topic}, {"epoch": 1})
+            if row is None or not isinstance(row.get("epoch"), str):
+                # a row without an epoch (written by hand?): give it one, the same way
+                logger.warning("streams row of %s has no epoch: setting one", topic)
+                await self._streams.update_one(
+                    {"_id": topic, "epoch": {"$exists": False}}, {"$set": {"epoch": candidate}},
+                    upsert=False)
+                row = await self._streams.find_one({"_id": topic}, {"epoch": 1}) or {}
+            return str(row.get("epoch", candidate))
+
+        result: str = await self._do(f"mongo ensure epoch of {topic}", op)
+        return result
+
     # --- messages ----------------------------------------------------------------------------
 
-    async def offset_of(self, topic: str, msg_id: str) -> int | None:
-        """The offset ``msg_id`` already has under ``topic``, or None."""
+    async def position_of(self, topic: str, msg_id: str) -> tuple[int, str | None] | None:
+        """``(offset, epoch)`` of the row ``msg_id`` already has under ``topic``, or None."""
 
-        async def op() -> int | None:
-            row = await self._messages.find_one({"topic": topic, "msg_id": msg_id}, {"offset": 1})
-            return None if row is None else int(row["offset"])
+        async def op() -> tuple[int, str | None] | None:
+            row = await self._messages.find_one(
+                {"topic": topic, "msg_id": msg_id}, {"offset": 1, "epoch": 1})
+            return None if row is None else (int(row["offset"]), row.get("epoch"))
 
-        result: int | None = await self._do(f"mongo find {msg_id} in {topic}", op)
+        result: tuple[int, str | None] | None = await self._do(
+            f"mongo find {msg_id} in {topic}", op)
+        return result
+
+    async def head(self, topic: str) -> tuple[int, str | None]:
+        """``(last offset, its epoch)`` of ``topic``: ``(0, None)`` when it has no message.
+
+        One indexed read: the epoch is the one stored with the last row, so a subscribe learns
+        the head and the stream's epoch together (docs/protocol.md §5, Epochs).
+        """
+
+        async def op() -> tuple[int, str | None]:
+            row = await self._messages.find_one(
+                {"topic": topic}, {"offset": 1, "epoch": 1},
+                sort=[("offset", pymongo.DESCENDING)],
+            )
+            return (0, None) if row is None else (int(row["offset"]), row.get("epoch"))
+
+        result: tuple[int, str | None] = await self._do(f"mongo head of {topic}", op)
         return result
 
     async def max_offset(self, topic: str) -> int:
         """The highest offset of ``topic`` (0 when empty)."""
-
-        async def op() -> int:
-            row = await self._messages.find_one(
-                {"topic": topic}, {"offset": 1}, sort=[("offset", pymongo.DESCENDING)]
-            )
-            return 0 if row is None else int(row["offset"])
-
-        return int(await self._do(f"mongo max offset of {topic}", op))
+        return (await self.head(topic))[0]
 
     async def insert_message(self, message: StoredMessage) -> InsertResult:
         """Insert one (topic, offset) row; the unique indexes arbitrate between writers.
 
         ``"offset_taken"``: another message holds that offset, pick the next one.
         ``"exists"``: this message is already stored under the topic (a replay or a retry
-        whose first attempt landed); read its offset with :meth:`offset_of`.
+        whose first attempt landed); read its position with :meth:`position_of`.
         """
 
         async def op() -> InsertResult:
             try:
-                await self._messages.insert_one({
-                    "topic": message.topic, "offset": message.offset, "msg_id": message.msg_id,
-                    "record": dict(message.record),
-                })
+                await self._messages.insert_one(_row(message))
             except pymongo.errors.DuplicateKeyError:
                 # which index refused? the message's own row decides; nx-27017 and mongod word
                 # the error differently, so ask rather than parse.
@@ -155,9 +198,7 @@ class MessageStore(AsyncResource):
         async def op() -> list[InsertResult]:
             results: list[InsertResult] = ["inserted"] * len(messages)
             try:
-                await self._messages.insert_many(
-                    [{"topic": m.topic, "offset": m.offset, "msg_id": m.msg_id,
-                      "record": dict(m.record)} for m in messages], ordered=False)
+                await self._messages.insert_many([_row(m) for m in messages], ordered=False)
             except pymongo.errors.BulkWriteError as exc:
                 for error in exc.details.get("writeErrors", []):
                     if error.get("code") != 11000:
@@ -188,7 +229,7 @@ class MessageStore(AsyncResource):
             return [
                 StoredMessage(
                     topic=row["topic"], offset=int(row["offset"]), msg_id=row["msg_id"],
-                    record=row["record"],
+                    record=row["record"], epoch=row.get("epoch"),
                 )
                 async for row in cursor
             ]
@@ -199,3 +240,8 @@ class MessageStore(AsyncResource):
     async def max_offsets(self, topics: Iterable[str]) -> dict[str, int]:
         """Highest offset per topic (0 when empty)."""
         return {topic: await self.max_offset(topic) for topic in topics}
+
+
+def _row(message: StoredMessage) -> dict[str, Any]:
+    return {"topic": message.topic, "offset": message.offset, "msg_id": message.msg_id,
+            "epoch": message.epoch, "record": dict(message.record)}

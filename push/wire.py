@@ -69,6 +69,7 @@ TOPIC_KINDS = ("contract", "state", "user")
 MAX_DEPTH = 32
 MAX_TOPIC_CHARS = 200
 MAX_REF_CHARS = 100
+MAX_EPOCH_CHARS = 64
 #: filter bounds (docs/protocol.md §3): keys, values per key, path parts per key, and the total
 #: size (characters of keys and values). Above them: error ``filter_too_large``.
 MAX_FILTER_KEYS = 16
@@ -89,6 +90,8 @@ class Auth:
 class Subscribe:
     topic: str
     since: int | None = None  #: last offset the client has; None = live only
+    #: the stream epoch ``since`` belongs to (docs/protocol.md §5); None = not known
+    epoch: str | None = None
     filter: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     ref: str | None = None
     type: Literal["subscribe"] = "subscribe"
@@ -235,7 +238,12 @@ def parse_client_frame(data: str | bytes) -> ClientFrame:
         ):
             shown = repr(since)[:50]
             raise ProtocolError("bad_message", f"since must be an integer >= 0, got {shown}", ref)
-        return Subscribe(topic=topic, since=since, filter=_filter(obj.get("filter"), ref), ref=ref)
+        epoch = obj.get("epoch")
+        if epoch is not None and (not isinstance(epoch, str) or len(epoch) > MAX_EPOCH_CHARS):
+            raise ProtocolError("bad_message", f"epoch must be a string of at most "
+                                f"{MAX_EPOCH_CHARS} characters, got {type(epoch).__name__}", ref)
+        return Subscribe(topic=topic, since=since, epoch=epoch,
+                         filter=_filter(obj.get("filter"), ref), ref=ref)
     if kind == "unsubscribe":
         return Unsubscribe(topic=_topic(obj, ref), ref=ref)
     if kind == "ping":
@@ -254,6 +262,8 @@ def client_frame(frame: ClientFrame) -> str:
         obj["topic"] = frame.topic
         if frame.since is not None:
             obj["since"] = frame.since
+        if frame.epoch is not None:
+            obj["epoch"] = frame.epoch
         if frame.filter:
             obj["filter"] = {k: list(v) for k, v in frame.filter.items()}
     elif isinstance(frame, Unsubscribe):
@@ -278,9 +288,13 @@ def welcome(*, user: str, node: str, topics: list[str], wallets: list[str], expi
                   "wallets": wallets, "expires_at": expires_at, "heartbeat_s": heartbeat_s})
 
 
-def subscribed(*, topic: str, since: int, head: int, ref: str | None) -> str:
-    """``since``: offsets above it follow; ``head``: the topic's last offset at subscribe time."""
-    return _dump({"type": "subscribed", "topic": topic, "since": since, "head": head, "ref": ref})
+def subscribed(*, topic: str, since: int, head: int, ref: str | None, epoch: str | None = None,
+               reset: bool = False) -> str:
+    """``since``: offsets above it follow; ``head``: the topic's last offset at subscribe time;
+    ``epoch``: the stream's epoch (None before its first message); ``reset``: the client's
+    position belonged to another stream and the topic is replayed from offset 1."""
+    return _dump({"type": "subscribed", "topic": topic, "since": since, "head": head,
+                  "epoch": epoch, "reset": reset, "ref": ref})
 
 
 def unsubscribed(*, topic: str, ref: str | None) -> str:
@@ -289,8 +303,8 @@ def unsubscribed(*, topic: str, ref: str | None) -> str:
 
 def message(msg: StoredMessage) -> str:
     """The frame carrying one stored message; the same text goes to every subscriber."""
-    return _dump({"type": "message", "topic": msg.topic, "offset": msg.offset, "id": msg.msg_id,
-                  "record": msg.record})
+    return _dump({"type": "message", "topic": msg.topic, "offset": msg.offset,
+                  "epoch": msg.epoch, "id": msg.msg_id, "record": msg.record})
 
 
 def error(code: str, text: str, ref: str | None = None) -> str:

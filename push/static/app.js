@@ -12,24 +12,57 @@
     el.dataset.state = state;
   }
 
-  function show(msg) {
-    const r = msg.record;
-    if (r.kind === "state") {
-      const v = r.args.value; // uints arrive as decimal strings: show them bare
-      if (r.contract === "CallDemo") $("calldemo").textContent = typeof v === "string" ? v : JSON.stringify(v);
+  // what the messages add up to: one row per record showing its current status, one value per
+  // state key that never goes backwards (docs/protocol.md §5)
+  let book = null;
+  const rows = new Map(); // record id -> <tr>
+
+  function display(v) {
+    if (v === undefined) return "?";
+    return typeof v === "string" ? v : JSON.stringify(v); // uints arrive as decimal strings
+  }
+
+  function showValue(key, current, record) {
+    let li = document.querySelector('#values li[data-key="' + CSS.escape(key) + '"]');
+    if (!li) {
+      li = document.createElement("li");
+      li.dataset.key = key;
+      $("values").appendChild(li);
     }
-    const row = document.createElement("tr");
+    const value = current ? display(current.args.value) : "?";
+    li.textContent = key + " = " + value + (current ? " (block " + current.block_number + ", " +
+      current.status + ")" : "");
+    if (record.contract === "CallDemo") {
+      $("calldemo").textContent = value;
+      $("calldemo").dataset.block = current ? String(current.block_number) : "";
+    }
+  }
+
+  function showRow(msg, r) {
+    let row = rows.get(r.id);
+    if (!row) {
+      row = document.createElement("tr");
+      row.dataset.id = r.id;
+      for (let i = 0; i < 6; i++) row.appendChild(document.createElement("td"));
+      rows.set(r.id, row);
+      $("events").prepend(row);
+      while ($("events").children.length > 500) {
+        rows.delete($("events").lastChild.dataset.id);
+        $("events").lastChild.remove();
+      }
+    }
     row.className = "event status-" + r.status;
-    row.dataset.id = msg.id;
-    const cells = [msg.topic, msg.offset, r.contract + "." + r.event, r.status, r.block_number,
+    row.dataset.msg = msg.id;
+    const status = r.status + (r.incarnation ? " (incarnation " + r.incarnation + ")" : "");
+    const cells = [msg.topic, msg.offset, r.contract + "." + r.event, status, r.block_number,
       JSON.stringify(r.args)];
-    for (const c of cells) {
-      const td = document.createElement("td");
-      td.textContent = String(c);
-      row.appendChild(td);
-    }
-    $("events").prepend(row);
-    while ($("events").children.length > 500) $("events").lastChild.remove();
+    cells.forEach((c, i) => { row.children[i].textContent = String(c); });
+  }
+
+  function show(msg) {
+    const got = book.apply(msg.record);
+    if (got.key !== undefined) showValue(got.key, got.current, msg.record);
+    if (got.changed) showRow(msg, msg.record); // a stale message changes nothing
   }
 
   async function login() {
@@ -48,6 +81,10 @@
   async function start(ev) {
     ev.preventDefault();
     if (client) client.stop();
+    book = new window.ChainpushRecordBook();
+    rows.clear();
+    $("events").replaceChildren();
+    $("values").replaceChildren();
     client = new window.ChainpushClient({
       urls: config.push_urls,
       getToken: login,

@@ -1,5 +1,7 @@
-// chainpush browser client: connect, auth (first frame), subscribe, resume, reconnect, dedup.
-// The protocol is in docs/protocol.md. No dependencies; exposes window.ChainpushClient.
+// chainpush browser client: connect, auth (first frame), subscribe, resume, reconnect, dedup,
+// stream epochs; and a record book that keeps each record's and each state key's current state
+// whatever order messages arrive in. The protocol is in docs/protocol.md. No dependencies;
+// exposes window.ChainpushClient and window.ChainpushRecordBook.
 (function () {
   "use strict";
 
@@ -27,7 +29,9 @@
       this.onMessage = o.onMessage;
       this.onState = o.onState || (() => {});
       this.onError = o.onError || ((e) => console.warn("chainpush", e));
-      this.subs = new Map(); // topic -> {filter, since}: since = last offset received
+      // subKey(topic) -> {topic, filter, since, epoch}: since = last offset received, in the
+      // stream `epoch`
+      this.subs = new Map();
       this.seen = new Set(); // message ids delivered (dedup across reconnects)
       this.seenOrder = [];
       this.urlIndex = Math.floor(Math.random() * this.urls.length);
@@ -37,10 +41,25 @@
       this.stopped = false;
     }
 
-    /** Subscribe; since = last offset already seen (0: everything; undefined: live only). */
-    subscribe(topic, { since, filter } = {}) {
-      this.subs.set(subKey(topic), { topic, since, filter });
-      this._send({ type: "subscribe", topic, since, filter });
+    /**
+     * Subscribe; since = last offset already seen (0: everything; undefined: live only), epoch =
+     * the stream that offset belongs to (from a previous session's `subscribed` or message).
+     */
+    subscribe(topic, { since, filter, epoch } = {}) {
+      this.subs.set(subKey(topic), { topic, since, filter, epoch });
+      this._send(this._subscribeFrame(this.subs.get(subKey(topic))));
+    }
+
+    /** Where a subscription stands: {since, epoch}, to keep across page loads. */
+    position(topic) {
+      const s = this.subs.get(subKey(topic));
+      return s ? { since: s.since, epoch: s.epoch } : undefined;
+    }
+
+    _subscribeFrame(s) {
+      // the epoch only qualifies a since: without one there is nothing to check
+      const epoch = s.since === undefined ? undefined : s.epoch;
+      return { type: "subscribe", topic: s.topic, since: s.since, epoch, filter: s.filter };
     }
 
     unsubscribe(topic) {
@@ -125,18 +144,28 @@
           this.attempt = 0;
           this.onState("connected", msg);
           for (const s of this.subs.values()) {
-            this.ws.send(JSON.stringify({ type: "subscribe", topic: s.topic, since: s.since, filter: s.filter }));
+            this.ws.send(JSON.stringify(this._subscribeFrame(s)));
           }
           break;
         case "subscribed": {
           const s = this.subs.get(subKey(msg.topic));
-          if (s && s.since === undefined) s.since = msg.since; // live-only: resume from here
+          if (s) {
+            // reset: our since belonged to another stream (store wiped or restored); the node
+            // replays this one from offset 1. Live-only: resume from where it started.
+            if (msg.reset || s.since === undefined) s.since = msg.since;
+            if (msg.epoch) s.epoch = msg.epoch;
+          }
           this.onState("subscribed", msg);
           break;
         }
         case "message": {
           const s = this.subs.get(subKey(msg.topic));
-          if (s) s.since = Math.max(s.since || 0, msg.offset);
+          if (s) {
+            // a message of another epoch: the stream was replaced, its offsets start again
+            const replaced = msg.epoch && s.epoch && msg.epoch !== s.epoch;
+            s.since = replaced ? msg.offset : Math.max(s.since || 0, msg.offset);
+            if (msg.epoch) s.epoch = msg.epoch;
+          }
           if (this.seen.has(msg.id + "@" + msg.topic)) break;
           this._remember(msg.id + "@" + msg.topic);
           this.onMessage(msg);
@@ -154,5 +183,93 @@
     }
   }
 
+  // --- what a record's messages add up to (docs/protocol.md §5) --------------------------------
+
+  const STATUS_RANK = { pending: 0, confirmed: 1, removed: 2 };
+
+  /** > 0 if record a is a later transition of its id than b: (incarnation, status rank). */
+  function compareTransitions(a, b) {
+    return ((a.incarnation || 0) - (b.incarnation || 0)) ||
+      (STATUS_RANK[a.status] - STATUS_RANK[b.status]);
+  }
+
+  /** A state record's key: `<Contract>.<fn>(<inputs>)`. */
+  function stateKey(r) {
+    const inputs = (r.args && r.args.inputs) || [];
+    return r.contract + "." + r.event + "(" + inputs.map((x) => JSON.stringify(x)).join(",") + ")";
+  }
+
+  /**
+   * The current state of each record id and each state key, whatever order messages arrive in
+   * (several topics, a `confirmed` of an older block after the `pending` of a newer one, replays
+   * after a reset). Feed it every record with apply(); it never goes backwards:
+   *  - a record id shows its greatest (incarnation, status rank) message; older ones are stale;
+   *  - a state key's value is its non-removed record with the highest block_number (ties, two
+   *    forks of one height before the `removed` arrives: the later one); when that record is
+   *    removed, the next highest live one is current again.
+   */
+  class ChainpushRecordBook {
+    constructor({ maxRecords = 20000, maxPerKey = 256 } = {}) {
+      this.maxRecords = maxRecords;
+      this.maxPerKey = maxPerKey;
+      this.records = new Map(); // record id -> {record, seq}: its greatest message so far
+      this.keys = new Map(); // state key -> Map(record id -> {record, seq})
+      this.seq = 0;
+    }
+
+    /**
+     * Apply one record. Returns {record, changed, key, current}: record = what the id shows now,
+     * changed = whether that is this record (false: stale or repeated); for state records,
+     * key and current = the key's current record (null when none is live).
+     */
+    apply(record) {
+      let live = null;
+      const key = record.kind === "state" ? stateKey(record) : undefined;
+      if (key !== undefined) {
+        live = this.keys.get(key);
+        if (!live) this.keys.set(key, (live = new Map()));
+      }
+      // a state key keeps its records longer than the id map may: ask it too
+      const prev = this.records.get(record.id) || (live && live.get(record.id));
+      const changed = !prev || compareTransitions(record, prev.record) > 0;
+      const entry = changed ? { record, seq: prev ? prev.seq : ++this.seq } : prev;
+      if (changed) {
+        this.records.delete(record.id); // re-insert: eviction goes by last change
+        this.records.set(record.id, entry);
+        if (this.records.size > this.maxRecords) {
+          this.records.delete(this.records.keys().next().value);
+        }
+        if (live) {
+          live.set(record.id, entry);
+          if (live.size > this.maxPerKey) this._prune(live);
+        }
+      }
+      const out = { record: entry.record, changed };
+      if (key !== undefined) {
+        out.key = key;
+        out.current = this.current(key);
+      }
+      return out;
+    }
+
+    /** The current record of a state key, or null. */
+    current(key) {
+      let best = null;
+      for (const e of (this.keys.get(key) || new Map()).values()) {
+        if (e.record.status === "removed") continue;
+        if (!best || e.record.block_number > best.record.block_number ||
+            (e.record.block_number === best.record.block_number && e.seq > best.seq)) best = e;
+      }
+      return best ? best.record : null;
+    }
+
+    _prune(live) {
+      // the lowest blocks go first: they matter only if every block above them is removed
+      const byBlock = [...live.entries()].sort((a, b) => a[1].record.block_number - b[1].record.block_number);
+      for (const [id] of byBlock.slice(0, live.size - this.maxPerKey)) live.delete(id);
+    }
+  }
+
   window.ChainpushClient = ChainpushClient;
+  window.ChainpushRecordBook = ChainpushRecordBook;
 })();

@@ -164,7 +164,9 @@ class Client:
 
 class ResilientClient:
     """Keeps one subscription alive across node failures: reconnect to the next URL, resume
-    with ``since`` = the last offset received. Records every message it gets."""
+    with ``since`` = the last offset received and ``epoch`` = the stream it belongs to (a
+    ``reset`` or a message of another epoch starts the offsets again: docs/protocol.md §5).
+    Records every message it gets; ``resets`` counts the subscribes answered with a reset."""
 
     def __init__(self, urls: list[str], tok: str, topic: str, *, retry_s: float) -> None:
         self.urls = urls
@@ -172,6 +174,8 @@ class ResilientClient:
         self.topic = topic
         self.retry_s = retry_s
         self.last = 0
+        self.epoch: str | None = None
+        self.resets = 0
         self.offsets: list[int] = []
         self.ids: list[str] = []
         self.nodes: list[str] = []
@@ -188,10 +192,14 @@ class ResilientClient:
             try:
                 async with Client.connect(url, self.token) as client:
                     self.nodes.append(url)
-                    await client.subscribe(self.topic, since=self.last)
+                    answer = await client.subscribe(self.topic, since=self.last,
+                                                    **self._epoch_field())
+                    if answer["type"] == "subscribed":
+                        self._on_subscribed(answer)
                     while True:
                         frame = await client.next_frame()
                         if frame["type"] == "message":
+                            self._on_epoch(frame.get("epoch"))
                             self.offsets.append(frame["offset"])
                             self.ids.append(frame["id"])
                             self.last = frame["offset"]
@@ -199,6 +207,24 @@ class ResilientClient:
                                 self.reached.set()
             except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError):
                 await asyncio.sleep(self.retry_s)  # reconnect backoff, as a real client does
+
+    def _epoch_field(self) -> dict[str, str]:
+        return {} if self.epoch is None else {"epoch": self.epoch}
+
+    def _on_subscribed(self, answer: dict[str, Any]) -> None:
+        if answer.get("reset"):
+            self.resets += 1
+            self.last = int(answer["since"])
+        if answer.get("epoch") is not None:
+            self.epoch = str(answer["epoch"])
+
+    def _on_epoch(self, epoch: str | None) -> None:
+        from push.resume import stream_replaced
+
+        if stream_replaced(self.epoch, epoch):
+            self.last = 0  # a new stream: its offsets start again
+        if epoch is not None:
+            self.epoch = epoch
 
     async def wait_for(self, offset: int) -> None:
         self.target = offset

@@ -1,16 +1,22 @@
 """Headless Chromium opens the demo page of `chainpush run`, logs in, subscribes, and sees an
-event emitted on anvil appear (and the CallDemo value change)."""
+event emitted on anvil appear (and the CallDemo value change); the page survives its push node
+being killed; its state values never go backwards and a stale message never overwrites a row;
+it resumes into a new stream after the store was wiped."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
+import random
 import re
 import sys
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -186,10 +192,226 @@ async def test_page_survives_its_push_node_being_killed(
                 await collector.accept([make_record(n) for n in range(5, 10)])
                 await expect(rows).to_have_count(10, timeout=15_000 * unit)
                 await expect(state).to_have_text("subscribed", timeout=10_000 * unit)
-                ids = await rows.evaluate_all("rs => rs.map(r => r.dataset.id)")
+                ids = await rows.evaluate_all("rs => rs.map(r => r.dataset.msg)")
                 assert sorted(ids) == sorted(f"{make_record(n)['id']}/pending"
                                              for n in range(10))
                 offsets = await rows.evaluate_all("rs => rs.map(r => r.children[1].textContent)")
                 assert sorted(int(o) for o in offsets) == list(range(1, 11))
             finally:
                 await browser.close()
+
+
+def call_demo_state(block: int, status: str, *, fork: str = "a") -> dict[str, object]:
+    """A state record of ``CallDemo.get()`` read at ``block`` (its value: the block number)."""
+    block_hash = "0x" + f"{block:062x}" + fork * 2
+    return {
+        "kind": "state", "id": f"31337:{block_hash}:state:CallDemo.get()", "chain_id": 31337,
+        "contract": "CallDemo", "address": "0x" + "34" * 20, "event": "get",
+        "args": {"inputs": [], "value": str(block)}, "block_number": block,
+        "block_hash": block_hash, "block_timestamp": 1700000000 + block, "tx_hash": None,
+        "log_index": -1, "status": status, "address_paths": [],
+    }
+
+
+@contextlib.asynccontextmanager
+async def page_on(urls: list[str], unit: float,
+                  topics: list[str]) -> AsyncIterator[tuple[Any, Any]]:
+    """The demo page (served by an auth service in dev mode) logged in as alice and subscribed
+    to ``topics``; yields (page, collector-less auth service)."""
+    from playwright.async_api import async_playwright, expect
+
+    from push.config import AuthServiceConfig
+    from push.tokens import TokenConfig
+    from push.web import AuthService
+    from tests.integration.push_support import SECRET
+
+    auth = AuthService(AuthServiceConfig(port=0), tokens=TokenConfig(secret=SECRET),
+                       dev_mode=True, push_urls=urls, topics=topics)
+    async with auth, async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            await page.goto(auth.url + "/")
+            await page.fill("#user", "alice")
+            await page.click("#go")
+            await expect(page.locator("#state")).to_have_text("subscribed",
+                                                              timeout=10_000 * unit)
+            yield page, auth
+        finally:
+            await browser.close()
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")
+async def test_page_state_value_and_rows_never_go_backwards(
+    mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float
+) -> None:
+    """docs/protocol.md §5: a state key shows its live record of the highest block, whatever
+    the arrival order; a record's row shows its greatest (incarnation, status) message. Before:
+    the page showed whatever came last (the demo's stale CallDemo values)."""
+    from playwright.async_api import expect
+
+    from tests.integration.push_support import collector_for, make_record, push_node, stores
+
+    cfg = stores(mongo_uri, redis_url, mongo_db_name)
+    async with (
+        push_node(cfg, "p1", unit) as node, collector_for(cfg) as collector,
+        page_on([node.url], unit, ["contract:DemoToken", "state:CallDemo"]) as (page, _),
+    ):
+        value = page.locator("#calldemo")
+
+        def row(status: str, value: str) -> Any:
+            # by what a row shows (not by its data-id): the same locator found the old page's
+            # row-per-message, which is how this test failed before the fix
+            return page.locator("tr.event").filter(
+                has_text=re.compile(status + r".*\"value\":\"" + value + '"'))
+
+        await collector.accept([call_demo_state(10, "pending")])
+        await expect(value).to_have_text("10", timeout=10_000 * unit)
+        await collector.accept([call_demo_state(20, "pending")])
+        await expect(value).to_have_text("20", timeout=10_000 * unit)
+        # the watcher confirms block 10 (12 deep) while block 20 is pending: a later message
+        # of an older block; the value must stay at block 20's
+        await collector.accept([call_demo_state(10, "confirmed")])
+        await expect(row("confirmed", "10")).to_have_count(1, timeout=10_000 * unit)
+        await expect(value).to_have_text("20")
+        await expect(value).to_have_attribute("data-block", "20")
+        # block 20 orphaned: the next highest live record is current again
+        await collector.accept([call_demo_state(20, "removed")])
+        await expect(row("removed", "20")).to_have_count(1, timeout=10_000 * unit)
+        await expect(value).to_have_text("10")
+        await expect(page.locator("#values li")).to_have_text(
+            ["CallDemo.get() = 10 (block 10, confirmed)"])
+
+        # one row per record; a stale message (a pending after its confirmed, as a second
+        # topic or a replay can deliver it) changes nothing
+        x, marker = make_record(1), make_record(2)
+        x_value, marker_value = x["args"]["value"], marker["args"]["value"]
+        await collector.accept([{**x, "status": "confirmed"}])
+        await expect(row("confirmed", x_value)).to_have_count(1, timeout=10_000 * unit)
+        await collector.accept([x, marker])  # in one topic: the marker arrives after x
+        await expect(row("pending", marker_value)).to_have_count(1, timeout=10_000 * unit)
+        x_rows = page.locator("tr.event").filter(has_text=x_value)
+        await expect(x_rows).to_have_count(1)
+        await expect(x_rows).to_contain_text("confirmed")
+        await expect(x_rows).to_have_class(re.compile("status-confirmed"))
+        assert node.metrics.counters["chainpush_messages_out_total"] >= 7
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")
+async def test_page_resumes_into_a_new_stream_after_a_wipe(
+    mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float
+) -> None:
+    """The page's node goes away; meanwhile the store is wiped and refilled with more messages
+    than the page had seen. The page reconnects with its old since and epoch, is reset, and
+    shows every new record (before: clamped to since=5 of the new stream, 1..5 never shown)."""
+    from playwright.async_api import expect
+    from pymongo import AsyncMongoClient
+
+    from tests.integration.push_support import collector_for, make_record, push_node, stores
+
+    cfg = stores(mongo_uri, redis_url, mongo_db_name)
+    port = procs.free_port()
+    url = f"ws://127.0.0.1:{port}/ws"
+    node_up = contextlib.AsyncExitStack()
+    await node_up.enter_async_context(push_node(cfg, "w1", unit, port=port))
+    try:
+        async with page_on([url], unit, ["contract:DemoToken"]) as (page, _):
+            rows = page.locator("tr.event")
+            async with collector_for(cfg) as collector:
+                await collector.accept([make_record(n) for n in range(5)])
+            await expect(rows).to_have_count(5, timeout=10_000 * unit)
+            await node_up.aclose()  # 1001: the page waits and retries the same URL
+            await expect(page.locator("#state")).not_to_have_text("subscribed",
+                                                                  timeout=10_000 * unit)
+            mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(cfg.mongo_uri)
+            await mongo.drop_database(cfg.database)
+            await mongo.close()
+            async with collector_for(cfg) as collector:  # the watcher refills the store
+                await collector.accept([make_record(n) for n in range(100, 108)])
+            await node_up.enter_async_context(push_node(cfg, "w1", unit, port=port))
+            await expect(rows).to_have_count(13, timeout=20_000 * unit)
+            ids = await rows.evaluate_all("rs => rs.map(r => r.dataset.id)")
+            assert sorted(ids) == sorted(make_record(n)["id"]
+                                         for n in [*range(5), *range(100, 108)])
+    finally:
+        await node_up.aclose()
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")
+def test_page_calldemo_value_never_goes_back_under_demo_traffic(
+    anvil: object, mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float,
+    tmp_path: Path,
+) -> None:
+    """Real parts (`chainpush run`, anvil, the demo traffic): the page's CallDemo value, sampled
+    while traffic flows, is always a value the chain had, never older than one shown before (the
+    `confirmed` of an older block arrives 12 blocks after its `pending`: the page used to show
+    it), and ends equal to `eth_call` at latest."""
+    import threading
+
+    from playwright.sync_api import expect, sync_playwright
+    from web3 import HTTPProvider, Web3
+
+    from chainpush import traffic
+
+    rpc = anvil.http_url  # type: ignore[attr-defined]
+    w3 = Web3(HTTPProvider(rpc))
+    deploy.use_sender(w3)
+    deploy.deploy(w3, deployments_dir=tmp_path / "deployments")
+    demo = traffic.Demo.attach(w3, tmp_path / "deployments")
+    config = tmp_path / "chainpush.toml"
+    write_config(config, rpc=rpc, deployments=tmp_path / "deployments", mongo_uri=mongo_uri,
+                 redis_url=redis_url, database=mongo_db_name)
+    log = tmp_path / "run.log"
+    argv = [str(Path(sys.executable).parent / "chainpush"), "run", "--config", str(config)]
+    server = procs.spawn("chainpush-run", argv, log, "", lambda: page_url(log) is not None,
+                         timeout_s=30 * unit)
+    samples: list[str] = []
+    try:
+        url = page_url(log)
+        assert url is not None
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                page.goto(url + "/")
+                page.fill("#user", "alice")
+                page.click("#go")
+                expect(page.locator("#state")).to_have_text("subscribed", timeout=10_000 * unit)
+                value = page.locator("#calldemo")  # "?" until the first ValueChanged
+                # the demo's mix, with a CallDemo.set every other transaction so that sets are
+                # closer together than the 12 blocks after which their confirmations come
+                rng = random.Random(9)
+                emit = demo.emitters(rng)
+                others = [name for name in emit if name != "ValueChanged"]
+                done = threading.Event()
+
+                def send() -> None:
+                    try:
+                        for n in range(60):
+                            emit["ValueChanged" if n % 2 else rng.choice(others)]()
+                    finally:
+                        done.set()
+
+                sender = threading.Thread(target=send)
+                sender.start()
+                while not done.is_set():
+                    samples.append(value.inner_text())
+                sender.join()
+                latest = str(demo.call_demo.functions.get().call())
+                expect(value).to_have_text(latest, timeout=15_000 * unit)
+                samples.append(value.inner_text())
+            finally:
+                browser.close()
+    finally:
+        server.stop()
+    # the chain's value at every block: when did each value appear?
+    head = w3.eth.block_number
+    first_block: dict[str, int] = {}
+    for block in range(head + 1):
+        if w3.eth.get_code(demo.call_demo.address, block_identifier=block):  # deployed yet?
+            v = str(demo.call_demo.functions.get().call(block_identifier=block))
+            first_block.setdefault(v, block)
+    blocks = [first_block[v] for v in samples if v != "?"]  # every sample is a chain value
+    regressions = [(a, b) for a, b in itertools.pairwise(blocks) if b < a]
+    assert len(set(blocks)) > 10, samples  # the sampling saw the value move
+    assert regressions == [], f"{len(regressions)} of {len(blocks)} samples went back"

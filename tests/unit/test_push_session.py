@@ -21,7 +21,6 @@ from push.session import (
     Session,
     SessionConfig,
     SessionLimits,
-    start_position,
 )
 from push.subscription import Filter
 from push.tokens import Claims, TokenConfig, issue
@@ -58,8 +57,8 @@ def subscribe(s: Session, topic: str, **kw: Any) -> list[Action]:
     return s.receive_text(json.dumps({"type": "subscribe", "topic": topic, **kw}), NOW)
 
 
-def msg(topic: str, offset: int, **record: Any) -> StoredMessage:
-    return StoredMessage(topic=topic, offset=offset, msg_id=f"m{offset}",
+def msg(topic: str, offset: int, epoch: str | None = None, **record: Any) -> StoredMessage:
+    return StoredMessage(topic=topic, offset=offset, msg_id=f"m{offset}", epoch=epoch,
                          record={"event": "Transfer", "args": {"ids": ["1", "2"]}, **record})
 
 
@@ -83,7 +82,7 @@ def test_subscribe_fetch_ready_repair_history_live() -> None:
     assert sub.offer(msg("contract:A", 1)) == "skip"  # head not read yet: the repair reads it
     actions = s.subscribe_ready(sub, head=2)
     assert sent(actions)[0] == {"type": "subscribed", "topic": "contract:A", "since": 0,
-                                "head": 2, "ref": None}
+                                "head": 2, "epoch": None, "reset": False, "ref": None}
     assert actions[-1] == Repair(sub)
     out, step = s.history(sub, [msg("contract:A", 1), msg("contract:A", 2)], page=10)
     assert [m.offset for m in out] == [1, 2] and step == "done"
@@ -128,12 +127,20 @@ def test_rate_limit_closes() -> None:
     assert s.state == "closed"
 
 
-def test_start_position() -> None:
-    assert start_position(None, None, 9, "e") == (9, False)
-    assert start_position(4, None, 9, "e") == (4, False)
-    assert start_position(4, "e", 9, "e") == (4, False)
-    assert start_position(4, "old", 9, "e") == (0, True)
-    assert start_position(12, None, 9, None) == (0, True)
+def test_epochs_reset_a_foreign_position_and_follow_a_replaced_stream() -> None:
+    s = opened()
+    (fetch,) = subscribe(s, "contract:A", since=2, epoch="old")
+    assert isinstance(fetch, Fetch)
+    sub = fetch.sub
+    frame = sent(s.subscribe_ready(sub, head=5, epoch="new"))[0]
+    assert (frame["since"], frame["epoch"], frame["reset"]) == (0, "new", True)
+    s.history(sub, [msg("contract:A", n, epoch="new") for n in range(1, 6)], page=10)
+    assert sub.offer(msg("contract:A", 6, epoch="new")) == "send"
+    assert sub.offer(msg("contract:A", 1, epoch="newer")) == "restart"  # store replaced
+    sub.restart("newer", 1)
+    assert (sub.cursor.next, sub.cursor.repairing, sub.epoch) == (1, True, "newer")
+    assert sub.behind(3, "newer") is None  # a repair is already running
+    assert sub.behind(3, "newest") == "restart"
 
 
 def test_compiled_filter_costs_one_lookup_per_key() -> None:

@@ -135,8 +135,8 @@ def test_server_frames_are_json_with_a_type() -> None:
     for frame in frames:
         assert wire.parse_server_frame(frame)["type"]
     assert wire.parse_server_frame(wire.message(msg)) == {
-        "type": "message", "topic": "contract:A", "offset": 3, "id": "1:0x:2/pending",
-        "record": {"args": {"value": "10"}},
+        "type": "message", "topic": "contract:A", "offset": 3, "epoch": None,
+        "id": "1:0x:2/pending", "record": {"args": {"value": "10"}},
     }
 
 
