@@ -73,6 +73,7 @@ class Connection(asyncio.Protocol):
         self._paused = False
         self._drained: asyncio.Event | None = None
         self._fragments: list[bytes] = []
+        self._binary = False  #: the message being assembled is binary
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._loop = asyncio.get_running_loop()
 
@@ -170,8 +171,6 @@ class Connection(asyncio.Protocol):
             self.session_actions(self.session.close(1007), quiet=True)
             return
         self.session_actions(self.session.receive_text(text, now))
-
-    _binary = False
 
     # --- output ------------------------------------------------------------------------------
 

@@ -223,3 +223,24 @@ def test_any_sequence_leaves_a_documented_state(script: list[tuple[str, str | by
         assert {id(sub) for sub in s.subs.values()} == indexed
         if s.state == "closed":
             assert not s.subs
+
+
+def test_admission_caps_and_counts() -> None:
+    from push.ratelimit import Admission, AdmissionLimits
+
+    a = Admission(AdmissionLimits(max_connections=3, max_connections_per_ip=2,
+                                  max_connections_per_user=1, connect_rate_per_ip_s=1.0,
+                                  connect_burst_per_ip=3))
+    assert [a.open("1.1.1.1", 0.0), a.open("1.1.1.1", 0.0)] == [None, None]
+    assert a.open("1.1.1.1", 0.0) == "ip_full"
+    assert a.open("1.1.1.1", 0.0) == "ip_rate"  # the burst of 3 is spent, refused or not
+    assert a.open("2.2.2.2", 0.0) is None
+    assert a.open("3.3.3.3", 0.0) == "node_full"
+    a.close("1.1.1.1")
+    assert a.open("1.1.1.1", 1.0) is None  # a second later: one token back, one slot free
+    assert a.join("alice") and not a.join("alice")
+    a.leave("alice")
+    assert a.join("alice")
+    for ip in ("1.1.1.1", "1.1.1.1", "2.2.2.2"):
+        a.close(ip)
+    assert a.total == 0 and not a.per_ip
