@@ -69,7 +69,8 @@ def node_url(tmp_path: Path, mongo_uri: str, redis_url: str, mongo_db_name: str
 
 async def well_behaved(url: str, user: str, got: list[int], ready: asyncio.Event) -> None:
     async with Client.connect(url, token(user)) as c:
-        assert (await c.subscribe(TOPIC, since=0))["type"] == "subscribed"
+        reply = await c.subscribe(TOPIC, since=0)
+        assert reply["type"] == "subscribed", reply
         ready.set()
         while len(got) < HISTORY + MESSAGES:
             frame = await c.next_frame()
@@ -99,14 +100,16 @@ async def filter_attacker(url: str, n: int) -> None:
             await asyncio.sleep(1.0)  # the issue's attack: four connections, a frame a second
 
 
-async def stuck_reader(url: str, port: int) -> None:
+async def stuck_reader(url: str, port: int, subscribed: asyncio.Event) -> None:
     """Subscribes to the big-message topic, then never reads again (4 KB receive buffer)."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", port))
     async with Client.connect(url, token("stuck"), sock=sock, max_queue=1, compression=None,
                               close_timeout=0.2) as c:
-        await c.subscribe(BIG_TOPIC)
+        reply = await c.subscribe(BIG_TOPIC)
+        assert reply["type"] == "subscribed", reply
+        subscribed.set()
         await asyncio.Event().wait()
 
 
@@ -167,23 +170,28 @@ async def test_well_behaved_clients_keep_every_message_under_attack(
         ready = [asyncio.Event() for _ in range(20)]
         rtts: list[float] = []
         stop = asyncio.Event()
+        stuck = [asyncio.Event() for _ in range(10)]
         attacks = (
             [filter_attacker(url, n) for n in range(4)]
-            + [stuck_reader(url, port) for _ in range(10)]
             + [junk_topics(url, n) for n in range(30)]
             + [flood(url, "127.0.0.7", "mallory", 60), flood(url, "127.0.0.8", None, 150)]
         )
-        async with running([*attacks, probe(url, rtts, stop)]):
-            clients = [asyncio.ensure_future(well_behaved(url, f"w{i}", got[i], ready[i]))
-                       for i in range(20)]
-            try:
-                # every client subscribed (a client that failed fails the test now, not later)
-                everyone = asyncio.ensure_future(asyncio.gather(*(e.wait() for e in ready)))
-                await asyncio.wait([everyone, *clients], return_when=asyncio.FIRST_COMPLETED)
-                for task in clients:
-                    if task.done():
-                        task.result()
-                await everyone
+        # the well-behaved clients (and the readers that will stop) are subscribed when the
+        # attack starts: a node whose max_topics the junk filled refuses new topics
+        # (too_many_topics, by design)
+        clients = [asyncio.ensure_future(well_behaved(url, f"w{i}", got[i], ready[i]))
+                   for i in range(20)]
+        clients += [asyncio.ensure_future(stuck_reader(url, port, e)) for e in stuck]
+        try:
+            # every client subscribed (a client that failed fails the test now, not later)
+            everyone = asyncio.ensure_future(asyncio.gather(*(e.wait() for e in ready + stuck)))
+            await asyncio.wait([everyone, *clients], return_when=asyncio.FIRST_COMPLETED)
+            for task in clients:
+                if task.done():
+                    task.result()
+            await everyone
+            async with running([*attacks, probe(url, rtts, stop)]):
+                await asyncio.sleep(0.5 * unit)  # the attackers connect and subscribe
                 for n in range(MESSAGES):
                     batch = [make_record(1000 + n)]
                     # 100 x 152 KB for the clients that stopped reading: more than the kernel's
@@ -194,16 +202,18 @@ async def test_well_behaved_clients_keep_every_message_under_attack(
                         batch.append(big)
                     await collector.accept(batch)
                     await asyncio.sleep(0.02)
-                await asyncio.gather(*clients)
-            finally:
+                await asyncio.gather(*clients[:20])
                 stop.set()
-                for task in clients:
-                    task.cancel()
+            # the stuck readers still hold their connections: only the node can end them
             metrics = await asyncio.to_thread(read_metrics, port)
             deadline = time.monotonic() + 10 * unit  # the last big frames may still be queued
             while metrics["chainpush_aborts_total"] < 10 and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
                 metrics = await asyncio.to_thread(read_metrics, port)
+        finally:
+            for task in clients:
+                task.cancel()
+            await asyncio.gather(*clients, return_exceptions=True)
         # the attacks did happen, and were answered
         assert metrics["chainpush_slow_consumers_total"] >= 10
         assert metrics["chainpush_aborts_total"] >= 10  # they did not read the close frame either
