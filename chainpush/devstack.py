@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from chainpush import procs, project
+from chainpush.logs import redact_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +201,8 @@ def up(config: DevStackConfig) -> StackState:
     for service in state.services:
         if not healthy(service):
             down(config.state_dir)
-            raise procs.StackError(f"{service.name} at {service.url} does not answer")
+            raise procs.StackError(
+                f"{service.name} at {redact_credentials(service.url)} does not answer")
     return state
 
 
@@ -270,7 +272,9 @@ def _print_state(state: StackState) -> None:
     for service in state.services:
         mark = "up" if healthy(service) else "DOWN"
         pid = f"pid {service.pid}" if service.pid else "external"
-        print(f"{service.name:6} {mark:4} {service.url}  ({pid})")
+        # an external store's URL may carry its password (CHAINPUSH_REDIS_URL): never shown
+        # here; `dev env` prints it whole, as it exists to be eval'ed
+        print(f"{service.name:6} {mark:4} {redact_credentials(service.url)}  ({pid})")
     print(f"{'ws':6} {'':4} {state.ws_url}")
     print(f"{'ipc':6} {'':4} {state.ipc_path}")
 

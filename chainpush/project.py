@@ -59,8 +59,10 @@ def node_package(name: str, start: Path) -> Path | None:
 class Layout:
     """Where a project keeps compiled contracts and deployment records."""
 
-    abi_dir: Path
+    abi_dir: Path  # where `chainpush compile` writes: the first of abi_dirs
     deployments: Path  # a directory of <chain id>.json, or one such file
+    #: every directory the watcher looks for ABIs in, in order (``[watch] abi_dir``)
+    abi_dirs: tuple[Path, ...] = ()
 
     def deployments_file(self, chain_id: int) -> Path:
         if self.deployments.suffix == ".json":
@@ -70,7 +72,8 @@ class Layout:
 
 def layout(root: Path) -> Layout:
     """``[watch] abi_dir`` and ``[watch] deployments`` of ``root/chainpush.toml`` (relative to
-    it), else ``root/abi`` and ``root/deployments``: the places the watcher reads.
+    it), else ``root/abi`` (then ``out``, ``artifacts``) and ``root/deployments``: the places
+    the watcher reads. ``abi_dir`` may be a list: compile writes into its first entry.
 
     Raises :class:`ValueError` naming the file when it is not valid TOML.
     """
@@ -81,5 +84,22 @@ def layout(root: Path) -> Layout:
             watch = tomllib.loads(config.read_text()).get("watch", {})
         except tomllib.TOMLDecodeError as exc:
             raise ValueError(f"{config}: not valid TOML ({exc})") from exc
-    return Layout(abi_dir=root / str(watch.get("abi_dir", "abi")),
+    dirs = watch.get("abi_dir", ["abi", "out", "artifacts"])
+    if isinstance(dirs, str):
+        dirs = [dirs]
+    if not isinstance(dirs, list) or not dirs or not all(isinstance(d, str) for d in dirs):
+        raise ValueError(f"{config}: [watch] abi_dir must be a string or a non-empty list of "
+                         f"strings, got {dirs!r}")
+    abi_dirs = tuple(root / d for d in dirs)
+    return Layout(abi_dir=abi_dirs[0], abi_dirs=abi_dirs,
                   deployments=root / str(watch.get("deployments", "deployments")))
+
+
+def find_config(explicit: Path | None = None, start: Path | None = None) -> Path | None:
+    """The configuration file a command uses: ``explicit`` (``--config``) as given, else
+    ``chainpush.toml`` of the project (:func:`find_project`: at or above ``start``, default
+    cwd), else None."""
+    if explicit is not None:
+        return explicit
+    candidate = find_project(start) / CONFIG_FILE
+    return candidate if candidate.is_file() else None

@@ -128,10 +128,16 @@ class Collector(AsyncResource):
         """
         plans = [(record, message_id(record), topics_of(record)) for record in batch]
         async with self._lock:
+            heads: dict[str, int] = {}
             for record, msg_id, topics in plans:
                 stored = await self._store_one(record, msg_id, topics)
+                for message in stored:
+                    heads[message.topic] = max(heads.get(message.topic, 0), message.offset)
                 if self.dispatch is not None:
                     await self._dispatch(self.dispatch, stored)
+            # the batch's heads in ``streams``, for readers of many topics at once (reconcile,
+            # webhooks): one round trip per batch
+            await self.store.advance_heads(heads)
 
     async def _dispatch(self, dispatch: Dispatch, stored: list[StoredMessage]) -> None:
         """Hand stored messages to dispatch; never fail because of it.

@@ -1,7 +1,7 @@
 """Configuration of the push side: one frozen dataclass per component, read from TOML here only.
 
 ``chainpush.toml`` sections used here: ``[stores]`` (shared with the watcher), ``[push]``,
-``[auth]``. Other sections belong to the watcher and are ignored.
+``[auth]``, ``[publish]``. Other sections belong to the watcher and are ignored.
 """
 
 from __future__ import annotations
@@ -117,6 +117,41 @@ class AuthServiceConfig:
             raise ConfigError(f"auth.token_ttl_s must be >= 1, got {self.token_ttl_s}")
 
 
+#: the shortest server key accepted outside dev mode (as for [auth] secret)
+MIN_PUBLISH_KEY_CHARS = 32
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PublishConfig:
+    """``POST /v1/publish`` on the auth service: app messages from a backend with a server key.
+
+    ``keys`` empty = the endpoint is off (404). Several keys let one be rotated: add the new
+    one, move the backends, remove the old one.
+    """
+
+    #: never in a repr (a config in a traceback or a debug log must not leak them)
+    keys: tuple[str, ...] = field(default=(), repr=False)
+    max_body_bytes: int = 64 * 1024
+    #: how long a request may wait for MongoDB before it is answered 503 (retry with the same id)
+    timeout_s: float = 10.0
+    dev_mode: bool = False
+
+    def __post_init__(self) -> None:
+        for i, key in enumerate(self.keys):
+            if not isinstance(key, str) or not key or key != key.strip() or not key.isprintable():
+                raise ConfigError(f"[publish] keys[{i}] must be a non-empty printable string "
+                                  "without surrounding spaces")
+            if len(key) < MIN_PUBLISH_KEY_CHARS and not self.dev_mode:
+                raise ConfigError(
+                    f"[publish] keys[{i}] is {len(key)} characters: outside dev mode a server "
+                    f"key must be a random string of at least {MIN_PUBLISH_KEY_CHARS}")
+        if not 1 <= self.max_body_bytes <= 1024 * 1024:
+            raise ConfigError(f"publish.max_body_bytes must be in 1..1048576, got "
+                              f"{self.max_body_bytes}")
+        if self.timeout_s <= 0:
+            raise ConfigError(f"publish.timeout_s must be > 0, got {self.timeout_s}")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """``dev_mode``: the dev secret is allowed. ``dev_login``: ``POST /auth/login`` mints tokens.
@@ -130,6 +165,7 @@ class Settings:
     push: PushConfig = field(default_factory=PushConfig)
     tokens: TokenConfig = field(default_factory=lambda: TokenConfig(dev_mode=True))
     auth: AuthServiceConfig = field(default_factory=AuthServiceConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
     dev_mode: bool = True
     dev_explicit: bool = False
 
@@ -187,11 +223,14 @@ def _bool(value: object, key: str) -> bool:
 
 def load(path: Path | None, *, dev_mode: bool | None, dev_default: bool = False,
          overrides: dict[str, Any] | None = None,
-         secret_from_env: str | None = None) -> Settings:
+         secret_from_env: str | None = None,
+         publish_keys_from_env: str | None = None) -> Settings:
     """Read ``path`` (TOML); ``overrides`` is ``{"push": {...}}`` etc. from the command line.
 
     ``dev_mode`` is what the flags / ``CHAINPUSH_DEV`` said (``None``: nothing), and wins over
     ``[auth] dev_mode`` (a TOML boolean); ``dev_default`` applies when neither says anything.
+    ``publish_keys_from_env`` (``CHAINPUSH_PUBLISH_KEYS``, comma-separated) replaces
+    ``[publish] keys``.
     """
     raw: dict[str, Any] = {}
     if path is not None:
@@ -215,10 +254,21 @@ def load(path: Path | None, *, dev_mode: bool | None, dev_default: bool = False,
     unknown = set(auth_raw) - _TOKEN_KEYS - _AUTH_KEYS
     if unknown:
         raise ConfigError(f"unknown setting(s) in [auth]: {', '.join(sorted(unknown))}")
+    publish_raw = dict(raw.get("publish", {}))
+    if "dev_mode" in publish_raw:
+        raise ConfigError("unknown setting(s) in [publish]: dev_mode (dev mode is [auth] "
+                          "dev_mode, --dev or CHAINPUSH_DEV)")
+    if publish_keys_from_env:
+        publish_raw["keys"] = [k.strip() for k in publish_keys_from_env.split(",") if k.strip()]
+    keys = publish_raw.get("keys", [])
+    if not isinstance(keys, list | tuple) or not all(isinstance(k, str) for k in keys):
+        raise ConfigError("[publish] keys must be a list of strings, e.g. keys = "
+                          "[\"<32+ random characters>\"]")
     return Settings(
         stores=_section(StoresConfig, raw.get("stores", {}), "stores"),
         push=_section(PushConfig, _with_contracts(raw), "push"),
         tokens=_section(TokenConfig, token_raw, "auth", dev_mode=dev),
         auth=_section(AuthServiceConfig, service_raw, "auth"),
+        publish=_section(PublishConfig, publish_raw, "publish", dev_mode=dev),
         dev_mode=dev, dev_explicit=explicit is True,
     )

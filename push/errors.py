@@ -8,6 +8,8 @@
     ├── ProtocolError (ValueError)       a client frame that cannot be parsed (→ error frame)
     ├── TokenError (ValueError)          a token is missing, malformed, badly signed or expired
     │   └── TopicNotAllowed              the token is valid but does not grant that topic
+    ├── MintError (ValueError)           :func:`push.tokens.mint` was given claims or a key that
+    │                                    no push node would accept (the message names the argument)
     └── StoreUnavailable                 MongoDB or Redis could not be reached (retryable)
 """
 
@@ -41,6 +43,10 @@ class TokenError(PushError, ValueError):
 
 class TopicNotAllowed(TokenError):
     """The token is valid but does not grant the requested topic."""
+
+
+class MintError(PushError, ValueError):
+    """A token cannot be minted from these arguments; the message names the argument."""
 
 
 class StoreUnavailable(PushError):

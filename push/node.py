@@ -484,13 +484,12 @@ class PushNode(AsyncResource):
 
     async def reconcile(self) -> None:
         """Repair every subscription that is behind its topic's last offset in MongoDB."""
-        # one indexed read per topic (MessageStore has no batched head read yet); the node's
-        # topics are capped by max_topics
-        for topic in list(self.topics):
-            try:
-                head, epoch = await self.store.head(topic)
-            except StoreUnavailable:
-                return
+        # one query for every topic's head and epoch (MessageStore.heads reads ``streams``)
+        try:
+            heads = await self.store.heads(list(self.topics))
+        except StoreUnavailable:
+            return
+        for topic, (head, epoch) in heads.items():
             for sub, conn in list(self.topics.get(topic, {}).items()):
                 try:
                     step = sub.behind(head, epoch)

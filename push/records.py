@@ -40,7 +40,9 @@ from push.errors import InvalidRecord
 
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _STATUSES = frozenset({"pending", "confirmed", "removed"})
-_KINDS = frozenset({"event", "state"})
+_KINDS = frozenset({"event", "state", "app"})
+#: the topics an app record (``kind: "app"``, published by a backend) may go to
+APP_TOPIC_PREFIXES = ("app:", "inbox:")
 
 Record = dict[str, Any]
 
@@ -70,6 +72,9 @@ def validate(record: Mapping[str, Any]) -> None:
             raise InvalidRecord(
                 f"record {rid}: {key} must be one of {sorted(allowed)}, got {record.get(key)!r}"
             )
+    if record.get("kind") == "app":
+        _validate_app(rid, record)
+        return
     contract = record.get("contract")
     if not isinstance(contract, str) or not contract:
         raise InvalidRecord(f"record {rid}: contract must be a non-empty string, got {contract!r}")
@@ -81,6 +86,22 @@ def validate(record: Mapping[str, Any]) -> None:
     ):
         raise InvalidRecord(f"record {rid}: address_paths must be a list of strings, got "
                             f"{paths!r:.80}")
+
+
+def _validate_app(rid: str, record: Mapping[str, Any]) -> None:
+    """An app record (docs/seams.md §1): one ``app:`` / ``inbox:`` topic, always confirmed."""
+    topic = record.get("topic")
+    if not isinstance(topic, str) or not topic.startswith(APP_TOPIC_PREFIXES) or not (
+            topic.isprintable() and topic.partition(":")[2]):
+        raise InvalidRecord(f"record {rid}: an app record's topic must be app:<name> or "
+                            f"inbox:<user id>, got {topic!r:.80}")
+    if record.get("status") != "confirmed":
+        raise InvalidRecord(f"record {rid}: an app record's status must be 'confirmed', got "
+                            f"{record.get('status')!r}")
+    if not isinstance(record.get("event"), str):
+        raise InvalidRecord(f"record {rid}: event must be a string, got {record.get('event')!r}")
+    if "data" not in record:
+        raise InvalidRecord(f"record {rid}: an app record needs data")
 
 
 def is_address(value: object) -> bool:
@@ -142,6 +163,8 @@ def typed_addresses(args: Mapping[str, Any], paths: Sequence[str]) -> list[str]:
 def topics_of(record: Mapping[str, Any]) -> list[str]:
     """The topics a record is stored and delivered under, in a stable order."""
     validate(record)
+    if record["kind"] == "app":
+        return [record["topic"]]
     contract = record["contract"]
     if record["kind"] == "state":
         return [f"state:{contract}"]

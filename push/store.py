@@ -237,9 +237,55 @@ class MessageStore(AsyncResource):
         result: list[StoredMessage] = await self._do(f"mongo read {topic} from {first}", op)
         return result
 
+    async def advance_heads(self, heads: Mapping[str, int]) -> None:
+        """Record in ``streams`` that each topic's stream reaches at least that offset
+        (``$max``: idempotent, never moves a head back), in one round trip.
+
+        Collect calls it after storing a batch; :meth:`heads` reads these. A crash between the
+        rows and this write leaves a head behind its rows until the watcher's replay of the
+        batch, which writes it again: readers of :meth:`heads` (reconcile, webhooks) only catch
+        messages later, never lose them.
+        """
+        if not heads:
+            return
+
+        async def op() -> None:
+            await self._streams.bulk_write(
+                [pymongo.UpdateOne({"_id": t}, {"$max": {"head": int(o)}}) for t, o in
+                 heads.items()], ordered=False)
+
+        await self._do(f"mongo advance heads of {len(heads)} topics", op)
+
+    async def heads(self, topics: Iterable[str]) -> dict[str, tuple[int, str | None]]:
+        """``topic → (last offset, epoch)`` for many topics in one query on ``streams``.
+
+        A topic whose ``streams`` row has no ``head`` yet (rows written before heads were kept,
+        or a row just created) or no row at all is read from ``messages`` instead (:meth:`head`),
+        so the answer is right either way; in steady state it costs one round trip whatever the
+        number of topics (docs/seams.md §2).
+        """
+        wanted = list(dict.fromkeys(topics))
+        if not wanted:
+            return {}
+
+        async def op() -> list[dict[str, Any]]:
+            return await self._streams.find(
+                {"_id": {"$in": wanted}}, {"head": 1, "epoch": 1}).to_list(None)
+
+        rows: list[dict[str, Any]] = await self._do("mongo heads", op)
+        out: dict[str, tuple[int, str | None]] = {}
+        for row in rows:
+            if isinstance(row.get("head"), int):
+                epoch = row.get("epoch")
+                out[str(row["_id"])] = (row["head"], epoch if isinstance(epoch, str) else None)
+        for topic in wanted:
+            if topic not in out:
+                out[topic] = await self.head(topic)
+        return out
+
     async def max_offsets(self, topics: Iterable[str]) -> dict[str, int]:
-        """Highest offset per topic (0 when empty)."""
-        return {topic: await self.max_offset(topic) for topic in topics}
+        """Highest offset per topic (0 when empty): :meth:`heads` without the epochs."""
+        return {topic: head for topic, (head, _) in (await self.heads(topics)).items()}
 
 
 def _row(message: StoredMessage) -> dict[str, Any]:

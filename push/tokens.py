@@ -6,25 +6,37 @@ A token is a JWT (RFC 7519) signed with HS256 and a shared secret, or RS256/ES25
 * ``sub`` (required): the user id;
 * ``exp`` (required): expiry, unix seconds; ``iat`` optional;
 * ``wallets``: checksummed addresses of the user; grants ``user:<wallet>`` for each;
+* every token grants ``inbox:<sub>``, the user's own inbox of app messages;
 * ``topics``: topic patterns the user may subscribe to: an exact topic, a prefix ending in ``*``
   (``contract:*``), or ``*`` for all;
 * ``iss`` / ``aud``: checked when the node is configured with an issuer / audience.
+
+Minting for an application's backend: :func:`mint` (``chainpush auth --issue`` uses it too)::
+
+    from push.tokens import mint        # chainpush.push.tokens once installed as chainpush.*
+    token = mint("user-42", wallets=["0x5B38Da6a701c568545dCfcB03FcB875f56beddC4"],
+                 topics=["contract:DemoToken", "state:*"], ttl_s=3600, secret=SECRET)
 
 Pure: never awaits, no I/O. The clock is a parameter so tests can move it.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from push.errors import ConfigError, TokenError, TopicNotAllowed
-from push.records import normalise_topic
+from push.errors import ConfigError, MintError, TokenError, TopicNotAllowed
+from push.records import checksum, normalise_topic
+from push.wire import MAX_TOPIC_CHARS, valid_topic
 
 #: secrets a node refuses outside dev mode: empty, short, or the well-known dev default.
 DEV_SECRET = "chainpush-dev-secret-do-not-use-in-production"
@@ -33,6 +45,8 @@ ALGORITHMS = ("HS256", "RS256", "ES256")
 #: largest ``exp`` / ``nbf`` accepted (year 9999): beyond it, a time is a bug or an attack
 MAX_NUMERIC_DATE = 253402300799
 MAX_SUB_CHARS = 256
+#: what :func:`mint` gives a token when neither ``ttl_s`` nor ``expires_at`` is passed
+DEFAULT_TTL_S = 3600
 _WALLET = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
@@ -101,6 +115,8 @@ class Claims:
         """True if this token grants ``topic``."""
         kind, _, rest = topic.partition(":")
         if kind == "user" and rest.lower() in {w.lower() for w in self.wallets}:
+            return True
+        if kind == "inbox" and rest == self.user:  # the user's own inbox (docs/seams.md §3)
             return True
         for pattern in self.topics:
             if pattern == topic or pattern == "*":
@@ -192,3 +208,144 @@ def verify(token: str, config: TokenConfig, *, now: float) -> Claims:
 
 class TokenExpired(TokenError):
     """The token was valid but its ``exp`` has passed."""
+
+
+class _Unset(enum.Enum):
+    UNSET = enum.auto()
+
+
+_UNSET = _Unset.UNSET
+
+
+def _valid_sub(sub: object) -> bool:
+    return (isinstance(sub, str) and 0 < len(sub) <= MAX_SUB_CHARS and sub.isprintable())
+
+
+def check_pattern(pattern: object) -> str:
+    """A ``topics`` claim entry in its canonical spelling, or :class:`MintError`.
+
+    ``*``; a prefix ending in ``*`` (``contract:*``, ``app:orders-*``); or an exact topic the
+    wire protocol accepts (``user:0xab…`` becomes EIP-55, as :func:`verify` would make it)."""
+    if not isinstance(pattern, str):
+        raise MintError(f"topics must be strings, got {type(pattern).__name__}")
+    if pattern == "*":
+        return pattern
+    if pattern.endswith("*"):
+        prefix = pattern[:-1]
+        if ":" in prefix and len(pattern) <= MAX_TOPIC_CHARS and prefix.isprintable():
+            return pattern
+        raise MintError(f"topic pattern {pattern[:60]!r} must be '*' or '<kind>:<prefix>*' "
+                        "such as 'contract:*'")
+    if not valid_topic(pattern):
+        raise MintError(f"topic {pattern[:60]!r} is not a topic a node serves (contract:<Name>, "
+                        "state:<Name>, user:<0xaddress>, or a pattern ending in '*'; "
+                        "docs/protocol.md §4)")
+    return normalise_topic(pattern)
+
+
+def _key_algorithm(private_key: str) -> str:
+    """RS256 or ES256 from a PEM private key (P-256 only for ES256, RFC 7518 §3.4)."""
+    try:
+        key = load_pem_private_key(private_key.encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise MintError("private_key must be an unencrypted PEM private key (RSA or EC P-256): "
+                        f"{type(exc).__name__}") from None
+    if isinstance(key, rsa.RSAPrivateKey):
+        return "RS256"
+    if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
+        return "ES256"
+    raise MintError("private_key must be an RSA key (RS256) or an EC P-256 key (ES256), got "
+                    f"{type(key).__name__}")
+
+
+def _signing(config: TokenConfig | None, secret: str | None, private_key: str | None,
+             algorithm: str | None) -> tuple[str, str, TokenConfig | None]:
+    """(algorithm, key, config) from exactly one kind of key material."""
+    given = [name for name, value in (("config", config), ("secret", secret),
+                                      ("private_key", private_key)) if value is not None]
+    if len(given) != 1:
+        raise MintError("pass exactly one of config=TokenConfig(...), secret=... or "
+                        f"private_key=..., got {', '.join(given) or 'none'}")
+    if config is not None:
+        if algorithm is not None and algorithm != config.algorithm:
+            raise MintError(f"algorithm={algorithm!r} contradicts config.algorithm "
+                            f"{config.algorithm!r}")
+        return config.algorithm, config.signing_key, config
+    if secret is not None:
+        if algorithm not in (None, "HS256"):
+            raise MintError(f"a secret signs HS256 tokens, got algorithm={algorithm!r}")
+        if len(secret) < MIN_SECRET_CHARS or secret == DEV_SECRET:
+            raise MintError(f"secret must be the push nodes' [auth] secret: at least "
+                            f"{MIN_SECRET_CHARS} characters and not the dev default (for the "
+                            "dev secret pass config=TokenConfig(dev_mode=True))")
+        return "HS256", secret, None
+    assert private_key is not None
+    inferred = _key_algorithm(private_key)
+    if algorithm is not None and algorithm != inferred:
+        raise MintError(f"algorithm={algorithm!r} does not match the private key ({inferred})")
+    return inferred, private_key, None
+
+
+def mint(
+    user: str, *, wallets: Iterable[str] = (), topics: Iterable[str] = (),
+    ttl_s: float | None = None, expires_at: int | None = None,
+    config: TokenConfig | None = None, secret: str | None = None,
+    private_key: str | None = None, algorithm: str | None = None,
+    issuer: str | _Unset | None = _UNSET, audience: str | _Unset | None = _UNSET,
+    now: float | None = None,
+) -> str:
+    """A token a push node accepts, for an application's backend (after its own login).
+
+    * ``user``: the ``sub`` claim (non-empty, printable, at most 256 characters);
+    * ``wallets``: addresses (``0x`` + 40 hex digits, any case; written EIP-55): each grants
+      ``user:<wallet>``;
+    * ``topics``: what else the token grants: exact topics, prefixes ending in ``*``, or ``*``;
+    * ``ttl_s`` (seconds from ``now``) **or** ``expires_at`` (unix seconds); neither means
+      :data:`DEFAULT_TTL_S`;
+    * key material, exactly one of: ``config`` (the :class:`TokenConfig` the nodes use; for
+      RS256/ES256 it needs ``private_key``), ``secret`` (HS256, the nodes' ``[auth] secret``), or
+      ``private_key`` (PEM; RS256 or ES256 inferred from the key unless ``algorithm`` says);
+    * ``issuer`` / ``audience``: the ``iss`` / ``aud`` claims; default: the config's, or
+      ``"chainpush"`` and none (the nodes' defaults). ``None`` leaves the claim out;
+    * ``now``: unix seconds (default: the system clock).
+
+    Raises :class:`push.errors.MintError` (a ``ValueError``) naming the bad argument, or
+    :class:`push.errors.ConfigError` when ``config`` holds no signing key.
+    """
+    clock = time.time() if now is None else now
+    if not _valid_sub(user):
+        raise MintError(f"user must be a non-empty printable string of at most {MAX_SUB_CHARS} "
+                        f"characters, got {str(user)[:60]!r}")
+    if isinstance(wallets, str) or isinstance(topics, str):
+        raise MintError("wallets and topics must be lists of strings, not one string")
+    checked_wallets: list[str] = []
+    for wallet in wallets:
+        if not isinstance(wallet, str) or _WALLET.fullmatch(wallet) is None:
+            raise MintError(f"wallets: {str(wallet)[:60]!r} is not an address (0x + 40 hex "
+                            "digits)")
+        checked_wallets.append(checksum(wallet))
+    checked_topics = [check_pattern(t) for t in topics]
+    if ttl_s is not None and expires_at is not None:
+        raise MintError("pass ttl_s or expires_at, not both")
+    if expires_at is None:
+        ttl = DEFAULT_TTL_S if ttl_s is None else ttl_s
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not (
+                math.isfinite(ttl) and ttl > 0):
+            raise MintError(f"ttl_s must be a finite number of seconds > 0, got {ttl!r}")
+        expires_at = int(clock + ttl)
+    if isinstance(expires_at, bool) or not isinstance(expires_at, int) or not (
+            clock < expires_at <= MAX_NUMERIC_DATE):
+        raise MintError(f"expires_at must be an integer unix time after now ({int(clock)}) and "
+                        f"at most {MAX_NUMERIC_DATE}, got {expires_at!r}")
+    alg, key, cfg = _signing(config, secret, private_key, algorithm)
+    payload: dict[str, Any] = {"sub": user, "wallets": checked_wallets,
+                               "topics": checked_topics, "exp": expires_at, "iat": int(clock)}
+    iss = (cfg.issuer if cfg is not None else "chainpush") if issuer is _UNSET else issuer
+    aud = (cfg.audience if cfg is not None else None) if audience is _UNSET else audience
+    for name, value in (("iss", iss), ("aud", aud)):
+        if value is not None:
+            if not isinstance(value, str) or not value:
+                raise MintError(f"{'issuer' if name == 'iss' else 'audience'} must be a "
+                                f"non-empty string or None, got {value!r}")
+            payload[name] = value
+    return jwt.encode(payload, key, algorithm=alg)

@@ -8,8 +8,15 @@ Routes:
   The CLI turns it on only when :attr:`push.config.Settings.dev_login` holds: dev mode, and either
   the well-known dev secret or dev mode asked for explicitly (never ``CHAINPUSH_DEV=false``).
 * ``GET /config.json`` → push node URLs, suggested topics, whether dev login is on.
-* ``GET /`` → the demo page; ``GET /static/<file>`` → its JS and CSS (``push/static``).
+* ``GET /`` → the demo page; ``GET /static/<file>`` → its JS and CSS (``push/static``);
+  ``GET /static/client/<file>`` → the JS client package (``clients/js``, package data).
 * ``GET /healthz``, ``GET /metrics`` (Prometheus text).
+* ``POST /v1/publish`` with ``Authorization: Bearer <server key>`` ``{"topic": "app:orders",
+  "id": "ord-1", "event": "order.shipped", "data": {...}}`` → 201 ``{"topic", "id", "msg_id",
+  "offset", "epoch", "duplicate": false}`` (200 and ``duplicate: true`` for a retry of a
+  stored id): an app message stored through collect and delivered like any record
+  (:mod:`push.publish`; off, 404, without ``[publish] keys``). Errors are JSON
+  ``{"error": <code>, "message": <text>}``: 400, 401, 404, 413, 503.
 
 Tokens are never logged. The push nodes check tokens themselves (shared key), so this service is
 not on the path of a websocket connection.
@@ -17,19 +24,26 @@ not on the path of a websocket connection.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from chainpush.logs import client_text
 from chainpush.resource import AsyncResource
-from push.config import AuthServiceConfig
+from push.config import AuthServiceConfig, PublishConfig
 from push.metrics import Metrics
+from push.publish import PublishRefused, answer, key_matches, parse_request
 from push.tokens import Claims, TokenConfig, issue
+
+if TYPE_CHECKING:
+    from push.collect import Collector
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +59,8 @@ class AuthService(AsyncResource):
     def __init__(
         self, config: AuthServiceConfig, *, tokens: TokenConfig, dev_mode: bool,
         push_urls: list[str], topics: list[str], metrics: Metrics | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.time, publish: PublishConfig | None = None,
+        collector: Collector | None = None,
     ) -> None:
         self.config = config
         self.tokens = tokens
@@ -54,6 +69,13 @@ class AuthService(AsyncResource):
         self.topics = topics
         self.metrics = metrics or Metrics()
         self.metrics.counter("chainpush_logins_total", "tokens issued by the dev login")
+        self.metrics.counter("chainpush_published_total", "app messages stored by /v1/publish")
+        self.metrics.counter("chainpush_publish_refused_total",
+                             "/v1/publish requests answered 4xx or 503")
+        self.publish = publish or PublishConfig()
+        #: where /v1/publish stores app messages; set it before the first request (chainpush run
+        #: opens its Collector after the page)
+        self.collector = collector
         self._clock = clock
         self._runner: web.AppRunner | None = None
         self.port = config.port
@@ -65,10 +87,14 @@ class AuthService(AsyncResource):
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_post("/auth/login", self._login)
+        app.router.add_post("/v1/publish", self._publish)
         app.router.add_get("/config.json", self._config)
         app.router.add_get("/healthz", self._health)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/", self._index)
+        # the JS client package (clients/js, linked as static/client): its own route, since the
+        # link leads out of STATIC in a checkout and aiohttp serves no file outside its root
+        app.router.add_static("/static/client/", STATIC / "client", show_index=False)
         app.router.add_static("/static/", STATIC, show_index=False)
         return app
 
@@ -125,6 +151,66 @@ class AuthService(AsyncResource):
         logger.info("dev login: issued a token for user %s (%d wallets)", user, len(wallets))
         return web.json_response({"token": token, "expires_at": claims.expires_at, "user": user,
                                   "push_urls": self.push_urls})
+
+    def _refuse(self, status: int, code: str, message: str, **headers: str) -> web.Response:
+        self.metrics.inc("chainpush_publish_refused_total")
+        return web.json_response({"error": code, "message": message}, status=status,
+                                 headers=headers or None)
+
+    async def _read_bounded(self, request: web.Request) -> bytes | None:
+        """The body, or None once it exceeds ``max_body_bytes`` (read no further)."""
+        limit = self.publish.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return None
+        body = bytearray()
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            body += chunk
+            if len(body) > limit:
+                return None
+        return bytes(body)
+
+    async def _publish(self, request: web.Request) -> web.Response:
+        """``POST /v1/publish``: authenticate, bound, parse, store through collect, answer."""
+        collector = self.collector
+        if not self.publish.keys or collector is None:
+            return self._refuse(404, "publish_disabled", "POST /v1/publish is off: set [publish] "
+                                "keys (or CHAINPUSH_PUBLISH_KEYS) and restart (docs/push.md)")
+        if not key_matches(request.headers.get("Authorization"), self.publish.keys):
+            return self._refuse(401, "unauthorized", "send Authorization: Bearer <a [publish] "
+                                "keys entry>", **{"WWW-Authenticate": "Bearer"})
+        body = await self._read_bounded(request)
+        if body is None:
+            return self._refuse(413, "too_large", f"body above {self.publish.max_body_bytes} "
+                                "bytes ([publish] max_body_bytes)")
+        try:
+            record = parse_request(body, now=self._clock())
+        except PublishRefused as exc:
+            return self._refuse(exc.status, exc.code, str(exc))
+        topic, msg_id = record["topic"], f"{record['id']}/confirmed"
+        try:
+            async with asyncio.timeout(self.publish.timeout_s):
+                before = await collector.store.position_of(topic, msg_id)
+                # a retry goes through accept too: it completes a first attempt that stopped
+                # between its steps, and re-dispatches the same offset (collect's replay path)
+                await collector.accept([record])
+                position = await collector.store.position_of(topic, msg_id)
+        except TimeoutError:
+            logger.warning("publish of %s to %s: the store did not answer within %.0f s",
+                           client_text(msg_id), client_text(topic), self.publish.timeout_s)
+            return self._refuse(503, "unavailable", f"the store did not answer within "
+                                f"{self.publish.timeout_s:g} s; retry with the same id (a retry "
+                                "is stored once)")
+        if position is None:  # accept returned, so the row exists; only a wiped store loses it
+            return self._refuse(503, "unavailable", "the message was not found after storing "
+                                "it; retry with the same id")
+        duplicate = before is not None
+        if not duplicate:
+            self.metrics.inc("chainpush_published_total")
+            logger.debug("published %s to %s at offset %d", client_text(msg_id),
+                         client_text(topic), position[0])
+        return web.json_response(answer(record, msg_id=msg_id, offset=position[0],
+                                        epoch=position[1], duplicate=duplicate),
+                                 status=200 if duplicate else 201)
 
     async def _config(self, request: web.Request) -> web.Response:
         return web.json_response({"push_urls": self.push_urls, "topics": self.topics,

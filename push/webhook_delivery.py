@@ -11,7 +11,7 @@ Theory of operation
   endpoint whose cursor write did not land is sent again after a restart, under the same
   ``webhook-id``: delivery is at least once, and receivers deduplicate on that id.
 * New messages are found by **polling**: every ``poll_interval_s`` one
-  :meth:`~push.store.MessageStore.max_offsets` call reads the head of every lane's topic and wakes
+  :meth:`~push.store.MessageStore.heads` call reads the head of every lane's topic and wakes
   the lanes whose head rose. (A Redis wake-up would cut the latency below the poll interval; the
   poll stays as the safety net either way.) The same tick reads the hook documents, so an
   operator's ``replay`` / ``resume`` (which bump the hook's ``rev``) reload that webhook.
@@ -129,19 +129,21 @@ class HookRunner:
     def topics(self) -> list[str]:
         return list(self.lanes)
 
-    async def observe_heads(self, heads: dict[str, int]) -> None:
+    async def observe_heads(self, heads: dict[str, tuple[int, str | None]]) -> None:
         for topic, lane in list(self.lanes.items()):
             if topic not in heads:
                 continue
             before = lane.head
-            if lane.observe_head(heads[topic]):
+            head, epoch = heads[topic]
+            if lane.observe_head(head, epoch):
                 self.metrics.inc("chainpush_webhook_resets_total")
-                logger.warning("webhook %s topic %s: head %d is below the cursor; the stream was "
-                               "replaced, delivering it again from offset 1",
-                               self.config.name, topic, heads[topic])
+                logger.warning("webhook %s topic %s: the stream was replaced (head %d, epoch "
+                               "%s); delivering it again from offset 1", self.config.name,
+                               topic, head, epoch)
                 # the reset bumps the lane's rev: an acknowledgement of the old stream still
                 # being written (with the old rev) cannot land after it
-                if await self.state.reset_cursor(self.config.name, topic, self.revs[topic]):
+                if await self.state.reset_cursor(self.config.name, topic, self.revs[topic],
+                                                 epoch):
                     self.revs[topic] += 1
                 else:
                     self.reload.set()
@@ -233,8 +235,7 @@ class HookRunner:
         for topic in wanted:
             doc = docs.get(topic) or await self.state.create_lane(name, topic, 0)
             self._start_lane(doc)
-        heads = await self.store.max_offsets(self.lanes)
-        await self.observe_heads(heads)
+        await self.observe_heads(await self.store.heads(self.lanes))
         if hook.paused:
             logger.warning("webhook %s is paused: %s (resume with `chainpush webhooks resume "
                            "%s`)", name, hook.paused, name)
@@ -244,7 +245,7 @@ class HookRunner:
 
     def _start_lane(self, doc: LaneDoc) -> None:
         lane = Lane(config=self.config, hook=self.hook, topic=doc.topic, cursor=doc.cursor,
-                    pinned=doc.pinned, rng=self.rng)
+                    pinned=doc.pinned, rng=self.rng, epoch=doc.epoch)
         self.lanes[doc.topic] = lane
         self.revs[doc.topic] = doc.rev
         self.wakes[doc.topic] = asyncio.Event()
@@ -287,7 +288,8 @@ class HookRunner:
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("webhook %s topic %s acknowledged up to %d", name, topic,
                              decision.cursor)
-            if not await self.state.save_cursor(name, topic, rev, decision.cursor):
+            if not await self.state.save_cursor(name, topic, rev, decision.cursor,
+                                                decision.epoch):
                 raise Reload(name)
             return
         self.metrics.inc("chainpush_webhook_failures_total")
@@ -431,7 +433,7 @@ class Deliverer(AsyncResource):
             _honour_cancellation()
             await asyncio.sleep(self.settings.server.poll_interval_s)
             topics = sorted({t for r in self.runners for t in r.topics()})
-            heads = await self._store.max_offsets(topics) if topics else {}
+            heads = await self._store.heads(topics) if topics else {}
             hooks = await self._state.hooks([r.config.name for r in self.runners])
             for runner in self.runners:
                 doc = hooks.get(runner.config.name)

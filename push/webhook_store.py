@@ -61,6 +61,7 @@ class LaneDoc:
     last_error: str | None
     last_error_at: float | None
     acked_at: float | None
+    epoch: str | None = None
 
 
 def _hook(row: dict[str, Any]) -> HookDoc:
@@ -75,7 +76,8 @@ def _lane(row: dict[str, Any]) -> LaneDoc:
         rev=int(row.get("rev", 0)),
         pinned=(int(pinned[0]), int(pinned[1])) if pinned else None,
         failures=int(row.get("failures", 0)), last_error=row.get("last_error"),
-        last_error_at=row.get("last_error_at"), acked_at=row.get("acked_at"))
+        last_error_at=row.get("last_error_at"), acked_at=row.get("acked_at"),
+        epoch=row.get("epoch") if isinstance(row.get("epoch"), str) else None)
 
 
 class WebhookStore(AsyncResource):
@@ -179,18 +181,21 @@ class WebhookStore(AsyncResource):
 
         return bool(await self._do(f"mongo {what} {name} {topic}", op))
 
-    async def save_cursor(self, name: str, topic: str, rev: int, cursor: int) -> bool:
-        """Record an acknowledgement; False if an operator changed the lane meanwhile."""
+    async def save_cursor(self, name: str, topic: str, rev: int, cursor: int,
+                          epoch: str | None = None) -> bool:
+        """Record an acknowledgement (and the stream epoch it belongs to); False if an operator
+        changed the lane meanwhile."""
         return await self._lane_update(name, topic, rev, {"$set": {
-            "cursor": cursor, "pinned": None, "failures": 0, "acked_at": self._clock()}},
-            "save cursor of")
+            "cursor": cursor, "epoch": epoch, "pinned": None, "failures": 0,
+            "acked_at": self._clock()}}, "save cursor of")
 
-    async def reset_cursor(self, name: str, topic: str, rev: int) -> bool:
-        """The topic's stream was replaced (head below the cursor): start it over, bumping the
-        lane's ``rev`` (the caller then writes with ``rev + 1``)."""
+    async def reset_cursor(self, name: str, topic: str, rev: int,
+                           epoch: str | None = None) -> bool:
+        """The topic's stream was replaced (head below the cursor, or another epoch): start it
+        over in ``epoch``, bumping the lane's ``rev`` (the caller then writes with ``rev + 1``)."""
         return await self._lane_update(name, topic, rev, {
-            "$set": {"cursor": 0, "pinned": None, "failures": 0}, "$inc": {"rev": 1}},
-            "reset cursor of")
+            "$set": {"cursor": 0, "epoch": epoch, "pinned": None, "failures": 0},
+            "$inc": {"rev": 1}}, "reset cursor of")
 
     async def save_pin(self, name: str, topic: str, rev: int, first: int, last: int) -> bool:
         return await self._lane_update(name, topic, rev, {"$set": {"pinned": [first, last]}},

@@ -94,6 +94,8 @@ class Attempt:
     body: str
     #: the adapter must persist ``(first, last)`` as the lane's pinned range before sending
     pin: bool = False
+    #: the stream epoch of the messages it carries (None for rows stored before epochs)
+    epoch: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,8 @@ class Acked:
 
     cursor: int
     count: int
+    #: the stream epoch the cursor belongs to (persisted with it)
+    epoch: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,9 +164,13 @@ Decision = Acked | Retry | Paused | Stale
 # --- pure helpers ------------------------------------------------------------------------------
 
 
-def webhook_id(topic: str, first: int, last: int) -> str:
-    """Stable across retries and restarts: the topic and the offsets the request carries."""
-    return f"{topic}:{first}" if first == last else f"{topic}:{first}-{last}"
+def webhook_id(topic: str, first: int, last: int, epoch: str | None = None) -> str:
+    """Stable across retries and restarts: the topic, the offsets the request carries and
+    their stream's epoch (``contract:X:42@9b1c…``, ``contract:X:42-49@9b1c…``). The epoch keeps
+    a replaced stream's offset 1 from reusing the old stream's id, which a receiver
+    deduplicating by id would drop; rows stored before epochs existed give no ``@`` part."""
+    offsets = f"{first}" if first == last else f"{first}-{last}"
+    return f"{topic}:{offsets}" if epoch is None else f"{topic}:{offsets}@{epoch}"
 
 
 def body_of(messages: Sequence[StoredMessage]) -> str:
@@ -236,6 +244,8 @@ class Lane:
     failures: int = 0
     client_errors: int = 0
     last_error: str | None = None
+    #: the stream epoch of the cursor (None: not known yet, or rows without epochs)
+    epoch: str | None = None
 
     def __post_init__(self) -> None:
         if self.pinned is not None and self.pinned[0] != self.cursor + 1:
@@ -243,17 +253,24 @@ class Lane:
 
     # --- inputs ------------------------------------------------------------------------------
 
-    def observe_head(self, head: int) -> bool:
-        """Feed the topic's last offset. True if it is below the cursor: the stream was replaced
-        and the lane restarted from offset 1 (the caller logs this and persists the cursor)."""
-        if head < self.cursor:
+    def observe_head(self, head: int, epoch: str | None = None) -> bool:
+        """Feed the topic's last offset and its stream epoch. True if the stream was replaced —
+        the head is below the cursor, or the epoch is not the cursor's — and the lane restarted
+        from offset 1 (the caller logs this and persists the cursor)."""
+        other = epoch is not None and self.epoch is not None and epoch != self.epoch
+        if head < self.cursor or other:
             self.cursor = 0
             self.head = head
+            self.epoch = epoch
             self.attempt = None
             self.pinned = None
             self.retry_at = None
             self.failures = self.client_errors = 0
             return True
+        if self.epoch is None:
+            # a lane created at a head (``start = "head"``) or before epochs were kept: its
+            # cursor is in the stream as it is now
+            self.epoch = epoch
         self.head = max(self.head, head)
         return False
 
@@ -281,6 +298,11 @@ class Lane:
         for msg in messages:
             if msg.topic != self.topic or msg.offset != first + len(rows):
                 break  # never send past a gap: offsets are gap-free, so the rest comes later
+            if (self.cursor and self.epoch is not None and msg.epoch is not None
+                    and msg.epoch != self.epoch):
+                break  # another stream's row: the next head observed restarts the lane
+            if rows and msg.epoch != rows[0].epoch:
+                break  # one stream per request
             rows.append(msg)
         if not rows:
             self.refetch_at = now + REFETCH_S
@@ -289,9 +311,10 @@ class Lane:
         last = rows[-1].offset
         pin = len(rows) > 1 and self.pinned != (first, last)
         self.pinned = (first, last) if len(rows) > 1 else None
+        epoch = rows[0].epoch
         self.attempt = Attempt(topic=self.topic, first=first, last=last,
-                               webhook_id=webhook_id(self.topic, first, last),
-                               body=body_of(rows), pin=pin)
+                               webhook_id=webhook_id(self.topic, first, last, epoch),
+                               body=body_of(rows), pin=pin, epoch=epoch)
         self.retry_at = None
         return self.attempt
 
@@ -304,11 +327,14 @@ class Lane:
         kind = classify(outcome.status) if isinstance(outcome, Response) else "retry"
         if kind == "ok":
             self.cursor = attempt.last
+            if attempt.epoch is not None:
+                self.epoch = attempt.epoch
             self.attempt = None
             self.pinned = None
             self.retry_at = None
             self.failures = self.client_errors = 0
-            return Acked(cursor=self.cursor, count=attempt.last - attempt.first + 1)
+            return Acked(cursor=self.cursor, count=attempt.last - attempt.first + 1,
+                         epoch=self.epoch)
         error = (f"HTTP {outcome.status}" if isinstance(outcome, Response) else outcome.error)
         self.failures += 1
         self.last_error = f"{attempt.webhook_id}: {error}"

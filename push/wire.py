@@ -52,7 +52,7 @@ ERROR_CODES = frozenset({
     "bad_message",  # JSON, but not an object of a known shape (the message says which field)
     "unknown_type",  # an object whose ``type`` is not a client frame type
     "forbidden_topic",  # the token does not grant that topic
-    "unknown_topic",  # not a topic of the form contract:X, state:X or user:0x + 40 hex digits
+    "unknown_topic",  # not contract:X, state:X, app:X, inbox:<user> or user:0x + 40 hex digits
     "not_subscribed",  # unsubscribe from a topic that was not subscribed
     "too_many_subscriptions",  # above ``max_subscriptions`` per connection
     "too_many_topics",  # the node already serves ``max_topics`` distinct topics
@@ -61,13 +61,16 @@ ERROR_CODES = frozenset({
     "unavailable",  # history could not be read right now; retry the subscribe
 })
 
-TOPIC_KINDS = ("contract", "state", "user")
+TOPIC_KINDS = ("contract", "state", "user", "app", "inbox")
 #: deepest JSON nesting accepted from a client. The C JSON parser recurses once per level and
 #: trusts ``sys.getrecursionlimit()``, which a dependency may raise (py_ecc, imported by web3, sets
 #: it to 100000): then a 64 KiB frame of ``[`` overflows the C stack and kills the process. So the
 #: depth is checked before parsing.
 MAX_DEPTH = 32
 MAX_TOPIC_CHARS = 200
+#: an ``inbox:`` topic names a token's ``sub`` exactly, and a ``sub`` may have 256 characters
+#: (push.tokens.MAX_SUB_CHARS, which imports this module)
+MAX_INBOX_USER_CHARS = 256
 MAX_REF_CHARS = 100
 MAX_EPOCH_CHARS = 64
 #: filter bounds (docs/protocol.md §3): keys, values per key, path parts per key, and the total
@@ -114,10 +117,14 @@ ClientFrame = Auth | Subscribe | Unsubscribe | Ping
 
 
 def valid_topic(topic: str) -> bool:
-    """``contract:X`` / ``state:X`` with a printable X, or ``user:0x`` + 40 hex digits."""
+    """``contract:X`` / ``state:X`` / ``app:X`` with a printable X (topic at most
+    :data:`MAX_TOPIC_CHARS`), ``inbox:<user id>`` (a token ``sub``: printable, at most
+    :data:`MAX_INBOX_USER_CHARS`), or ``user:0x`` + 40 hex digits."""
     kind, sep, name = topic.partition(":")
     if kind == "user":
         return bool(sep) and is_user_topic_name(name)
+    if kind == "inbox":
+        return bool(sep) and 0 < len(name) <= MAX_INBOX_USER_CHARS and name.isprintable()
     return (bool(sep) and kind in TOPIC_KINDS and 0 < len(name)
             and len(topic) <= MAX_TOPIC_CHARS and name.isprintable())
 
@@ -139,8 +146,8 @@ def _topic(obj: Mapping[str, Any], ref: str | None) -> str:
                             ref)
     if not valid_topic(topic):
         raise ProtocolError(
-            "unknown_topic", "topic must be contract:<Name>, state:<Name> or user:<0xaddress> "
-            f"(at most {MAX_TOPIC_CHARS} characters)", ref,
+            "unknown_topic", "topic must be contract:<Name>, state:<Name>, app:<Name>, "
+            f"inbox:<user id> or user:<0xaddress> (at most {MAX_TOPIC_CHARS} characters)", ref,
         )
     # user:0xab84… (MetaMask's lower case) is the topic user:0xAb84… that records are routed to
     return normalise_topic(topic)

@@ -4,6 +4,13 @@ Everything a typo can break is checked here, before the watcher touches the node
 reported as a ``ConfigError`` naming the configuration file and key: a broken ABI file, an event
 or function name the ABI lacks, a filter on an argument the event lacks, a contract with no
 address and no deployments entry. (That the address holds code needs the node: ``Watcher``.)
+
+Where things come from (``watcher.artifacts``): a contract's address is ``[[contracts]]
+address``, else the entry ``deployment`` (default ``name``) of ``[watch] deployments``
+(``<chain id>.json``, what ``chainpush deploy`` writes), else that future of the Hardhat Ignition
+deployment of the chain (``[watch] ignition``). Its ABI is ``[[contracts]] abi`` (default
+``name``) in the first ``[watch] abi_dir`` that has it (chainpush, Foundry or Hardhat layout),
+else the artifact Ignition stored for the future the address came from.
 """
 
 from __future__ import annotations
@@ -13,11 +20,18 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from watcher.abi import ContractABI, find_abi, load_abi
+from watcher.abi import ContractABI, load_abi
+from watcher.artifacts import (
+    ArtifactNotFound,
+    IgnitionDeployment,
+    find_artifact,
+    ignition_dirs,
+    read_ignition,
+)
 from watcher.calls import ViewCall
 from watcher.config import Config, ContractConfig, deployments_file, read_deployments
 from watcher.decode import ContractSpec, LogDecoder, checksum, normalize_filter_value
-from watcher.errors import ConfigError
+from watcher.errors import ConfigError, InvalidABI
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,14 +95,16 @@ def bind(config: Config, chain_id: int | None) -> Bound:
     dep_path = deployments_file(config.watch, chain_id) if chain_id is not None else None
     if dep_path is not None and chain_id is not None:
         deployments = read_deployments(dep_path, chain_id, src)
+    ignition = _ignition(config, chain_id)
     specs: list[ContractSpec] = []
     calls: list[ViewCall] = []
     dep_blocks: list[int] = []
     starts: dict[str, int] = {}
     for c in config.contracts:
-        abi = load_abi(find_abi(config.watch.abi_dir, c.abi))
         seen = len(dep_blocks)
-        address = _address(config, c, deployments, dep_path, chain_id, dep_blocks)
+        address, future = _address(config, c, deployments, dep_path, ignition, chain_id,
+                                   dep_blocks)
+        abi = _abi(config, c, ignition, future)
         own = dep_blocks[-1] if len(dep_blocks) > seen else 0
         starts[c.name] = config.watch.start_block if config.watch.start_block is not None else own
         events = _events(src, c, abi)
@@ -115,25 +131,69 @@ def bind(config: Config, chain_id: int | None) -> Bound:
     )
 
 
+def _ignition(config: Config, chain_id: int | None) -> list[IgnitionDeployment]:
+    """The Ignition deployments of ``chain_id`` (every one when it is None: no node yet)."""
+    root = config.watch.ignition
+    if root is None:
+        return []
+    if config.watch.ignition_required and not root.exists():
+        raise ConfigError(f"{config.source}: [watch] ignition {root}: no such directory "
+                          "(npx hardhat ignition deploy writes ignition/deployments/)")
+    return [read_ignition(d, where=config.source) for d in ignition_dirs(root, chain_id)]
+
+
+def _abi(config: Config, c: ContractConfig, ignition: list[IgnitionDeployment],
+         future: str | None) -> ContractABI:
+    """``c.abi`` from ``[watch] abi_dir``, else the Ignition artifact of its future."""
+    try:
+        return load_abi(find_artifact(config.watch.abi_dirs, c.abi))
+    except ArtifactNotFound as exc:
+        missing = exc
+    except InvalidABI as exc:
+        raise InvalidABI(f"{config.source}: [[contracts]] {c.name}.abi: {exc}") from exc
+    candidates = [d.artifact(future) for d in ignition if future is not None]
+    if future is None:  # no node yet, or an explicit address: the future of this name
+        for d in ignition:
+            key = d.lookup(c.deployment or c.name, where=config.source)
+            if key is not None:
+                candidates.append(d.artifact(key))
+    for path in candidates:
+        if path.is_file():
+            return load_abi(path)
+    extra = f" (nor {', '.join(str(p) for p in candidates)})" if candidates else ""
+    raise ArtifactNotFound(f"{config.source}: [[contracts]] {c.name}.abi: {missing}{extra}")
+
+
 def _address(
     config: Config, c: ContractConfig, deployments: Mapping[str, Mapping[str, Any]],
-    dep_path: object, chain_id: int | None, dep_blocks: list[int],
-) -> str:
+    dep_path: object, ignition: list[IgnitionDeployment], chain_id: int | None,
+    dep_blocks: list[int],
+) -> tuple[str, str | None]:
+    """The contract's address, and the Ignition future id it came from (if it did)."""
     if c.address is not None:
-        return checksum(c.address)
+        return checksum(c.address), None
     entry = c.deployment or c.name
     if chain_id is None:
-        return "0x" + "00" * 20  # resolved once the node tells the chain id
+        return "0x" + "00" * 20, None  # resolved once the node tells the chain id
     found = deployments.get(entry)
-    if not isinstance(found, Mapping) or not isinstance(found.get("address"), str):
-        raise ConfigError(
-            f"{config.source}: [[contracts]] {c.name} has no address and {dep_path} has no "
-            f"entry {entry!r} for chain {chain_id} (set address, or deploy it: "
-            f"chainpush deploy {entry})"
-        )
-    if isinstance(found.get("block"), int):
-        dep_blocks.append(int(found["block"]))
-    return checksum(str(found["address"]))
+    if isinstance(found, Mapping) and isinstance(found.get("address"), str):
+        if isinstance(found.get("block"), int):
+            dep_blocks.append(int(found["block"]))
+        return checksum(str(found["address"])), None
+    for deployment in ignition:
+        future = deployment.lookup(entry, where=config.source)
+        if future is not None:
+            try:
+                return checksum(deployment.addresses[future]), future
+            except ValueError as exc:
+                raise ConfigError(f"{config.source}: {deployment.addresses_file} {future}: "
+                                  f"{exc}") from exc
+    nor = "".join(f", nor a future {entry!r} in {d.addresses_file}" for d in ignition)
+    raise ConfigError(
+        f"{config.source}: [[contracts]] {c.name} has no address and {dep_path} has no "
+        f"entry {entry!r} for chain {chain_id}{nor} (set address, or deploy it: "
+        f"chainpush deploy {entry})"
+    )
 
 
 def _events(src: str, c: ContractConfig, abi: ContractABI) -> frozenset[str] | None:

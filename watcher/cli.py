@@ -5,8 +5,9 @@
     chainpush watch --config chainpush.toml --print-config  # resolved configuration as JSON
     chainpush watch --config chainpush.toml --check-config  # validate (and reach the node)
 
-Without ``--config`` and without ``./chainpush.toml`` it watches the demo contracts that
-``scripts/deploy.py`` recorded in ``deployments/`` (``watcher.config.DEMO_CONFIG``).
+Without ``--config`` it reads the project's ``chainpush.toml``: in the current directory or the
+nearest one above (``chainpush.project.find_config``); without one, it watches the demo
+contracts that ``scripts/deploy.py`` recorded in ``deployments/`` (``watcher.config.DEMO_CONFIG``).
 
 Environment (read here, at the entry point, and nowhere else): ``CHAINPUSH_WATCH_CONFIG``
 (config path), ``CHAINPUSH_MONGO_URI`` (overrides ``[stores] mongo_uri``),
@@ -24,32 +25,55 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from chainpush import project
 from watcher.binding import bind
 from watcher.config import Config, demo_config, load_config
-from watcher.errors import ConfigError, WatcherError
+from watcher.errors import ConfigError, NodeError, NodeUnreachable, WatcherError
 from watcher.node import Endpoint
-from watcher.rpc import open_rpc
+from watcher.rpc import Rpc, open_rpc
 
 logger = logging.getLogger(__name__)
 
 
+WATCH_DESCRIPTION = """\
+Follow the [[contracts]] of the configuration on an Ethereum node (IPC, websocket or HTTP): decode
+their events (and state reads), track confirmations and reorgs, and hand the records to collect,
+which stores them in MongoDB with an offset per topic for the push nodes (docs/watcher.md)."""
+
+WATCH_EPILOG = """\
+examples:
+  chainpush watch                                   # ./chainpush.toml, records → collect
+  chainpush watch --config chainpush.toml --sink mongo    # records → `events` only
+  chainpush watch --check-config                    # check ABIs, names, addresses, the node
+  chainpush watch --print-config                    # the resolved configuration as JSON
+  CHAINPUSH_WS=ws://127.0.0.1:8545 chainpush watch  # another node endpoint
+
+environment: CHAINPUSH_WATCH_CONFIG (config path), CHAINPUSH_MONGO_URI, CHAINPUSH_REDIS_URL,
+CHAINPUSH_RPC / CHAINPUSH_WS / CHAINPUSH_IPC (override [node] endpoints). Every key with its
+default: docs/configuration.md."""
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("watch", help="watch contracts on a node and store their events",
-                            description=__doc__.split("\n\n")[0])
+                            description=WATCH_DESCRIPTION, epilog=WATCH_EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=None,
-                        help="TOML config (env CHAINPUSH_WATCH_CONFIG; default ./chainpush.toml, "
-                             "else the built-in demo config: DemoToken + CallDemo from "
-                             "deployments/)")
+                        help="TOML config (env CHAINPUSH_WATCH_CONFIG; default: chainpush.toml in "
+                             "the current directory or the nearest one above, else the "
+                             "built-in demo config: DemoToken + CallDemo from deployments/)")
     parser.add_argument("--sink", choices=("collect", "mongo", "stdout"), default=None,
                         help="where records go (default: collect if installed, else mongo)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--print-config", action="store_true",
                       help="print the resolved configuration as JSON and exit")
     mode.add_argument("--check-config", action="store_true",
-                      help="validate the configuration (ABIs, names, addresses) and exit")
+                      help="validate the configuration (ABIs, names; then each [node] "
+                           "endpoint's chain id against [node] chain_id and the addresses' "
+                           "code) and exit")
     parser.set_defaults(func=main)
 
 
@@ -66,24 +90,59 @@ def apply_env(config: Config, env: dict[str, str]) -> Config:
     return dataclasses.replace(config, stores=stores, node=node)
 
 
-async def _check(config: Config) -> list[str]:
-    lines = []
+async def _check(config: Config, say: Callable[[str], None]) -> None:
+    """``--check-config``: what needs no node (ABIs, names, filters), then every endpoint's
+    chain id against ``[node] chain_id`` and each address's code on the first that answers.
+
+    Raises ``ConfigError`` for a wrong configuration, ``NodeUnreachable`` when no endpoint
+    answers (after saying what was checked without the node)."""
     bind(config, config.node.chain_id)  # ABIs, event/function/filter names, without the node
-    lines.append(f"{config.source}: {len(config.contracts)} contract(s), ABIs and names ok")
-    endpoint = Endpoint.parse(config.node.urls[0], timeout_s=config.node.timeout_s)
-    rpc = await open_rpc(endpoint)
+    say(f"{config.source}: {len(config.contracts)} contract(s), ABIs and names ok")
+    expected = config.node.chain_id
+    live: list[tuple[Rpc, int]] = []
+    unreachable: list[str] = []
     try:
-        chain_id = int(await rpc.call("eth_chainId", []), 16)
+        for url in config.node.urls:
+            endpoint = Endpoint.parse(url, timeout_s=config.node.timeout_s)
+            try:
+                rpc = await open_rpc(endpoint)
+            except NodeError as exc:
+                unreachable.append(endpoint.describe())
+                say(f"{endpoint.describe()}: unreachable ({exc})")
+                continue
+            try:
+                chain_id = int(await rpc.call("eth_chainId", []), 16)
+            except NodeError as exc:
+                await rpc.aclose()
+                unreachable.append(endpoint.describe())
+                say(f"{endpoint.describe()}: unreachable ({exc})")
+                continue
+            live.append((rpc, chain_id))
+            if expected is not None and chain_id != expected:
+                raise ConfigError(f"{config.source}: [node] chain_id is {expected}, but "
+                                  f"{endpoint.describe()} serves chain {chain_id}")
+            if expected is not None:
+                say(f"[node] chain_id {expected}: {endpoint.describe()} serves it")
+            else:
+                say(f"{endpoint.describe()} serves chain {chain_id} ([node] chain_id unset)")
+            if live[0][1] != chain_id:
+                raise ConfigError(f"{config.source}: [node] endpoints serve different chains: "
+                                  f"{live[0][1]} and {chain_id} ({endpoint.describe()})")
+        if not live:
+            wanted = f"[node] chain_id {expected}" if expected is not None else "the chain id"
+            raise NodeUnreachable(f"no node answered ({', '.join(unreachable)}): {wanted} and "
+                                  "the contracts' code not checked")
+        rpc, chain_id = live[0]
         bound = bind(config, chain_id)
         codes = await rpc.batch([("eth_getCode", [s.address, "latest"]) for s in bound.specs])
         for spec, code in zip(bound.specs, codes, strict=True):
             if code in (None, "0x", "0x0"):
                 raise ConfigError(f"{config.source}: [[contracts]] {spec.name}.address "
                                   f"{spec.address}: no contract code there on chain {chain_id}")
-            lines.append(f"{spec.name} at {spec.address} on chain {chain_id}: code present")
+            say(f"{spec.name} at {spec.address} on chain {chain_id}: code present")
     finally:
-        await rpc.aclose()
-    return lines
+        for rpc, _ in live:
+            await rpc.aclose()
 
 
 def _sink_kind(requested: str | None) -> str:
@@ -124,16 +183,17 @@ async def _run(config: Config, sink_kind: str) -> None:
 
 
 def resolve_config(path: Path | None, env: dict[str, str]) -> Config:
-    """The config named by ``--config`` / ``CHAINPUSH_WATCH_CONFIG`` / ``./chainpush.toml``, or
-    the built-in demo config when none is given and no ``chainpush.toml`` exists."""
+    """The config named by ``--config`` / ``CHAINPUSH_WATCH_CONFIG``, else the project's
+    ``chainpush.toml`` (in the current directory or the nearest one above:
+    ``chainpush.project.find_config``, as ``compile``/``deploy``/``call`` find it), else the
+    built-in demo config. Relative paths in the file are relative to the file's directory."""
     if path is None and env.get("CHAINPUSH_WATCH_CONFIG"):
         path = Path(env["CHAINPUSH_WATCH_CONFIG"])
+    path = project.find_config(path)
     if path is None:
-        path = Path("chainpush.toml")
-        if not path.exists():
-            logger.info("no chainpush.toml here: watching the demo contracts (DemoToken, "
-                        "CallDemo) from deployments/")
-            return apply_env(demo_config(Path.cwd()), env)
+        logger.info("no chainpush.toml here or above: watching the demo contracts (DemoToken, "
+                    "CallDemo) from deployments/")
+        return apply_env(demo_config(Path.cwd().resolve()), env)
     return apply_env(load_config(path), env)
 
 
@@ -144,8 +204,7 @@ def main(args: argparse.Namespace) -> int:
             print(json.dumps(config.describe(), indent=2))
             return 0
         if args.check_config:
-            for line in asyncio.run(_check(config)):
-                print(line)
+            asyncio.run(_check(config, lambda line: print(line, flush=True)))
             print("config ok")
             return 0
         asyncio.run(_run(config, _sink_kind(args.sink)))

@@ -52,6 +52,7 @@ import solcx.wrapper
 from solcx.exceptions import SolcError, SolcInstallationError, UnknownOption, UnknownValue
 
 from chainpush.project import find_project, layout, node_package
+from watcher.artifacts import ArtifactNotFound, find_artifact, read_artifact, split_name
 from watcher.errors import CompileError, ConfigError, InvalidABI
 
 logger = logging.getLogger(__name__)
@@ -527,17 +528,40 @@ def write(
 
 
 def load_artifact(abi_dir: str | Path, name: str) -> Artifact:
-    """Read ``<abi_dir>/<name>.json`` (ABI + bytecode) as written by ``chainpush compile``."""
-    path = Path(abi_dir) / f"{name}.json"
-    try:
-        data = json.loads(path.read_text("utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"no compiled artifact {path}: run `chainpush compile`") from exc
-    except json.JSONDecodeError as exc:
-        raise InvalidABI(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise InvalidABI(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return Artifact.from_json(data, where=str(path))
+    """Contract ``name``'s ABI + bytecode in ``abi_dir``: ``<name>.json`` as written by
+    ``chainpush compile``, else a Foundry ``out/`` or Hardhat ``artifacts/`` file
+    ``**/<File>.sol/<name>.json`` (``name`` may be ``<File>.sol:<Name>``; see
+    :mod:`watcher.artifacts`). Of those, ``compiler_version``, ``settings`` and ``source_hash``
+    are what the file records (Foundry's metadata), else empty."""
+    directory = Path(abi_dir)
+    path = directory / f"{name}.json"
+    if not path.is_file():
+        try:
+            path = find_artifact([directory], name, what="compiled artifact")
+        except ArtifactNotFound as exc:
+            raise ConfigError(
+                f"no compiled artifact {path} (nor a Foundry or Hardhat "
+                f"**/<File>.sol/{split_name(name)[1]}.json in {directory}): "
+                "run `chainpush compile`"
+            ) from exc
+        if path.suffix == ".abi":
+            raise ConfigError(f"{path} has the ABI but no bytecode: run `chainpush compile`")
+    found = read_artifact(path)
+    if not found.document:
+        raise InvalidABI(f"{path}: expected a JSON object, got list")
+    if found.layout == "chainpush":
+        return Artifact.from_json(found.document, where=str(path))
+    if found.bytecode is None:
+        raise InvalidABI(f"{path}: no bytecode in this {found.layout} artifact")
+    settings = found.document.get("metadata", {})
+    settings = settings.get("settings", {}) if isinstance(settings, Mapping) else {}
+    return Artifact(
+        contract_name=found.contract_name, source_name=found.source_name or "",
+        abi=found.abi, bytecode=found.bytecode,
+        deployed_bytecode=found.deployed_bytecode or "0x",
+        compiler_version=found.compiler_version or "",
+        settings=dict(settings) if isinstance(settings, Mapping) else {}, source_hash="",
+    )
 
 
 # --- command line ---

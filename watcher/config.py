@@ -19,13 +19,20 @@ Sections this module reads (others, e.g. ``[push]``, belong to other components 
                                # deep (1 … reorg_window - 1; no "off": every pending record is
                                # confirmed at the latest when its block leaves the window);
                                # default 12, or reorg_window - 1 when that is smaller
-    abi_dir = "abi"
+    finality = "depth"         # or "tag": K = 0 records are confirmed once the node's
+                               # `finalized` block reaches them (finality_depth only on a node
+                               # without the tag); keep reorg_window above the finality lag
+    abi_dir = "abi"            # or a list; default ["abi", "out", "artifacts"]: chainpush
+                               # compile's, Foundry's and Hardhat's outputs (watcher.artifacts)
     deployments = "deployments"   # a directory of <chain_id>.json, or one such file
+    ignition = "ignition/deployments"  # Hardhat Ignition: chain-<id>/deployed_addresses.json
 
     [[contracts]]
     name = "DemoToken"
-    abi = "DemoToken"          # abi_dir/<abi>.abi or .json; default: name
-    address = "0x…"            # default: the deployments file entry named `deployment` or `name`
+    abi = "DemoToken"          # abi_dir/<abi>.abi, .json or **/<File>.sol/<abi>.json; or
+                               # "<File>.sol:<Name>"; default: name
+    address = "0x…"            # default: the deployments file entry named `deployment` or
+                               # `name`, else the Ignition future of that id / name
     events = ["Transfer", "Message"]   # or "all" (default)
     confirmations = 2
     [contracts.filters.Transfer]       # keep only matching args (any of the listed values)
@@ -53,6 +60,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from chainpush.logs import redact_url
+from watcher.artifacts import DEFAULT_ABI_DIRS, DEFAULT_IGNITION_DIR
 from watcher.errors import ConfigError
 
 DEFAULT_MONGO_URI = "mongodb://127.0.0.1:27018/?directConnection=true"
@@ -129,12 +137,28 @@ class WatchConfig:
     #: K = 0 contracts: ``confirmed`` follows ``pending`` once the block is this many blocks
     #: deep. Always on (1 … reorg_window - 1): a block leaving the window is final anyway.
     finality_depth: int = 12
-    abi_dir: Path = Path("abi")
+    #: "depth": final = ``finality_depth`` deep; "tag": final = at or below the node's
+    #: ``finalized`` block (by depth on a node without that tag)
+    finality: Literal["depth", "tag"] = "depth"
+    #: where ABIs are looked up, in order (``watcher.artifacts.find_artifact``)
+    abi_dirs: tuple[Path, ...] = tuple(Path(d) for d in DEFAULT_ABI_DIRS)
     deployments: Path | None = None
+    #: Hardhat Ignition's deployments (``chain-<id>/deployed_addresses.json``), or one
+    #: deployment directory; None: not read
+    ignition: Path | None = None
+    #: ``ignition`` was set in the file: its absence is an error, not "no Ignition here"
+    ignition_required: bool = False
     live_batch_blocks: int = 100
     progress_interval_s: float = 5.0
 
+    @property
+    def abi_dir(self) -> Path:
+        """The first ABI directory: where ``chainpush compile`` writes."""
+        return self.abi_dirs[0]
+
     def __post_init__(self) -> None:
+        if not self.abi_dirs:
+            raise ConfigError("[watch] abi_dir must name at least one directory")
         if not self.name or ":" in self.name:
             raise ConfigError(f"[watch] name must be non-empty without ':', got {self.name!r}")
         if self.confirmations < 0:
@@ -150,6 +174,9 @@ class WatchConfig:
                 f"[watch] finality_depth must be >= 1 and below [watch] reorg_window "
                 f"({self.reorg_window}), got {self.finality_depth}"
             )
+        if self.finality not in ("depth", "tag"):
+            raise ConfigError(f"[watch] finality must be \"depth\" or \"tag\", got "
+                              f"{self.finality!r}")
         if self.live_batch_blocks < 1:
             raise ConfigError(
                 f"[watch] live_batch_blocks must be >= 1, got {self.live_batch_blocks}"
@@ -269,8 +296,10 @@ class Config:
                                "chain_id"}, source, "[node]")
         watch_raw = _table(data, "watch", source)
         _check_keys(watch_raw, {"name", "confirmations", "start_block", "max_range",
-                                "reorg_window", "finality_depth", "abi_dir", "deployments",
-                                "live_batch_blocks", "progress_interval_s"}, source, "[watch]")
+                                "reorg_window", "finality_depth", "finality", "abi_dir",
+                                "deployments", "ignition", "live_batch_blocks",
+                                "progress_interval_s"},
+                    source, "[watch]")
         reorg_window = int(watch_raw.get("reorg_window", 64))
         watch = WatchConfig(
             name=str(watch_raw.get("name", "default")),
@@ -280,9 +309,13 @@ class Config:
             reorg_window=reorg_window,
             # unset: 12, or what a small window allows (set explicitly, it is validated)
             finality_depth=int(watch_raw.get("finality_depth", min(12, reorg_window - 1))),
-            abi_dir=base / str(watch_raw.get("abi_dir", "abi")),
+            finality=watch_raw.get("finality", "depth"),
+            abi_dirs=tuple(base / d for d in _as_list(
+                watch_raw.get("abi_dir", list(DEFAULT_ABI_DIRS)), "[watch] abi_dir")),
             deployments=(base / str(watch_raw["deployments"])) if "deployments" in watch_raw
             else base / "deployments",
+            ignition=base / str(watch_raw.get("ignition", DEFAULT_IGNITION_DIR)),
+            ignition_required="ignition" in watch_raw,
             live_batch_blocks=int(watch_raw.get("live_batch_blocks", 100)),
             progress_interval_s=float(watch_raw.get("progress_interval_s", 5.0)),
         )
@@ -313,8 +346,10 @@ class Config:
                 "name": self.watch.name, "confirmations": self.watch.confirmations,
                 "start_block": self.watch.start_block, "max_range": self.watch.max_range,
                 "reorg_window": self.watch.reorg_window,
-                "finality_depth": self.watch.finality_depth, "abi_dir": str(self.watch.abi_dir),
+                "finality_depth": self.watch.finality_depth, "finality": self.watch.finality,
+                "abi_dir": [str(d) for d in self.watch.abi_dirs],
                 "deployments": str(self.watch.deployments),
+                "ignition": str(self.watch.ignition) if self.watch.ignition else None,
             },
             "contracts": [
                 {"name": c.name, "abi": c.abi, "address": c.address, "deployment": c.deployment,

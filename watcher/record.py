@@ -3,8 +3,9 @@
 ``EventRecord`` is one decoded log in one status; ``StateRecord`` is one observed value of a view
 function. ``to_dict()`` gives the JSON-safe ``RecordDict`` that crosses the seam; ``from_dict()``
 reads it back (the watcher keeps unconfirmed records in its checkpoint to retract them after a
-restart). A record's *message id* is ``id + "/" + status``: each status transition of one event is
-stored and delivered exactly once.
+restart). A record's *message id* is ``id + "/" + status`` (incarnation 0) or ``id + "/" + status +
+"/" + incarnation`` (a block that came back after a reorg, ``docs/seams.md`` §1): each status
+transition of each incarnation of one event is stored and delivered exactly once.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class RecordDict(TypedDict):
     tx_hash: str | None
     log_index: int
     status: Status
+    #: times the block was orphaned before this emission (docs/seams.md §1); absent: 0
+    incarnation: NotRequired[int]
     #: paths of the address-typed args (docs/seams.md §1); absent on records made before it
     address_paths: NotRequired[list[str]]
 
@@ -51,8 +54,11 @@ def state_key(contract: str, function: str, inputs: list[Any]) -> str:
 
 
 def message_id(record: Mapping[str, Any]) -> str:
-    """``id + "/" + status``: the key collect stores one message under."""
-    return f"{record['id']}/{record['status']}"
+    """The key collect stores one message under: ``id/status`` for incarnation 0 (and for a
+    record without the field), ``id/status/n`` for incarnation n > 0 (``docs/seams.md`` §1)."""
+    n = int(record.get("incarnation") or 0)
+    base = f"{record['id']}/{record['status']}"
+    return base if n == 0 else f"{base}/{n}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,6 +76,8 @@ class EventRecord:
     tx_hash: str
     log_index: int
     status: Status = "pending"
+    #: how many times this block was orphaned before this emission (``docs/seams.md`` §1)
+    incarnation: int = 0
     #: paths (filter syntax) of the ``address``-typed args, from the ABI; ``None``: not known
     #: (a record restored from a checkpoint written before the field existed)
     address_paths: tuple[str, ...] | None = None
@@ -80,10 +88,14 @@ class EventRecord:
 
     @property
     def message_id(self) -> str:
-        return f"{self.id}/{self.status}"
+        return message_id({"id": self.id, "status": self.status,
+                           "incarnation": self.incarnation})
 
     def with_status(self, status: Status) -> EventRecord:
         return replace(self, status=status)
+
+    def with_incarnation(self, incarnation: int) -> EventRecord:
+        return replace(self, incarnation=incarnation)
 
     def to_dict(self) -> RecordDict:
         out: RecordDict = {
@@ -92,6 +104,7 @@ class EventRecord:
             "block_number": self.block_number, "block_hash": self.block_hash,
             "block_timestamp": self.block_timestamp, "tx_hash": self.tx_hash,
             "log_index": self.log_index, "status": self.status,
+            "incarnation": self.incarnation,
         }
         if self.address_paths is not None:
             out["address_paths"] = list(self.address_paths)
@@ -112,6 +125,8 @@ class StateRecord:
     block_hash: str
     block_timestamp: int
     status: Status = "pending"
+    #: how many times this block was orphaned before this emission (``docs/seams.md`` §1)
+    incarnation: int = 0
 
     @property
     def key(self) -> str:
@@ -123,10 +138,14 @@ class StateRecord:
 
     @property
     def message_id(self) -> str:
-        return f"{self.id}/{self.status}"
+        return message_id({"id": self.id, "status": self.status,
+                           "incarnation": self.incarnation})
 
     def with_status(self, status: Status) -> StateRecord:
         return replace(self, status=status)
+
+    def with_incarnation(self, incarnation: int) -> StateRecord:
+        return replace(self, incarnation=incarnation)
 
     def to_dict(self) -> RecordDict:
         return {
@@ -135,7 +154,7 @@ class StateRecord:
             "args": {"inputs": self.inputs, "value": self.value},
             "block_number": self.block_number, "block_hash": self.block_hash,
             "block_timestamp": self.block_timestamp, "tx_hash": None, "log_index": -1,
-            "status": self.status, "address_paths": [],
+            "status": self.status, "incarnation": self.incarnation, "address_paths": [],
         }
 
 
@@ -154,6 +173,7 @@ def record_from_dict(data: RecordDict | dict[str, Any]) -> Record:
             function=d["event"], inputs=list(d["args"]["inputs"]), value=d["args"]["value"],
             block_number=d["block_number"], block_hash=d["block_hash"],
             block_timestamp=d["block_timestamp"], status=status,
+            incarnation=int(d.get("incarnation") or 0),
         )
     if d["kind"] != "event":
         raise ValueError(f"record kind must be 'event' or 'state', got {d['kind']!r}")
@@ -161,6 +181,6 @@ def record_from_dict(data: RecordDict | dict[str, Any]) -> Record:
         chain_id=d["chain_id"], contract=d["contract"], address=d["address"], event=d["event"],
         args=dict(d["args"]), block_number=d["block_number"], block_hash=d["block_hash"],
         block_timestamp=d["block_timestamp"], tx_hash=d["tx_hash"], log_index=d["log_index"],
-        status=status,
+        status=status, incarnation=int(d.get("incarnation") or 0),
         address_paths=tuple(d["address_paths"]) if d.get("address_paths") is not None else None,
     )

@@ -199,7 +199,8 @@ def test_chainpush_deploy_uses_the_projects_dev_chain_and_names_the_fix(project:
     uncompiled = chainpush(project, "deploy", "Vault", "--rpc", "http://127.0.0.1:1")
     assert uncompiled.returncode == 1
     assert uncompiled.stderr.rstrip().endswith(
-        f"no compiled artifact {project / 'abi' / 'Vault.json'}: run `chainpush compile`")
+        f"no compiled artifact {project / 'abi' / 'Vault.json'} (nor a Foundry or Hardhat "
+        f"**/<File>.sol/Vault.json in {project / 'abi'}): run `chainpush compile`")
 
 
 def test_chainpush_deploy_over_ipc_and_call_over_websocket(anvil: Anvil, project: Path) -> None:

@@ -117,3 +117,49 @@ def test_chain_persists_across_down_up_and_wipe_starts_afresh(tmp_path: Path) ->
         assert procs.rpc_call(state.node.url, "eth_blockNumber") == "0x0"
     finally:
         devstack.down(state_dir)
+
+
+def test_up_and_status_never_print_the_password_of_an_external_store(
+    tmp_path: Path, redis_server: procs.Server,
+) -> None:
+    """`dev up` / `dev status` show an external store's URL with the password as ***; `dev env`
+    prints it whole (it exists to be eval'ed)."""
+    redis_port = redis_server.url.rsplit(":", 1)[1].split("/", 1)[0]
+    redis_url = f"redis://:r3dis-pw@127.0.0.1:{redis_port}/0"
+    env = {k: v for k, v in os.environ.items() if k not in ("MONGO_URI", "CHAINPUSH_MONGO_URI")}
+    env["CHAINPUSH_REDIS_URL"] = redis_url
+    state_dir = tmp_path / "dev"
+    flags = ["--state-dir", str(state_dir), "--node-port", str(procs.free_port()),
+             "--mongo-port", str(procs.free_port())]
+    try:
+        up = chainpush("dev", "up", *flags, env=env)
+        status = chainpush("dev", "status", "--state-dir", str(state_dir), env=env)
+        exported = chainpush("dev", "env", "--state-dir", str(state_dir), env=env)
+    finally:
+        chainpush("dev", "down", "--state-dir", str(state_dir))
+    for done in (up, status):
+        assert "r3dis-pw" not in done.stdout + done.stderr, done.stdout + done.stderr
+    assert up.returncode == 0, up.stderr
+    assert status.returncode == 0, status.stderr
+    assert f"redis  up   redis://:***@127.0.0.1:{redis_port}/0  (external)" in status.stdout
+    assert f"export CHAINPUSH_REDIS_URL={redis_url}" in exported.stdout
+
+
+def test_status_redacts_every_recorded_url(tmp_path: Path) -> None:
+    """A recorded stack whose services are gone: `status` says DOWN, and hides the passwords
+    of the MongoDB and Redis URLs all the same."""
+    dead = procs.free_port()
+    state = {
+        "node": {"name": "anvil", "pid": None, "url": f"http://127.0.0.1:{dead}", "log": None},
+        "ws_url": f"ws://127.0.0.1:{dead}", "ipc_path": str(tmp_path / "anvil.ipc"),
+        "redis": {"name": "redis", "pid": None, "url": f"rediss://u:r3dis-pw@127.0.0.1:{dead}/1",
+                  "log": None},
+        "mongo": {"name": "mongo", "pid": None, "log": None,
+                  "url": f"mongodb://app:m0ngo-pw@127.0.0.1:{dead}/?directConnection=true"},
+    }
+    (tmp_path / "stack.json").write_text(json.dumps(state))
+    status = chainpush("dev", "status", "--state-dir", str(tmp_path))
+    assert status.returncode == 1
+    assert "r3dis-pw" not in status.stdout and "m0ngo-pw" not in status.stdout
+    assert f"rediss://u:***@127.0.0.1:{dead}/1" in status.stdout
+    assert f"mongodb://app:***@127.0.0.1:{dead}/?directConnection=true" in status.stdout

@@ -9,7 +9,7 @@ import pymongo
 import pytest
 
 from chainpush import procs
-from chainpush.constants import EVENTS, MESSAGES
+from chainpush.constants import EVENTS, MESSAGES, STREAMS
 from push.collect import Collector
 from push.retry import RetryPolicy
 from tests.integration.push_support import ALICE, BOB, RecordingDispatch, make_record
@@ -122,3 +122,31 @@ async def test_mongo_restart_mid_stream_loses_nothing(tmp_path: Path, unit: floa
                 assert stored[message.msg_id] == message.offset
     finally:
         server.stop()
+
+
+async def test_heads_of_many_topics_come_from_streams_and_stay_right(
+    mongo_uri: str, mongo_db_name: str
+) -> None:
+    """``heads()`` (reconcile, webhooks) reads ``streams`` in one query; a head behind its rows
+    (a crash before collect wrote it) or a row without one is read from ``messages``."""
+    async with Collector(mongo_uri=mongo_uri, database=mongo_db_name, retry=FAST) as collector:
+        for n in range(6):
+            await collector.accept([make_record(n, to=BOB if n % 2 else ALICE)])
+        store = collector.store
+        topics = ["contract:DemoToken", f"user:{ALICE}", f"user:{BOB}", "contract:Nothing"]
+        one_by_one = {t: await store.head(t) for t in topics}
+        assert one_by_one["contract:DemoToken"][0] == 6
+        assert one_by_one["contract:Nothing"] == (0, None)
+        assert await store.heads(topics) == one_by_one
+        client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(mongo_uri)
+        try:
+            streams = client[mongo_db_name][STREAMS]
+            assert streams.find_one({"_id": "contract:DemoToken"})["head"] == 6  # type: ignore[index]
+            streams.update_one({"_id": f"user:{BOB}"}, {"$unset": {"head": ""}})
+        finally:
+            client.close()
+        assert await store.heads(topics) == one_by_one
+        assert await store.max_offsets(topics[:1]) == {"contract:DemoToken": 6}
+        # a replay writes the heads again (idempotent $max, never backwards)
+        await collector.accept([make_record(n, to=BOB if n % 2 else ALICE) for n in range(6)])
+        assert await store.heads(topics) == one_by_one

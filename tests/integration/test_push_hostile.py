@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from pymongo import monitoring
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -287,3 +288,50 @@ async def test_node_connection_cap(
             await ws.close()
         async with Client.connect(node.url, token()):  # room again once they left
             pass
+
+
+class FindCounter(monitoring.CommandListener):
+    """Counts ``find`` commands per collection of one database (pymongo's public monitoring)."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.finds: dict[str, int] = {}
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "find" and event.database_name == self.database:
+            name = str(event.command["find"])
+            self.finds[name] = self.finds.get(name, 0) + 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_reconcile_reads_every_head_in_one_query(
+    mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float
+) -> None:
+    cfg = stores(mongo_uri, redis_url, mongo_db_name)
+    counter = FindCounter(cfg.database)
+    monitoring.register(counter)  # for the clients created from now on: the node's store
+    topics = [f"contract:C{i}" for i in range(20)]
+    async with (
+        collector_for(cfg) as collector,
+        push_node(cfg, "n1", unit, reconcile_s=0.2 * unit) as node,
+        asyncio.timeout(30 * unit),
+        Client.connect(node.url, token()) as c,
+    ):
+        await collector.accept([make_record(i, contract=f"C{i}") for i in range(20)])
+        for topic in topics:
+            assert (await c.subscribe(topic))["type"] == "subscribed"
+        before = dict(counter.finds)
+        rounds = 0
+        while rounds < 5:  # five reconcile intervals, each a full pass over the 20 topics
+            await node.reconcile()
+            rounds += 1
+        streams = counter.finds.get("streams", 0) - before.get("streams", 0)
+        messages = counter.finds.get("messages", 0) - before.get("messages", 0)
+        # one query per pass (the loop's own passes may add a few), none per topic
+        assert rounds <= streams <= rounds + 10, counter.finds
+        assert messages < 20, f"{messages} per-topic head reads in {rounds} passes"

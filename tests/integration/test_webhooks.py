@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import urllib.error
@@ -115,7 +116,7 @@ async def test_a_dead_endpoint_or_a_hanging_topic_never_delays_the_others(
         # the hung topic was tried (and never acknowledged), always with its first message
         tried = [d for d in receiver.deliveries if d.path == "mixed"
                  and d.messages[0]["topic"] == hung]
-        assert tried and {d.webhook_id for d in tried} == {f"{hung}:1"}
+        assert tried and {d.webhook_id.split("@")[0] for d in tried} == {f"{hung}:1"}
         fine = [d for d in receiver.deliveries if d.path == "fine"]
         assert max(len(d.messages) for d in fine) > 1  # batches were used
         assert all(d.webhook_id.count("-") <= 1 for d in fine)
@@ -170,7 +171,7 @@ async def test_pause_on_410_and_repeated_4xx_then_status_resume_and_replay(
         for name in ("gone", "picky"):
             (lane,) = by_name[name]["topics"]
             assert (lane["cursor"], lane["head"], lane["behind"]) == (0, 5, 5)
-            assert lane["last_error"].startswith(f"{TOPIC}:1: HTTP 4")
+            assert re.fullmatch(rf"{re.escape(TOPIC)}:1@[0-9a-f]+: HTTP 4\d\d", lane["last_error"])
         text = (await asyncio.to_thread(chainpush, "webhooks", "status", "--config",
                                         str(config))).stdout
         assert "gone  paused" in text and "cursor 0 / head 5" in text
@@ -231,11 +232,12 @@ async def test_start_head_skips_the_backlog_only(
 async def test_a_replaced_stream_is_delivered_again_from_offset_1(
     mongo_uri: str, mongo_db_name: str, unit: float
 ) -> None:
-    """The topic's messages are wiped and offsets start again at 1 (head below the cursor): the
-    webhook delivers the new stream from offset 1 rather than waiting past its old cursor."""
+    """The topic's stream is wiped (its messages and its ``streams`` row, docs/seams.md §2) and
+    offsets start again at 1 under a new epoch: the webhook delivers the new stream from offset
+    1 rather than waiting past its old cursor, under ids that name the new epoch."""
     import pymongo
 
-    from chainpush.constants import MESSAGES
+    from chainpush.constants import MESSAGES, STREAMS
 
     receiver = Receiver()
     await receiver.start()
@@ -253,17 +255,24 @@ async def test_a_replaced_stream_is_delivered_again_from_offset_1(
                 def wipe() -> None:
                     with pymongo.MongoClient(mongo_uri) as client:
                         client[mongo_db_name][MESSAGES].delete_many({"topic": TOPIC})
+                        client[mongo_db_name][STREAMS].delete_one({"_id": TOPIC})
 
                 await asyncio.to_thread(wipe)
-                await write(mongo_uri, mongo_db_name, 100, 2)
+                # the new stream grows past the old cursor (5) before the deliverer looks: only
+                # the epoch tells it apart
+                await write(mongo_uri, mongo_db_name, 100, 7)
                 await receiver.wait(
-                    lambda: receiver.acked("reset").get(TOPIC) == [1, 2, 3, 4, 5, 1, 2],
+                    lambda: receiver.acked("reset").get(TOPIC) == [1, 2, 3, 4, 5, *range(1, 8)],
                     10 * unit, "the new stream")
             finally:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        again = [d for d in receiver.deliveries if d.path == "reset"][-2:]
-        assert [d.messages[0]["record"]["block_number"] for d in again] == [25, 25]
+        sent = [d for d in receiver.deliveries if d.path == "reset"]
+        first, again = sent[0], sent[-7:]
+        assert [d.messages[0]["record"]["block_number"] for d in again[:2]] == [25, 25]
+        old_epoch, new_epoch = first.messages[0]["epoch"], again[0].messages[0]["epoch"]
+        assert old_epoch != new_epoch
+        assert [d.webhook_id for d in again] == [f"{TOPIC}:{n}@{new_epoch}" for n in range(1, 8)]
         assert metrics.counters["chainpush_webhook_resets_total"] == 1
     finally:
         await receiver.stop()
@@ -411,7 +420,7 @@ async def test_dev_receiver_prints_what_the_deliverer_sends(
     finally:
         server.stop()
     text = log.read_text()
-    assert f"{TOPIC} #1 Transfer(from={ALICE}" in text and f"[{TOPIC}:3]" in text
+    assert f"{TOPIC} #1 Transfer(from={ALICE}" in text and f"[{TOPIC}:3@" in text
     assert "REFUSED x" in text
 
 

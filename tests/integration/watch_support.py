@@ -178,11 +178,23 @@ def canonical_ids(url: str, contracts: dict[str, tuple[str, int]], upto: int | N
     return Canonical(frozenset(required), frozenset(optional))
 
 
+RANK = {"pending": 0, "confirmed": 1, "removed": 2}
+
+
 def live_ids(docs: Iterable[dict[str, Any]], kind: str = "event") -> set[str]:
-    """Stored message ids of records not retracted (no ``removed`` message for their id)."""
-    docs = [d for d in docs if d["kind"] == kind]
-    removed = {d["id"] for d in docs if d["status"] == "removed"}
-    return {d["_id"] for d in docs if d["status"] != "removed" and d["id"] not in removed}
+    """Stored message ids of records not retracted: per id, the messages of its latest
+    incarnation (``docs/seams.md`` §1), unless that incarnation has a ``removed`` message."""
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for d in docs:
+        if d["kind"] == kind:
+            by_id.setdefault(d["id"], []).append(d)
+    out: set[str] = set()
+    for msgs in by_id.values():
+        last = max(int(d.get("incarnation") or 0) for d in msgs)
+        current = [d for d in msgs if int(d.get("incarnation") or 0) == last]
+        if all(d["status"] != "removed" for d in current):
+            out |= {d["_id"] for d in current}
+    return out
 
 
 def stored_docs(mongo_uri: str, db: str) -> list[dict[str, Any]]:

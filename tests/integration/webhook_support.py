@@ -18,7 +18,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from chainpush import procs
 
 SECRET = "whsec_" + base64.b64encode(b"webhook-test-secret-32-bytes-ok!").decode()
-_ID = re.compile(r"(?P<topic>.+):(?P<first>\d+)(?:-(?P<last>\d+))?")
+_ID = re.compile(r"(?P<topic>.+):(?P<first>\d+)(?:-(?P<last>\d+))?(?:@(?P<epoch>[0-9a-f]+))?")
 
 
 @dataclass
@@ -79,6 +79,7 @@ class Receiver:
         check = _ID.fullmatch(msg_id)
         offsets = [m["offset"] for m in messages]
         if (check is None or any(m["topic"] != check["topic"] for m in messages)
+                or any(m.get("epoch") != check["epoch"] for m in messages)
                 or offsets[0] != int(check["first"])
                 or offsets[-1] != int(check["last"] or check["first"])
                 or offsets != list(range(offsets[0], offsets[-1] + 1))):

@@ -52,6 +52,8 @@ def test_every_push_key_is_documented() -> None:
     auth = ({f.name for f in fields(TokenConfig)} | {f.name for f in fields(
         push_config.AuthServiceConfig)})
     assert auth <= documented("[auth]")
+    publish = {f.name for f in fields(push_config.PublishConfig)} - {"dev_mode"}
+    assert publish <= documented("[publish]")
 
 
 def test_the_production_example_loads(tmp_path: Path) -> None:

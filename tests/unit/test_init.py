@@ -207,11 +207,15 @@ def test_top_level_help_shows_the_sequence(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_layout_follows_the_watch_section(tmp_path: Path) -> None:
-    assert project.layout(tmp_path) == project.Layout(tmp_path / "abi", tmp_path / "deployments")
+    default = project.layout(tmp_path)
+    assert (default.abi_dir, default.deployments) == (tmp_path / "abi", tmp_path / "deployments")
+    # the watcher's ABI search path: chainpush compile's, Foundry's and Hardhat's outputs
+    assert default.abi_dirs == (tmp_path / "abi", tmp_path / "out", tmp_path / "artifacts")
     (tmp_path / "chainpush.toml").write_text(
         '[watch]\nabi_dir = "build/abi"\ndeployments = "chain/31337.json"\n')
     found = project.layout(tmp_path)
     assert found.abi_dir == tmp_path / "build" / "abi"
+    assert found.abi_dirs == (tmp_path / "build" / "abi",)
     assert found.deployments_file(31337) == tmp_path / "chain" / "31337.json"
     (tmp_path / "chainpush.toml").write_text("[watch\n")
     with pytest.raises(ValueError, match=r"chainpush\.toml: not valid TOML"):

@@ -105,6 +105,14 @@ def test_finality_depth_default_fits_a_small_window(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, explicit)).watch.finality_depth == 3
 
 
+def test_finality_defaults_to_depth_and_takes_the_tag(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, BASE)).watch.finality == "depth"
+    tag = BASE.replace("name = \"demo\"", "name = \"demo\"\nfinality = \"tag\"", 1)
+    config = load_config(write(tmp_path, tag))
+    assert config.watch.finality == "tag"
+    assert config.describe()["watch"]["finality"] == "tag"
+
+
 def test_coverage_changes_with_the_event_selection(tmp_path: Path) -> None:
     deployments(tmp_path)
     before = bind(load_config(write(tmp_path, BASE)), 31337).coverage()
@@ -132,6 +140,8 @@ def test_coverage_changes_with_the_event_selection(tmp_path: Path) -> None:
          r"\[watch\] finality_depth must be >= 1 and below \[watch\] reorg_window \(64\), got 64"),
         (("name = \"demo\"", "name = \"demo\"\nfinality_depth = 0"),
          r"\[watch\] finality_depth must be >= 1 .* got 0"),
+        (("name = \"demo\"", "name = \"demo\"\nfinality = \"safe\""),
+         r"\[watch\] finality must be \"depth\" or \"tag\", got 'safe'"),
     ],
 )
 def test_config_errors_name_file_and_key(

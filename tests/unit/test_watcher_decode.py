@@ -181,6 +181,7 @@ def test_record_fields_follow_the_seam() -> None:
         "args": {"from": "0x" + "11" * 20, "to": "0x" + "22" * 20, "value": str(2**200)},
         "block_number": 123, "block_hash": "0x" + "ab" * 32, "block_timestamp": 0x6553F100,
         "tx_hash": "0x" + "cd" * 32, "log_index": 7, "status": "pending",
+        "incarnation": 0,
         "address_paths": ["from", "to"],
     }
     assert rec.message_id == f"31337:0x{'ab' * 32}:7/pending"

@@ -244,6 +244,7 @@ def test_single_body_is_the_websocket_frame() -> None:
     assert body_of([msg(3)]) == wire.message(msg(3))
     assert webhook_id("user:0xAb", 7, 7) == "user:0xAb:7"
     assert webhook_id("user:0xAb", 7, 9) == "user:0xAb:7-9"
+    assert webhook_id("user:0xAb", 7, 9, "9b1c") == "user:0xAb:7-9@9b1c"
 
 
 def test_signature_verifies_with_standardwebhooks() -> None:

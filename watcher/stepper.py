@@ -1,0 +1,699 @@
+"""The watcher's decisions, sans-I/O: what to fetch, what to emit, what to propose and commit.
+
+Theory of operation
+-------------------
+``Stepper.session()`` is a generator: it *yields actions* (``Load``, ``Call``, ``FetchRange``,
+``Prefetch``, ``Propose``, ``Accept``, ``Save``, ``Subscribe``, ``WaitHead``, ``Sleep``,
+``Backfilling``) and is *sent their results* (a checkpoint document, JSON-RPC results, nothing).
+It never awaits and never touches a socket; ``watcher.service.Watcher`` performs each action
+with the node, the sink and the checkpoint store, and the deterministic simulation
+(``tests/unit/test_watcher_sim.py``) performs them against a model chain that forks, a node
+that lies or times out, and stores that fail. Any failure of an action other than a refused
+``FetchRange`` ends the session: the performer closes the generator, backs off and starts a
+new session. A crash is the same as a failure: nothing lives in memory that the next session
+needs.
+
+A session:
+
+1. ``Load`` the checkpoint. A leftover ``proposed`` step (a crash or failure between
+   ``Propose`` and ``Save``: its batch may be partly or wholly stored) is *completed*: its batch
+   accepted again (idempotent) and its state saved. It is never rolled back: once a record may
+   have reached the store, only the proposed state knows to retract it after a reorg.
+2. Catch up contracts of the config that the checkpoint does not cover (``_catch_up``).
+3. Loop: read the head. If the tip is older than ``head - reorg_window``, *first* check that the
+   committed tip is still canonical (the first block after any gap must link to it): a live
+   step at the tip's height walks back through the cursor, retracting orphaned records, and only
+   then backfills the (final) blocks ``tip+1 … head - window`` by ``eth_getLogs`` ranges.
+   Otherwise a live step: headers by number into the cursor, logs by block hash, the ledger's
+   emissions.
+4. Each step that emits records of blocks the ledger may later retract is committed as
+   ``Propose(state, batch)`` → ``Accept(batch)`` → ``Save(state)``; a backfill chunk of final
+   blocks only as ``Accept`` → ``Save`` (repeating it gives the same records).
+
+Invariants (checked by the simulation at the end of every run): every canonical log has exactly
+one live final message; every record emitted for a block that left the canonical chain has a
+``removed`` after it; nothing confirmed that is not canonical; each message id stored once —
+with ``incarnation`` (``docs/seams.md`` §1) a block that comes back gets new message ids.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from watcher.binding import Bound
+from watcher.bloom import LogBloom
+from watcher.calls import ViewCall
+from watcher.config import WatchConfig
+from watcher.cursor import BlockCursor, Event, Header, Reorg
+from watcher.decode import LogDecoder, RawLog
+from watcher.errors import RangeTooLarge, RateLimited, RPCError, WatcherError
+from watcher.ledger import Ledger, apply_events, surviving_blocks
+from watcher.ranges import RangePlanner
+from watcher.record import Record, StateRecord
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_BASE_S = 0.2
+BACKOFF_MAX_S = 15.0
+
+RpcCall = tuple[str, list[Any]]
+
+
+# --- actions: what the performer must do next (and what it sends back) -------------------------
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """Read the checkpoint ``key``; send back the document or None."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One JSON-RPC batch; send back the list of results, in order. With ``optional``, a
+    JSON-RPC error reply (e.g. a method the node lacks) sends back None instead of ending the
+    session; an unreachable node still ends it."""
+
+    calls: tuple[RpcCall, ...]
+    optional: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FetchRange:
+    """``eth_getLogs`` over ``lo … hi`` with ``log_filter`` plus the header of ``hi``; send back
+    ``(logs, raw header or None)``, or throw ``RangeTooLarge`` / ``RateLimited`` into the
+    generator (it shrinks the range or waits). A matching ``Prefetch`` may have started it."""
+
+    lo: int
+    hi: int
+    log_filter: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class Prefetch:
+    """The next ``FetchRange`` will probably be this one: the performer may start it now (while
+    it stores the current chunk). Send back None."""
+
+    lo: int
+    hi: int
+    log_filter: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class Propose:
+    """Write ahead: store ``state`` with ``batch`` as the checkpoint's ``proposed`` step."""
+
+    key: str
+    state: dict[str, Any]
+    batch: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """Hand ``batch`` to the sink; return once it is durably stored."""
+
+    batch: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Save:
+    """Store ``state`` as the committed checkpoint (clearing ``proposed``)."""
+
+    key: str
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """Subscribe to new heads if the connection can (else poll); send back None."""
+
+
+@dataclass(frozen=True, slots=True)
+class WaitHead:
+    """Nothing new: wait for a new head notification or ``timeout_s``; send back None."""
+
+    timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Wait ``delay_s`` (a provider asked us to slow down)."""
+
+    delay_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Backfilling:
+    """Progress of a backfill of ``start … target``: blocks up to ``done`` and ``records`` so
+    far (``done == start - 1`` when it begins; ``finished`` at the end). For logs only."""
+
+    start: int
+    target: int
+    done: int
+    records: int
+    finished: bool = False
+
+
+Action = (Load | Call | FetchRange | Prefetch | Propose | Accept | Save | Subscribe | WaitHead
+          | Sleep | Backfilling)
+Steps = Generator[Action, Any, Any]
+
+
+@dataclass(slots=True)
+class WatchStats:
+    blocks: int = 0
+    records: int = 0
+    reorgs: int = 0
+    retries: int = 0
+    steps: int = 0
+
+
+@dataclass(slots=True)
+class _Session:
+    cursor: BlockCursor
+    ledger: Ledger
+    covered: list[dict[str, str]]  # coverage entries the checkpoint is good for
+    catchup: dict[str, Any] | None  # an unfinished catch-up: what, from where
+    finalized: int | None = None  # the node's `finalized` block ([watch] finality = "tag")
+    #: a backfill under way emits blocks up to here as final: they must not be followed live
+    #: again (a lagging head later), or `pending` would follow a stored `confirmed`
+    backfill_to: int | None = None
+    has_tag: bool = True  # False once the node answered that it has no `finalized` tag
+
+
+class Stepper:
+    """The decisions of one watcher (see the module docstring). ``committed`` is the last state
+    known to be saved; ``stats`` and ``decoder`` live across sessions."""
+
+    def __init__(self, bound: Bound, watch: WatchConfig, *, poll_interval_s: float) -> None:
+        self.bound = bound
+        self.watch = watch
+        self.poll_interval_s = poll_interval_s
+        self.key = f"{bound.chain_id}:{watch.name}"
+        self.decoder: LogDecoder = bound.decoder()
+        self.log_filter = bound.log_filter()
+        self.stats = WatchStats()
+        self.committed: dict[str, Any] | None = None
+        self._s: _Session | None = None
+        topics = self.log_filter.get("topics")
+        topic0s = list(topics[0]) if isinstance(topics, list) and topics else None
+        self._addresses = {a.lower() for a in bound.addresses}
+        self._topic0s = None if topic0s is None else {t.lower() for t in topic0s}
+        self.bloom = LogBloom(bound.addresses, topic0s)
+        self._planners: dict[str, RangePlanner] = {}
+
+    # --- the session ---------------------------------------------------------------------------
+
+    def session(self, *, subscriptions: bool) -> Steps:
+        """The actions of one connection to the node, from loading the checkpoint on; runs
+        until the performer stops it (an error, a crash, shutdown)."""
+        self._s = None
+        yield from self._start()
+        s = self._sess()
+        if len(s.covered) < len(self.bound.specs):
+            yield from self._catch_up()
+        if subscriptions:
+            yield Subscribe()
+        window = self.watch.reorg_window
+        while True:
+            (raw_head,) = yield Call((("eth_blockNumber", []),))
+            head = int(raw_head, 16)
+            if self.watch.finality == "tag" and s.has_tag:
+                yield from self._read_finalized()
+            tip = s.cursor.tip.number
+            target = head - window
+            if s.backfill_to is not None:
+                if tip >= s.backfill_to:
+                    s.backfill_to = None  # done (stored with the next commit)
+                else:
+                    target = max(target, s.backfill_to)
+            if tip < target:
+                # the first block after a gap must link to the committed tip: a reorg while
+                # we were away (or fell behind) walks back from the tip's height first
+                if (yield from self._relink()):
+                    continue
+                yield from self._backfill(target)
+                continue
+            if not (yield from self._live_step(head)):
+                yield WaitHead(self.poll_interval_s)
+
+    def _sess(self) -> _Session:
+        assert self._s is not None
+        return self._s
+
+    # --- state: committed doc ↔ cursor + ledger -----------------------------------------------
+
+    def _start(self) -> Steps:
+        doc = yield Load(self.key)
+        if doc is not None and doc.get("proposed"):
+            proposed = dict(doc["proposed"])
+            batch = proposed.pop("batch")
+            logger.info("completing the step interrupted at block %s (%d records)",
+                        proposed.get("block_number"), len(batch))
+            yield Accept(batch)
+            yield Save(self.key, proposed)
+            doc = proposed
+        if doc is not None and doc.get("cursor"):
+            committed = {k: doc[k] for k in ("block_number", "block_hash", "cursor", "ledger",
+                                             "chain_id", "name")}
+            # absent in checkpoints written before coverage was recorded: taken to cover the
+            # configuration as it is (what those versions did)
+            committed["contracts"] = doc.get("contracts")
+            committed["catchup"] = doc.get("catchup")
+            committed["backfill_to"] = doc.get("backfill_to")
+            logger.info("resuming from checkpoint %s at block %d", self.key, doc["block_number"])
+            self.committed = committed
+            self._restore(committed)
+            return
+        start = self.bound.start_block
+        anchor_n = max(0, start - 1)
+        (raw,) = yield Call((("eth_getBlockByNumber", [hex(anchor_n), False]),))
+        if raw is None:
+            raise RPCError(f"block {anchor_n} (start_block - 1) does not exist yet",
+                           method="eth_getBlockByNumber")
+        cursor = BlockCursor([Header.from_rpc(raw)], window=self.watch.reorg_window)
+        ledger = Ledger(self.bound.confirmations, finality_depth=self.watch.finality_depth)
+        self._s = _Session(cursor, ledger, self.bound.coverage(), None)
+        self.committed = self._doc()
+        logger.info("no checkpoint %s: starting at block %d", self.key, anchor_n + 1)
+
+    def _restore(self, committed: dict[str, Any]) -> None:
+        cursor = BlockCursor.from_doc(committed["cursor"], window=self.watch.reorg_window)
+        ledger = Ledger.from_doc(committed["ledger"], self.bound.confirmations,
+                                 finality_depth=self.watch.finality_depth)
+        current = self.bound.coverage()
+        covered = committed.get("contracts")
+        catchup = committed.get("catchup")
+        if catchup is not None and any(e not in current for e in catchup["contracts"]):
+            # a contract being caught up left the config: its progress is void (blocks its
+            # catch-up left to the live step were followed without it), a re-add starts over
+            logger.info("catch-up of %s abandoned: not in the config any more",
+                        ", ".join(e["name"] for e in catchup["contracts"]))
+            catchup = None
+        self._s = _Session(cursor, ledger,
+                           current if covered is None else [e for e in current if e in covered],
+                           catchup, backfill_to=committed.get("backfill_to"))
+
+    def _doc(self) -> dict[str, Any]:
+        s = self._sess()
+        return {
+            "chain_id": self.bound.chain_id, "name": self.watch.name,
+            "block_number": s.cursor.tip.number, "block_hash": s.cursor.tip.hash,
+            "cursor": s.cursor.to_doc(), "ledger": s.ledger.to_doc(),
+            "contracts": list(s.covered), "catchup": s.catchup, "backfill_to": s.backfill_to,
+        }
+
+    def _commit(self, records: Sequence[Record], *, propose: bool) -> Steps:
+        """Hand ``records`` to the sink, then store the checkpoint (see ``watcher.checkpoint``)."""
+        state = self._doc()
+        batch: list[dict[str, Any]] = [dict(r.to_dict()) for r in records]
+        if batch:
+            if propose:
+                yield Propose(self.key, state, batch)
+            yield Accept(batch)
+        yield Save(self.key, state)
+        self.committed = state
+        self.stats.steps += 1
+        self.stats.records += len(batch)
+
+    # --- ranges: backfill and catch-up ---------------------------------------------------------
+
+    def _timestamps(self, logs: list[RawLog]) -> Generator[Action, Any, dict[str, int] | None]:
+        missing = sorted({lg["blockHash"].lower() for lg in logs if "blockTimestamp" not in lg})
+        if not missing:
+            return None
+        blocks = yield Call(tuple(("eth_getBlockByHash", [h, False]) for h in missing))
+        return {h: int(b["timestamp"], 16) for h, b in zip(missing, blocks, strict=True) if b}
+
+    def _chunks(
+        self, start: int, target: int, log_filter: dict[str, object],
+        consume: Any,
+    ) -> Steps:
+        """``eth_getLogs`` of blocks ``start … target`` in ranges planned by ``RangePlanner``
+        (shrunk on refusals, grown back after successes); for each range in order, runs
+        ``consume((lo, hi), logs, header of hi)`` (a generator function). The next range is
+        announced (``Prefetch``) before the current one is consumed."""
+        # one planner per filter for the watcher's life: a provider's range limit, once
+        # learned, holds across sessions (a retry does not refuse its way down again)
+        key = repr(sorted(log_filter.items()))
+        planner = self._planners.get(key)
+        if planner is None:
+            planner = self._planners[key] = RangePlanner(max_range=self.watch.max_range)
+        refusals = 0
+        while start <= target:
+            span = planner.plan(start, target)
+            try:
+                logs, raw_end = yield FetchRange(span[0], span[1], log_filter)
+            except (RangeTooLarge, RateLimited) as exc:
+                refusals += 1
+                size = span[1] - span[0] + 1
+                shrunk = planner.refused(size, str(exc))
+                if not shrunk and isinstance(exc, RangeTooLarge):
+                    raise
+                if isinstance(exc, RateLimited) or not shrunk:
+                    delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** min(refusals, 6))
+                    logger.warning("%s; range now %d blocks, retrying in %.1f s",
+                                   exc, planner.span, delay)
+                    yield Sleep(delay)
+                else:
+                    logger.info("provider refused %d blocks (%s); range now %d blocks",
+                                size, exc, planner.span)
+                continue
+            if raw_end is None:
+                raise RPCError(f"block {span[1]} is missing on the node",
+                               method="eth_getBlockByNumber")
+            refusals = 0
+            planner.succeeded(span[1] - span[0] + 1)
+            start = span[1] + 1
+            if start <= target:  # fetch the next range while this one is stored
+                yield Prefetch(*planner.plan(start, target), log_filter)
+            yield from consume(span, list(logs), Header.from_rpc(raw_end))
+
+    def _backfill(self, target: int) -> Steps:
+        """Emit every record of blocks ``tip+1 … target`` (all final), chunk by chunk. The tip
+        was just checked to be canonical (``_relink``): what the ledger waits on is final."""
+        s = self._sess()
+        if len(s.cursor.chain) > 1:
+            # the tracked blocks are final now (the tip is deeper than the window): what the
+            # ledger still waits on is confirmed, in a step of its own (a proposal of these few
+            # records, not of a whole chunk), and the cursor starts again from the tip
+            waiting = s.ledger.finalize_all()
+            tip = s.cursor.tip
+            s.cursor = BlockCursor([tip], window=self.watch.reorg_window)
+            s.ledger = self._fresh_ledger(above=tip.number)
+            yield from self._commit(waiting, propose=True)
+        if s.backfill_to is None or s.backfill_to < target:
+            # before any of these blocks may reach the store as final (a chunk can be stored
+            # in part, then fail): a retry backfills up to here whatever head it sees
+            s.backfill_to = target
+            yield from self._commit([], propose=False)
+        start = s.cursor.tip.number + 1
+        done = {"records": 0}
+        yield Backfilling(start, target, start - 1, 0)
+
+        def consume(span: tuple[int, int], logs: list[RawLog], end: Header) -> Steps:
+            timestamps = yield from self._timestamps(logs)
+            # records of final blocks: ``confirmed`` at once, whatever the contract's K (a block
+            # deeper than the window is deeper than every K and than ``finality_depth``)
+            # (a block orphaned earlier may be back: its records are a new incarnation)
+            inc = s.ledger.incarnation
+            records: list[Record] = [
+                rec.with_status("confirmed").with_incarnation(inc(rec.block_hash))
+                for rec in self.decoder.decode_many(logs, timestamps)
+            ]
+            done["records"] += len(records)
+            s.cursor = BlockCursor([end], window=self.watch.reorg_window)
+            s.ledger = self._fresh_ledger(above=end.number)
+            # final blocks: repeating this chunk gives the same records, no proposal needed
+            yield from self._commit(records, propose=False)
+            self.stats.blocks += span[1] - span[0] + 1
+            yield Backfilling(start, target, span[1], done["records"])
+
+        yield from self._chunks(start, target, self.log_filter, consume)
+        yield Backfilling(start, target, target, done["records"], finished=True)
+
+    def _fresh_ledger(self, *, above: int) -> Ledger:
+        """An empty ledger after a jump ahead: the final state values and the orphan counts of
+        heights above ``above`` carry over."""
+        old = self._sess().ledger
+        return Ledger(self.bound.confirmations, finality_depth=self.watch.finality_depth,
+                      final_state=old.final_state, orphaned=old.orphans(above=above))
+
+    # --- catch-up of contracts the checkpoint does not cover -----------------------------------
+
+    def _catch_up(self) -> Steps:
+        """Backfill the contracts of the config the checkpoint does not cover, from their own
+        start blocks up to the committed tip, then record that the checkpoint covers them.
+
+        The tip does not move meanwhile. Each chunk is handed to the sink, then the checkpoint
+        stores how far the catch-up got (``catchup``): a crash resumes from there, repeating at
+        most one chunk (same ids; the sink is idempotent). Blocks up to the cursor's anchor are
+        final (``confirmed``); records of blocks still in the window join the ledger when that
+        block is the one the cursor holds (``Ledger.adopt``), with the proposal protocol of a
+        live step. A held block the node no longer has at that height was replaced while we
+        were down: the next live step orphans it and fetches its successor's logs with every
+        contract's filter, this one included.
+        """
+        s = self._sess()
+        current = self.bound.coverage()
+        missing = [e for e in current if e not in s.covered]
+        names = {e["name"] for e in missing}
+        sub = self.bound.only(names)
+        starts = {n: self.bound.start_blocks.get(n, 0) for n in names}
+        target = s.cursor.tip.number
+        begin = min(starts.values())
+        resumed = s.catchup is not None and s.catchup.get("contracts") == missing
+        if s.catchup is not None and resumed:
+            begin = int(s.catchup["next_block"])
+        for name in sorted(names, key=lambda n: starts[n]) if begin <= target else ():
+            logger.info("catching up %s from block %d to %d%s", name, max(begin, starts[name]),
+                        target, " (resumed)" if resumed else "")
+        decoder = sub.decoder()
+        s.catchup = {"contracts": missing, "next_block": begin}
+        count = {"records": 0}
+
+        def consume(span: tuple[int, int], logs: list[RawLog], _end: Header) -> Steps:
+            timestamps = yield from self._timestamps(logs)
+            recs = [r for r in decoder.decode_many(logs, timestamps)
+                    if r.block_number >= starts[r.contract]]
+            out, adopted = self._catch_up_records(recs)
+            count["records"] += len(out)
+            s.catchup = {"contracts": missing, "next_block": span[1] + 1}
+            yield from self._commit(out, propose=adopted)
+
+        yield from self._chunks(begin, target, sub.log_filter(), consume)
+        s.covered = current
+        s.catchup = None
+        yield from self._commit([], propose=False)
+        logger.info("catch-up of %s done: %d records", ", ".join(sorted(names)),
+                    count["records"])
+
+    def _catch_up_records(self, records: Sequence[Record]) -> tuple[list[Record], bool]:
+        """What to emit for caught-up ``records``; True when the ledger took some."""
+        s = self._sess()
+        chain = s.cursor.chain
+        anchor, tip = chain[0].number, chain[-1].number
+        out: list[Record] = []
+        late: dict[int, list[Record]] = {}
+        for rec in records:
+            if rec.block_number <= anchor:
+                out.append(rec.with_status("confirmed").with_incarnation(
+                    s.ledger.incarnation(rec.block_hash)))
+            else:
+                late.setdefault(rec.block_number, []).append(rec)
+        for number, recs in sorted(late.items()):
+            held = chain[number - anchor]
+            mine = [r for r in recs if r.block_hash == held.hash]
+            if len(mine) < len(recs):
+                logger.debug("catch-up: block %d is not %s any more; the live step will "
+                             "orphan it", number, held.hash)
+            out += s.ledger.adopt(held, mine, tip)
+        return out, bool(late)
+
+    # --- live ----------------------------------------------------------------------------------
+
+    def _read_finalized(self) -> Steps:
+        """The node's ``finalized`` block number; a node without the tag (an error, or
+        ``null`` for a chain too short to have one) leaves finality to depth."""
+        s = self._sess()
+        answer = yield Call((("eth_getBlockByNumber", ["finalized", False]),), optional=True)
+        if answer is None:
+            logger.info("the node has no `finalized` block tag: finality by depth (%d blocks)",
+                        self.watch.finality_depth)
+            s.has_tag = False
+            return
+        raw = answer[0]
+        if raw is None:
+            return  # not yet (a young chain): keep the last one, or depth
+        number = int(raw["number"], 16)
+        if s.finalized is None or number > s.finalized:
+            s.finalized = number
+
+    def _relink(self) -> Generator[Action, Any, bool]:
+        """Before jumping ahead by backfill: is the committed tip still canonical? If not, a
+        live step at its height walks the cursor back (retracting what was orphaned) and
+        returns True; the caller then looks at the head again."""
+        tip = self._sess().cursor.tip
+        (raw,) = yield Call((("eth_getBlockByNumber", [hex(tip.number), False]),))
+        if raw is None:
+            raise RPCError(f"block {tip.number} (the committed tip) is missing on the node",
+                           method="eth_getBlockByNumber")
+        if Header.from_rpc(raw).hash == tip.hash:
+            return False
+        logger.info("the committed tip %d %s is not canonical any more: walking back",
+                    tip.number, tip.hash)
+        # the walk may stop half way (a block the node did not return): look again either way
+        yield from self._live_step(tip.number)
+        return True
+
+    def _live_step(self, head: int) -> Generator[Action, Any, bool]:
+        """Follow the chain up to ``head`` (at most ``live_batch_blocks`` headers); returns
+        False when there was nothing new."""
+        s = self._sess()
+        cursor = s.cursor
+        budget = self.watch.live_batch_blocks
+        events: list[Event] = []
+        blooms: dict[str, str | None] = {}
+        (latest,) = yield Call((("eth_getBlockByNumber", [hex(head), False]),))
+        if latest:
+            h = Header.from_rpc(latest)
+            blooms[h.hash] = latest.get("logsBloom")
+            cursor.receive_head(h)
+            events += cursor.events_received()
+        fetched = 0
+        while cursor.next_number <= head and fetched < budget:
+            lo = cursor.next_number
+            hi = lo if cursor.resolving else min(head, lo + budget - fetched - 1)
+            raws = yield Call(tuple(("eth_getBlockByNumber", [hex(n), False])
+                                    for n in range(lo, hi + 1)))
+            stalled = True
+            for raw in raws:
+                if raw is None:
+                    break  # the chain is shorter than `head` now: look again next step
+                header = Header.from_rpc(raw)
+                if header.number != cursor.next_number:
+                    break
+                blooms[header.hash] = raw.get("logsBloom")
+                cursor.receive_block(header)
+                events += cursor.events_received()
+                fetched += 1
+                stalled = False
+                if cursor.resolving:
+                    break
+            if stalled:
+                break
+        if not events:
+            return False
+        survivors = surviving_blocks(events)
+        logs_by_block, values = yield from self._live_fetch(list(survivors.values()), blooms)
+        decoder = self.decoder
+
+        def records_of(header: Header) -> list[Record]:
+            recs: list[Record] = list(decoder.decode_many(
+                logs_by_block[header.hash], {header.hash: header.timestamp}
+            ))
+            self.stats.blocks += 1
+            return recs + self._state_records(header, values.get(header.hash, []))
+
+        for ev in events:
+            if isinstance(ev, Reorg):
+                self.stats.reorgs += 1
+                logger.info("reorg of depth %d: blocks %d..%d orphaned, common ancestor %d %s",
+                            ev.depth, ev.orphaned[0].number, ev.orphaned[-1].number,
+                            ev.ancestor.number, ev.ancestor.hash)
+        out = apply_events(s.ledger, events, records_of, cursor.tip.number, s.finalized)
+        yield from self._commit(out, propose=True)
+        return True
+
+    def _live_fetch(
+        self, headers: list[Header], blooms: dict[str, str | None]
+    ) -> Generator[Action, Any, tuple[dict[str, list[RawLog]],
+                                      dict[str, list[tuple[ViewCall, str]]]]]:
+        """Logs (by block hash) and state-call results of ``headers``, in two batches (three
+        when a block's ``[]`` contradicts its bloom)."""
+        if not headers:
+            return {}, {}
+        results = yield Call(tuple(("eth_getLogs", [{"blockHash": h.hash, **self.log_filter}])
+                                   for h in headers))
+        logs_by_block: dict[str, list[RawLog]] = {}
+        for h, logs in zip(headers, results, strict=True):
+            for lg in logs:
+                if str(lg.get("blockHash", "")).lower() != h.hash:
+                    raise RPCError(f"eth_getLogs for block {h.hash} returned a log of block "
+                                   f"{lg.get('blockHash')}", method="eth_getLogs")
+            logs_by_block[h.hash] = list(logs)
+        doubted = [h for h in headers
+                   if not logs_by_block[h.hash] and self.bloom.may_match(blooms.get(h.hash))]
+        if doubted:
+            yield from self._settle(doubted, logs_by_block)
+        wanted: list[tuple[Header, ViewCall]] = []
+        for h in headers:
+            if not self.bound.calls:
+                break
+            seen: dict[str, set[str]] = {}
+            for rec in self.decoder.decode_many(logs_by_block[h.hash], {h.hash: h.timestamp}):
+                seen.setdefault(rec.contract, set()).add(rec.event)
+            for call in self.bound.calls:
+                if call.triggered_by(seen.get(call.contract, set())):
+                    wanted.append((h, call))
+        values: dict[str, list[tuple[ViewCall, str]]] = {}
+        if wanted:
+            outs = yield Call(tuple(
+                ("eth_call", [{"to": c.address, "data": c.calldata}, {"blockHash": h.hash}])
+                for h, c in wanted
+            ))
+            for (h, c), result in zip(wanted, outs, strict=True):
+                values.setdefault(h.hash, []).append((c, str(result)))
+        return logs_by_block, values
+
+    def _settle(self, doubted: list[Header], logs_by_block: dict[str, list[RawLog]]) -> Steps:
+        """``eth_getLogs`` answered ``[]`` for blocks whose ``logsBloom`` says our logs may be
+        there (a bloom false positive, or a provider that has not indexed the block — or
+        lies). The blocks' receipts settle it: their logs that our filter selects replace the
+        ``[]``. ``eth_getBlockReceipts`` where the node has it, else the receipt of each of the
+        block's transactions (costly, but only for such blocks)."""
+        receipts = yield Call(tuple(("eth_getBlockReceipts", [h.hash]) for h in doubted),
+                              optional=True)
+        if receipts is None:
+            blocks = yield Call(tuple(("eth_getBlockByHash", [h.hash, False]) for h in doubted))
+            receipts = []
+            for h, block in zip(doubted, blocks, strict=True):
+                if block is None:
+                    raise RPCError(f"block {h.number} {h.hash} is missing on the node",
+                                   method="eth_getBlockByHash")
+                txs = [t if isinstance(t, str) else t["hash"] for t in block["transactions"]]
+                receipts.append((yield Call(tuple(("eth_getTransactionReceipt", [t])
+                                                  for t in txs))) if txs else [])
+        for h, block_receipts in zip(doubted, receipts, strict=True):
+            if block_receipts is None:
+                raise RPCError(f"no receipts for block {h.number} {h.hash}",
+                               method="eth_getBlockReceipts")
+            found: list[RawLog] = []
+            for receipt in block_receipts:
+                if receipt is None:
+                    raise RPCError(f"a receipt of block {h.number} {h.hash} is missing",
+                                   method="eth_getTransactionReceipt")
+                for lg in receipt.get("logs") or []:
+                    topics = lg.get("topics") or []
+                    if str(lg.get("address", "")).lower() not in self._addresses:
+                        continue
+                    if self._topic0s is not None and (
+                            not topics or str(topics[0]).lower() not in self._topic0s):
+                        continue
+                    if str(lg.get("blockHash", h.hash)).lower() != h.hash:
+                        raise RPCError(f"a receipt of block {h.hash} holds a log of block "
+                                       f"{lg.get('blockHash')}", method="eth_getBlockReceipts")
+                    found.append(lg)
+            if found:
+                logger.warning("eth_getLogs answered [] for block %d %s, its receipts hold %d "
+                               "watched logs: using those", h.number, h.hash, len(found))
+            logs_by_block[h.hash] = found
+
+    def _state_records(
+        self, header: Header, values: list[tuple[ViewCall, str]]
+    ) -> list[Record]:
+        ledger = self._sess().ledger
+        out: list[Record] = []
+        for call, result in values:
+            if result in ("0x", ""):
+                logger.debug("state read %s at block %d: no code there yet", call.key,
+                             header.number)
+                continue
+            try:
+                value = call.decode(result)
+            except WatcherError as exc:
+                logger.warning("state read skipped at block %d: %s", header.number, exc)
+                continue
+            found, last = ledger.last_state(call.key)
+            if found and last == value:
+                continue
+            out.append(StateRecord(
+                chain_id=self.bound.chain_id, contract=call.contract, address=call.address,
+                function=call.function.name, inputs=call.inputs, value=value,
+                block_number=header.number, block_hash=header.hash,
+                block_timestamp=header.timestamp,
+            ))
+        return out
