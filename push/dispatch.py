@@ -32,7 +32,7 @@ import redis.exceptions
 
 from chainpush.constants import RedisNames
 from chainpush.logs import Throttle, client_text
-from chainpush.resource import AsyncResource
+from chainpush.resource import AsyncResource, raise_if_cancelling
 from push.metrics import Metrics
 from push.records import StoredMessage
 from push.redisio import Inbox, open_client, publish
@@ -80,20 +80,6 @@ def _epoch(value: object) -> str | None:
     if value is None or isinstance(value, str):
         return value
     raise TypeError(f"inbox message epoch must be a string or null, got {type(value).__name__}")
-
-
-def _raise_if_cancel_was_swallowed() -> None:
-    """Re-raise a cancellation that redis-py's read timeout swallowed.
-
-    On Python 3.11, a ``task.cancel()`` that lands while ``asyncio.timeout`` is already expiring
-    is turned into the timeout's ``TimeoutError``; redis-py's ``get_message(timeout=…)`` then
-    returns None and a ``while True`` read loop never ends, so shutting a node down hung (seen in
-    test_redis_restarted_mid_stream_loses_nothing, about 1 run in 30). The request is still
-    counted by ``Task.cancelling()``: honour it here.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 class Dispatcher(AsyncResource):
@@ -356,7 +342,7 @@ class NodeLink(AsyncResource):
                     while True:
                         # a bounded wait, so the health check runs on an idle inbox too
                         data = await inbox.next(self.heartbeat_s)
-                        _raise_if_cancel_was_swallowed()
+                        raise_if_cancelling()
                         if data is not None:
                             self._handle(data)
             except REDIS_ERRORS as exc:

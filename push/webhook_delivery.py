@@ -38,7 +38,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from chainpush.resource import AsyncResource
+from chainpush.resource import AsyncResource, raise_if_cancelling
 from push.config import StoresConfig
 from push.errors import ConfigError
 from push.metrics import Metrics
@@ -67,20 +67,6 @@ logger = logging.getLogger(__name__)
 
 #: bytes of an error answer's body kept for ``status`` (a hint, not a log)
 ERROR_BODY_BYTES = 200
-
-
-def _honour_cancellation() -> None:
-    """Raise the cancellation a driver call returned through.
-
-    On Python 3.11, ``asyncio.wait_for`` returns the inner result and drops a cancellation that
-    arrives as the inner future completes (CPython gh-86296; fixed by 3.12's rewrite). pymongo's
-    async network layer awaits through ``wait_for``, so a lane cancelled during its cursor write
-    went on to wait for the next head and shutdown hung (test_webhooks, about one run in two).
-    ``Task.cancelling()`` still counts the request: honour it.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 class Reload(Exception):
@@ -181,13 +167,13 @@ class HookRunner:
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             self._session = session
             while True:
-                _honour_cancellation()
+                raise_if_cancelling()
                 self.reload.clear()
                 try:
                     async with self._lock:
                         self._running = True
                         await self._load(known_topics())
-                    _honour_cancellation()
+                    raise_if_cancelling()
                     await self.reload.wait()
                 finally:
                     async with self._lock:
@@ -260,7 +246,7 @@ class HookRunner:
         wake = self.wakes[lane.topic]
         name, topic = self.config.name, lane.topic
         while True:
-            _honour_cancellation()
+            raise_if_cancelling()
             wake.clear()
             action = lane.poll(loop.time())
             if isinstance(action, Idle):
@@ -430,7 +416,7 @@ class Deliverer(AsyncResource):
         documents (operator actions)."""
         assert self._state is not None and self._store is not None
         while True:
-            _honour_cancellation()
+            raise_if_cancelling()
             await asyncio.sleep(self.settings.server.poll_interval_s)
             topics = sorted({t for r in self.runners for t in r.topics()})
             heads = await self._store.heads(topics) if topics else {}
@@ -443,7 +429,7 @@ class Deliverer(AsyncResource):
     async def _discover(self) -> None:
         assert self._state is not None
         while True:
-            _honour_cancellation()
+            raise_if_cancelling()
             await asyncio.sleep(self.settings.server.discover_interval_s)
             self.known_topics = await self._state.topics()
             for runner in self.runners:

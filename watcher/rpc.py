@@ -25,6 +25,7 @@ import aiohttp
 import websockets.asyncio.client
 import websockets.exceptions
 
+from chainpush.resource import raise_if_cancelling
 from watcher.errors import NodeUnreachable, RangeTooLarge, RateLimited, RPCError
 from watcher.node import Endpoint
 from watcher.ranges import classify
@@ -214,6 +215,9 @@ class StreamRpc(Rpc):
             async with asyncio.timeout(timeout_s):
                 item = await self._heads.get()
         except TimeoutError:
+            # a cancel that landed as the timeout expired arrives as this TimeoutError: the
+            # watcher's loop would go on waiting for heads forever (a shutdown that hung)
+            raise_if_cancelling()
             return None
         if isinstance(item, BaseException):
             self._heads.put_nowait(item)  # stays lost
