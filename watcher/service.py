@@ -131,6 +131,7 @@ class Watcher(AsyncResource):
         #: why this watcher stopped leading (set by the renewal task; the performer raises it)
         self._lost: LeaseLost | None = None
         self.leading = False
+        self._stepped_down = False
         self.stats = WatchStats()
         self.metrics = metrics if metrics is not None else Metrics()
         self._declare_metrics()
@@ -312,12 +313,16 @@ class Watcher(AsyncResource):
             return
 
         def waiting(doc: LeaseDoc) -> None:
-            logger.info("standby: lease %s is held by %s (generation %d); taking over if it "
-                        "is not renewed for %.1f s", key, doc.holder, doc.generation,
-                        self.config.watch.lease_s)
+            # one INFO line per transition: after a step-down (already logged) this is detail
+            level = logging.DEBUG if self._stepped_down else logging.INFO
+            self._stepped_down = False
+            logger.log(level, "standby: lease %s is held by %s (generation %d); taking over "
+                       "if it is not renewed for %.1f s", key, doc.holder, doc.generation,
+                       self.config.watch.lease_s)
 
         generation = await lease.acquire(key, on_wait=waiting)
         self._lost = None
+        self._stepped_down = False
         self.leading = True
         self.metrics.inc("chainpush_watch_lease_transitions_total")
         logger.info("leader: holding lease %s, generation %d (as %s)", key, generation,
@@ -352,6 +357,7 @@ class Watcher(AsyncResource):
             self.leading = False
             self.metrics.inc("chainpush_watch_lease_transitions_total")
         logger.info("standby: %s", exc)
+        self._stepped_down = True
 
     def fence(self) -> int | None:
         """The fencing token for checkpoint writes (None without a lease); raises the

@@ -6,8 +6,11 @@ fencing token, it becomes a standby and the stream still satisfies the invariant
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import time
@@ -21,6 +24,11 @@ import pytest
 from chainpush import procs
 from tests.conftest import Anvil
 from tests.integration import watch_support as ws
+from watcher.checkpoint import MongoCheckpoints
+from watcher.config import load_config
+from watcher.lease import MongoLease
+from watcher.service import Watcher
+from watcher.sink import MongoSink
 
 pytestmark = pytest.mark.integration
 
@@ -224,3 +232,143 @@ def test_a_leader_paused_past_its_lease_is_fenced_and_becomes_standby(
     assert len(removed) >= 6  # the two orphaned blocks' records were retracted
     assert any(d["args"].get("text") == "while the old leader slept" for d in docs
                if d["status"] != "removed")
+
+
+# --- in process: a leader frozen in the middle of a step, deterministically ------------------
+
+
+class Freeze:
+    """Stands for SIGSTOP of one watcher: once ``armed``, its next proposal and its lease
+    renewals wait until ``thaw()`` (the rest of this test process runs on)."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.frozen = asyncio.Event()
+        self._thawed = asyncio.Event()
+        self._thawed.set()
+
+    async def point(self) -> None:
+        if self.armed:
+            self.armed = False
+            self._thawed.clear()
+            self.frozen.set()
+        await self._thawed.wait()
+
+    def thaw(self) -> None:
+        self._thawed.set()
+
+
+class Crash(RuntimeError):
+    """Stands for the process dying (not an error the watcher retries)."""
+
+
+class FreezingCheckpoints(MongoCheckpoints):
+    """Freezes before a proposal (``Freeze``); dies right after saving block ``die_after``."""
+
+    def __init__(self, mongo_uri: str, database: str, freeze: Freeze) -> None:
+        super().__init__(mongo_uri, database)
+        self.freeze = freeze
+        self.proposals: list[int] = []
+        self.die_after: int | None = None
+
+    async def save(self, key: str, state: dict[str, Any], *, fence: int | None = None
+                   ) -> None:
+        await super().save(key, state, fence=fence)
+        if state["block_number"] == self.die_after:
+            raise Crash(f"killed right after saving block {self.die_after}")
+
+    async def propose(self, key: str, state: dict[str, Any], batch: list[dict[str, Any]],
+                      *, fence: int | None = None) -> None:
+        await self.freeze.point()
+        self.proposals.append(state["block_number"])
+        await super().propose(key, state, batch, fence=fence)
+
+
+class FreezingLease(MongoLease):
+    def __init__(self, mongo_uri: str, database: str, freeze: Freeze, watch: Any) -> None:
+        super().__init__(mongo_uri, database, lease_s=watch.lease_s,
+                         renew_s=watch.lease_renew_s)
+        self.freeze = freeze
+
+    async def renew(self) -> None:
+        await self.freeze.point()
+        await super().renew()
+
+
+@pytest.mark.parametrize("leased", [
+    True,
+    pytest.param(False, marks=pytest.mark.xfail(strict=True, reason=(
+        "issue 12, the bug this lease fixes: without it the frozen watcher's late step stores "
+        "the pending records of an orphaned block that nobody will retract"))),
+])
+async def test_a_frozen_leaders_proposal_is_refused_by_the_fence(
+    anvil: Anvil, mongo_uri: str, mongo_db_name: str, tmp_path: Path, unit: float,
+    leased: bool, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="watcher.service")
+    url = anvil.http_url
+    token, _ = ws.deploy(url, "DemoToken")
+    n = await asyncio.to_thread(ws.mine_traffic, url, token, blocks=3, txs_per_block=2)
+    config = load_config(ws.write_config(
+        tmp_path / "w.toml", urls=[url], mongo_uri=mongo_uri, database=mongo_db_name,
+        contracts=[{"name": "DemoToken", "address": token}], name=NAME, reorg_window=8,
+        finality_depth=FINALITY, lease_s=1.0, lease_renew_s=0.3,
+    ))
+    freeze = Freeze()
+    a_store = FreezingCheckpoints(mongo_uri, mongo_db_name, freeze)
+    a_lease = FreezingLease(mongo_uri, mongo_db_name, freeze, config.watch) if leased else None
+    b_store = MongoCheckpoints(mongo_uri, mongo_db_name)
+    b_lease = MongoLease(mongo_uri, mongo_db_name, lease_s=1.0, renew_s=0.3) if leased else None
+    async with MongoSink(mongo_uri, mongo_db_name) as sink:
+        async with Watcher(config, sink, checkpoints=a_store, lease=a_lease) as a, \
+                Watcher(config, sink, checkpoints=b_store, lease=b_lease) as b:
+            a_task = asyncio.create_task(a.run())
+            await ws.until_caught_up(lambda: a.tip_hash, url, 20 * unit, a_task.done)
+            frozen_at = a.tip
+            assert frozen_at is not None
+            # A computes the step of the next block (pending records) and freezes before
+            # proposing it, its lease renewals frozen too
+            freeze.armed = True
+            await asyncio.to_thread(ws.mine_traffic, url, token, blocks=1, txs_per_block=3,
+                                    first=n)
+            await asyncio.wait_for(freeze.frozen.wait(), 10 * unit)
+            orphan = await asyncio.to_thread(ws.rpc, url, "eth_getBlockByNumber",
+                                             ["latest", False])
+            # meanwhile that block is replaced, and B takes over (once A's lease lapses)
+            data = ws.calldata("sendMessage(address,string,bytes)",
+                               ["address", "string", "bytes"],
+                               [ws.ACCOUNTS[2], "replacement", b""])
+            await asyncio.to_thread(ws.rpc, url, "anvil_reorg", [1, [[
+                {"from": ws.OWNER, "to": token, "data": data, "gas": hex(300_000)}, 0]]])
+            b_task = asyncio.create_task(b.run())
+            await ws.until_caught_up(lambda: b.tip_hash, url, 20 * unit, b_task.done)
+            assert b.leading == leased
+            # A thaws: its proposal (computed for the orphaned block) must not be stored; if
+            # it is, A dies right after its save, so only its checkpoint knew those records
+            a_store.die_after = frozen_at + 1
+            freeze.thaw()
+            if leased:
+                await ws.await_for(lambda: not a.leading, 10 * unit, "A to step down")
+                assert a.metrics.counters["chainpush_watch_fenced_writes_total"] >= 1
+                assert re.search(r"standby: proposal of checkpoint 31337:leased refused "
+                                 r"\(fencing\): lease generation 1 superseded by 2",
+                                 caplog.text), caplog.text
+                assert b.leading
+            else:
+                with pytest.raises(Crash):
+                    await asyncio.wait_for(a_task, 10 * unit)
+            assert a_store.proposals[-1] == frozen_at + 1  # it did try, after the takeover
+            await asyncio.to_thread(ws.mine_traffic, url, token, blocks=2, txs_per_block=1,
+                                    first=n + 3)
+            await ws.until_caught_up(lambda: b.tip_hash, url, 20 * unit, b_task.done)
+            for task in (a_task, b_task) if leased else (b_task,):
+                if task.done() and not task.cancelled() and task.exception():
+                    raise AssertionError("a watcher failed") from task.exception()
+    for closable in (a_store, b_store, a_lease, b_lease):
+        if closable is not None:
+            await closable.aclose()
+    docs = await asyncio.to_thread(ws.stored_docs, mongo_uri, mongo_db_name)
+    want = await asyncio.to_thread(ws.canonical_ids, url, {"DemoToken": (token, 0)},
+                                   finality_depth=FINALITY)
+    want.check(ws.live_ids(docs), "(a record of the orphaned block is live)")
+    assert not [d for d in docs if d["block_hash"] == orphan["hash"]]
