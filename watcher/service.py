@@ -196,9 +196,9 @@ class Watcher(AsyncResource):
                 await task
         await self._stop_renewal()
         if self._lease is not None and self.leading:
-            self.leading = False
             await self._lease.release()
             logger.info("lease released")
+        self.leading = False
         if self._own_lease and self._lease is not None:
             await self._lease.aclose()
             self._lease = None
@@ -309,7 +309,10 @@ class Watcher(AsyncResource):
     async def _lead(self, key: str) -> None:
         """Return once this watcher leads (at once without a lease, or while it holds one)."""
         lease = self._lease
-        if lease is None or self.leading:
+        if lease is None:
+            self.leading = True  # no lease (tests, benchmarks): always the leader
+            return
+        if self.leading:
             return
 
         def waiting(doc: LeaseDoc) -> None:
@@ -338,6 +341,9 @@ class Watcher(AsyncResource):
             if exc.fenced:
                 self.metrics.inc("chainpush_watch_fenced_writes_total")
             self._lost = exc  # the performer ends the session at its next action
+        except Exception as exc:  # a bug here must not leave a leader without renewals
+            logger.exception("lease renewal failed")
+            self._lost = LeaseLost(f"lease renewal failed: {exc!r}", fenced=False)
 
     async def _stop_renewal(self) -> None:
         task, self._renewal = self._renewal, None
