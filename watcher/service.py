@@ -105,6 +105,8 @@ class Lease(Protocol):
     def holder(self) -> str: ...
     @property
     def generation(self) -> int | None: ...
+    #: the lease document last seen held by another contender (None: none seen)
+    other: LeaseDoc | None
     async def acquire(self, key: str, *, on_wait: Any = None) -> int: ...
     async def renew(self) -> None: ...
     async def release(self) -> None: ...
@@ -178,8 +180,7 @@ class Watcher(AsyncResource):
             return None
         if lease.generation is not None:
             return lease.generation
-        other = getattr(lease, "other", None)
-        return other.generation if isinstance(other, LeaseDoc) else None
+        return None if lease.other is None else lease.other.generation
 
     def health(self) -> dict[str, Any]:
         """What ``/healthz`` shows."""
@@ -370,7 +371,12 @@ class Watcher(AsyncResource):
         ``LeaseLost`` the renewal found, if any."""
         if self._lost is not None:
             raise self._lost
-        return None if self._lease is None else self._lease.generation
+        if self._lease is None:
+            return None
+        generation = self._lease.generation
+        if generation is None:  # never write unfenced while a lease is in use
+            raise LeaseLost(f"lease {self._key()} not held", fenced=False)
+        return generation
 
     async def _check_code(self, rpc: Rpc, bound: Bound) -> None:
         codes = await rpc.batch([("eth_getCode", [s.address, "latest"]) for s in bound.specs])
