@@ -341,7 +341,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         config = tmp / "chainpush.toml"
         config.write_text(
             f'[stores]\nmongo_uri = "{mongo.url}"\nredis_url = "{redis.url}"\n'
-            f'database = "{db}"\nnamespace = "{namespace}"\n[auth]\nsecret = "{SECRET}"\n'
+            f'database = "{db}"\nnamespace = "{namespace}"\n'
+            # one user and one address for every bench client: the per-user / per-address
+            # caps (docs/protocol.md §1) are lifted, the node-wide one sized to the run
+            '[push]\nmax_connections_per_user = 1000000\nmax_connections_per_ip = 1000000\n'
+            'connect_rate_per_ip_s = 1000000.0\nconnect_burst_per_ip = 1000000\n'
+            f'max_connections = {max(10_000, 2 * args.conns)}\n'
+            f'[auth]\nsecret = "{SECRET}"\n'
         )
         port = procs.free_port()
         url = f"ws://127.0.0.1:{port}/ws"

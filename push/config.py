@@ -62,14 +62,31 @@ class PushConfig:
     #: permessage-deflate costs one compression per connection per message on a fan-out
     #: (websockets compresses each connection's copy): off by default, on for thin clients
     compression: bool = False
+    # --- limits (docs/protocol.md §1, §3, §7; docs/push.md "Running it in production") -------
+    #: contract names this deployment serves: a ``contract:``/``state:`` topic of another name
+    #: is refused with ``unknown_topic``. Unset: ``chainpush push`` takes the names of the
+    #: config's ``[[contracts]]``; with neither, any name is accepted.
+    contracts: tuple[str, ...] | None = None
+    max_topics: int = 10_000  #: distinct topics on the node (``too_many_topics``)
+    max_connections: int = 10_000  #: TCP connections on the node (HTTP 503 beyond)
+    max_connections_per_ip: int = 500  #: TCP connections from one address (HTTP 429 beyond)
+    max_connections_per_user: int = 20  #: authenticated connections of one user (4004)
+    connect_rate_per_ip_s: float = 50.0  #: new connections per second from one address (429)
+    connect_burst_per_ip: int = 100
+    open_timeout_s: float = 10.0  #: the websocket handshake must be done within this
+    write_timeout_s: float = 10.0  #: history waits this long for a client to read (then 4008)
+    close_timeout_s: float = 5.0  #: a closing connection is aborted after this
 
     def __post_init__(self) -> None:
         for name in ("auth_timeout_s", "ping_interval_s", "ping_timeout_s", "rate_per_s",
-                     "heartbeat_s", "reconcile_s"):
+                     "heartbeat_s", "reconcile_s", "connect_rate_per_ip_s", "open_timeout_s",
+                     "write_timeout_s", "close_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"push.{name} must be > 0, got {getattr(self, name)}")
         for name in ("max_frame_bytes", "rate_burst", "max_send_buffer_bytes",
-                     "max_subscriptions", "history_page"):
+                     "max_subscriptions", "history_page", "max_topics", "max_connections",
+                     "max_connections_per_ip", "max_connections_per_user",
+                     "connect_burst_per_ip"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"push.{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.port < 65536:
@@ -184,6 +201,19 @@ _TOKEN_KEYS = {"algorithm", "secret", "public_key", "private_key", "issuer", "au
 _AUTH_KEYS = {"host", "port", "token_ttl_s", "dev_topics", "push_urls"}
 
 
+def _with_contracts(raw: dict[str, Any]) -> dict[str, Any]:
+    """``[push]``, with ``contracts`` taken from the watcher's ``[[contracts]]`` names when
+    ``[push] contracts`` is not set (one config file serves both: the node then refuses topics
+    of contracts nobody watches with ``unknown_topic``)."""
+    push = dict(raw.get("push", {}))
+    watched = raw.get("contracts")
+    if "contracts" not in push and isinstance(watched, list) and watched:
+        names = [c.get("name") for c in watched if isinstance(c, dict)]
+        if names and all(isinstance(n, str) for n in names):
+            push["contracts"] = names
+    return push
+
+
 def _bool(value: object, key: str) -> bool:
     try:
         return toml_bool(value, key=key)
@@ -236,7 +266,7 @@ def load(path: Path | None, *, dev_mode: bool | None, dev_default: bool = False,
                           "[\"<32+ random characters>\"]")
     return Settings(
         stores=_section(StoresConfig, raw.get("stores", {}), "stores"),
-        push=_section(PushConfig, raw.get("push", {}), "push"),
+        push=_section(PushConfig, _with_contracts(raw), "push"),
         tokens=_section(TokenConfig, token_raw, "auth", dev_mode=dev),
         auth=_section(AuthServiceConfig, service_raw, "auth"),
         publish=_section(PublishConfig, publish_raw, "publish", dev_mode=dev),

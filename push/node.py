@@ -2,11 +2,16 @@
 
 Theory of operation
 -------------------
+Three layers. :mod:`push.connection` moves bytes (websockets' sans-I/O protocol over an asyncio
+transport) and enforces every deadline; :mod:`push.session` decides, per connection, what a frame
+means and what the client gets (pure); this module holds what the connections share: the
+``topic → {subscription: connection}`` index, the caps across connections
+(:class:`push.ratelimit.Admission`, ``max_topics``), MongoDB reads, Redis registration
+(:class:`push.dispatch.NodeLink`) and the fan-out.
+
 A browser connects (Origin checked against ``allowed_origins`` during the handshake), and must
 send ``{"type": "auth", "token": …}`` as its first frame within ``auth_timeout_s``; the token is
-checked locally with the shared secret or public key (:mod:`push.tokens`), so a connection costs
-no call to another service. The node keeps ``user → connections`` and ``topic → {connection:
-subscription}`` in memory, and its Redis entries fresh (:class:`push.dispatch.NodeLink`).
+checked locally with the shared secret or public key (:mod:`push.tokens`).
 
 Each subscription owns a :class:`push.subscription.Cursor`. Live messages arrive from the node's
 Redis inbox and are written only when ``offset == cursor.next``; a gap or a subscribe with
@@ -15,75 +20,64 @@ Redis inbox and are written only when ``offset == cursor.next``; a gap or a subs
 Every ``reconcile_s`` and after each Redis reconnection the node compares each topic's last
 offset in MongoDB with its subscriptions, which catches messages that pub/sub lost at the tail.
 
-Live frames are serialised once per message, JSON and websocket framing both (a server frame is
-unmasked, so without compression its bytes are the same for every connection), and the bytes are
-written straight to each subscriber's transport (:meth:`PushNode._fan_out`): no per-connection
-task, queue or frame encoding. The send queue of a connection is its transport write
-buffer; above ``max_send_buffer_bytes`` the connection is closed with 4008 (slow consumer) and the
-client resumes with ``since``, so a client that never reads costs at most that much memory and
-never slows the others. History is written with ``await send`` and so waits for the client.
+Isolation: every per-subscriber step (offer, filter, repair) runs under its own ``try``; a
+failure drops that subscription with an error frame (:meth:`push.session.Session.fail`) and
+touches nothing else. A repair yields to the event loop after every ``REPAIR_BATCH`` frames and
+waits for its client's buffer to drain, so one subscribe with ``since: 0`` cannot hold the loop.
+
+Live frames are serialised once per message, JSON and websocket framing both, and the same bytes
+are written to each subscriber's transport (:meth:`PushNode._fan_out`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import http
 import itertools
 import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-import websockets
-from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
-from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import State
 
 from chainpush.constants import RedisNames
 from chainpush.logs import client_text
 from chainpush.resource import AsyncResource
 from push import wire
 from push.config import PushConfig, StoresConfig
+from push.connection import Connection, encode_text
 from push.dispatch import NodeLink
-from push.errors import ProtocolError, StoreUnavailable, TokenError
+from push.errors import StoreUnavailable
 from push.metrics import Metrics
-from push.ratelimit import TokenBucket
+from push.ratelimit import Admission, AdmissionLimits
 from push.records import StoredMessage
-from push.resume import resume_point, stream_replaced
+from push.session import (
+    Action,
+    Admit,
+    Close,
+    Drop,
+    Fetch,
+    Repair,
+    Send,
+    SessionConfig,
+    SessionLimits,
+    Subscription,
+)
 from push.store import MessageStore
-from push.subscription import Cursor, Filter
-from push.tokens import Claims, TokenConfig, TokenExpired, verify
+from push.tokens import TokenConfig
 
 logger = logging.getLogger(__name__)
 
 #: how long a subscribe waits for MongoDB before answering ``unavailable``.
 SUBSCRIBE_TIMEOUT_S = 5.0
+#: subscribes that read their head (Redis registration + MongoDB) at the same time.
+SUBSCRIBE_CONCURRENCY = 8
 #: pause before re-reading when a repair found MongoDB behind what Redis announced.
 REPAIR_PAUSE_S = 0.1
-
-
-@dataclass(eq=False, slots=True)
-class Subscription:
-    topic: str
-    cursor: Cursor
-    filter: Filter
-    task: asyncio.Task[None] | None = None
-    #: the stream epoch the cursor's offsets belong to (None until the topic has a message)
-    epoch: str | None = None
-
-
-@dataclass(eq=False, slots=True)
-class Connection:
-    id: int
-    ws: ServerConnection
-    claims: Claims
-    bucket: TokenBucket
-    subs: dict[str, Subscription] = field(default_factory=dict)
-    closing: bool = False
+#: history frames a repair writes before it yields to the event loop (other clients' turn).
+REPAIR_BATCH = 50
 
 
 class PushNode(AsyncResource):
@@ -101,18 +95,40 @@ class PushNode(AsyncResource):
         self.stores = stores
         self.names = RedisNames(stores.namespace)
         self.metrics = metrics or Metrics()
-        self._clock = clock
+        self.clock = clock
         self.store = MessageStore(
             stores.mongo_uri, stores.database,
             on_error=lambda: self.metrics.inc("chainpush_mongo_errors_total"),
         )
+        self.session_config = SessionConfig(
+            node_id=config.node_id, tokens=tokens, heartbeat_s=config.ping_interval_s,
+            limits=SessionLimits(
+                max_subscriptions=config.max_subscriptions, rate_per_s=config.rate_per_s,
+                rate_burst=config.rate_burst,
+                contracts=None if config.contracts is None else frozenset(config.contracts),
+            ),
+        )
+        self.admission = Admission(AdmissionLimits(
+            max_connections=config.max_connections,
+            max_connections_per_ip=config.max_connections_per_ip,
+            max_connections_per_user=config.max_connections_per_user,
+            connect_rate_per_ip_s=config.connect_rate_per_ip_s,
+            connect_burst_per_ip=config.connect_burst_per_ip,
+        ))
+        self.origins: list[str | None] | None = None
+        if config.allowed_origins is not None:
+            # ``None`` admits clients that send no Origin (servers, CLI tools); browsers send one
+            self.origins = [*config.allowed_origins, None]
+        self.connections: set[Connection] = set()
         self.users: dict[str, set[Connection]] = {}
-        self.topics: dict[str, dict[Connection, Subscription]] = {}
+        self.topics: dict[str, dict[Subscription, Connection]] = {}
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._server: Server | None = None
+        self._server: asyncio.Server | None = None
         self._link: NodeLink | None = None
         self._main: asyncio.Task[None] | None = None
+        self._all_closed: asyncio.Future[None] | None = None
+        self._subscribing = asyncio.Semaphore(SUBSCRIBE_CONCURRENCY)
         self._declare_metrics()
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -120,7 +136,7 @@ class PushNode(AsyncResource):
     @property
     def port(self) -> int:
         assert self._server is not None, "node not started"
-        return int(next(iter(self._server.sockets)).getsockname()[1])
+        return int(self._server.sockets[0].getsockname()[1])
 
     @property
     def url(self) -> str:
@@ -132,19 +148,12 @@ class PushNode(AsyncResource):
         return self._link
 
     async def __aenter__(self) -> PushNode:
-        origins: list[str | None] | None = None
         if self.config.allowed_origins is None and not self.tokens.dev_mode:
             logger.warning("push.allowed_origins is not set: pages of any origin may open "
                            "connections (they still need a token)")
-        if self.config.allowed_origins is not None:
-            # ``None`` admits clients that send no Origin (servers, CLI tools); browsers send one
-            origins = [*self.config.allowed_origins, None]
-        self._server = await serve(
-            self._handler, self.config.host, self.config.port, origins=origins,  # type: ignore[arg-type]
-            process_request=self._process_request, max_size=self.config.max_frame_bytes,
-            ping_interval=self.config.ping_interval_s, ping_timeout=self.config.ping_timeout_s,
-            max_queue=16, server_header=None,
-            compression="deflate" if self.config.compression else None,
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: Connection(self, next(self._ids)), self.config.host, self.config.port,
         )
         self._link = NodeLink(
             self.stores.redis_url, node_id=self.config.node_id, public_url=self.url,
@@ -156,7 +165,6 @@ class PushNode(AsyncResource):
         self._main = asyncio.create_task(self._background(), name=f"push-{self.config.node_id}")
         logger.info("push node %s serving %s", self.config.node_id, self.url)
         return self
-
 
     async def _background(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -170,7 +178,22 @@ class PushNode(AsyncResource):
     async def aclose(self) -> None:
         """Close every connection with 1001 (going away), stop the loops, leave the registry."""
         if self._server is not None:
-            self._server.close(close_connections=True)
+            self._server.close()
+        for conn in list(self.connections):
+            self.run_actions(conn, conn.session.close(wire.CLOSE_GOING_AWAY), quiet=True)
+            if conn.session.state == "closed" and not conn.open:
+                conn.send_close(wire.CLOSE_GOING_AWAY)
+        # each connection has close_timeout_s to finish its closing handshake, then is aborted
+        if self.connections:
+            self._all_closed = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(self.config.close_timeout_s + 1.0):
+                    await self._all_closed
+            except TimeoutError:
+                pass
+        for conn in list(self.connections):
+            conn.abort()
+        if self._server is not None:
             await self._server.wait_closed()
         for task in [*self._tasks, *([self._main] if self._main else [])]:
             task.cancel()
@@ -200,30 +223,37 @@ class PushNode(AsyncResource):
         m.counter("chainpush_repairs_total", "repairs (history reads) started")
         m.counter("chainpush_client_errors_total", "error frames sent to clients")
         m.counter("chainpush_closes_total", "connections closed by the node for a policy")
+        m.counter("chainpush_slow_consumers_total", "connections closed with 4008 (slow)")
+        m.counter("chainpush_aborts_total",
+                  "transports aborted after a handshake or close deadline")
+        m.counter("chainpush_refused_total", "connections refused by a connection cap")
+        m.counter("chainpush_subscription_failures_total",
+                  "subscriptions dropped after an internal error")
         m.counter("chainpush_mongo_errors_total", "transient MongoDB errors (retried)")
         m.counter("chainpush_dispatch_lag_seconds_sum", "sum of dispatch → node delays")
         m.counter("chainpush_dispatch_lag_seconds_count", "number of inbox payloads timed")
         m.gauge("chainpush_connections", "open authenticated connections",
                 lambda: float(sum(len(c) for c in self.users.values())))
+        m.gauge("chainpush_tcp_connections", "open TCP connections (any state)",
+                lambda: float(len(self.connections)))
         m.gauge("chainpush_subscriptions", "subscriptions on this node",
                 lambda: float(sum(len(s) for s in self.topics.values())))
+        m.gauge("chainpush_topics", "distinct topics on this node",
+                lambda: float(len(self.topics)))
         m.gauge("chainpush_send_queue_bytes", "bytes waiting in connections' send buffers",
                 self._queued_bytes)
 
     def _queued_bytes(self) -> float:
-        total = 0
-        for conns in self.users.values():
-            for conn in conns:
-                transport = conn.ws.transport
-                total += transport.get_write_buffer_size() if transport else 0
-        return float(total)
+        return float(sum(c.transport.get_write_buffer_size() for c in self.connections
+                         if c.transport is not None and not c.lost))
 
     def health(self) -> dict[str, object]:
         redis_ok = self._link is not None and self._link.connected.is_set()
         return {"node": self.config.node_id, "redis": redis_ok,
                 "connections": sum(len(c) for c in self.users.values())}
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    def http_response(self, request: Request) -> Response | None:
+        """The answer to a plain HTTP request, or None for a websocket handshake."""
         path = request.path.split("?", 1)[0]
         if path == "/healthz":
             health = self.health()
@@ -232,232 +262,177 @@ class PushNode(AsyncResource):
         if path == "/metrics":
             return _response(200, self.metrics.render(), "text/plain; version=0.0.4")
         if path not in ("/", "/ws"):
-            return _response(404, f"no such path {path[:100]}\n", "text/plain")
+            return _response(404, f"no such path {path[:100]!r}\n", "text/plain")
         return None
 
-    # --- connections ---------------------------------------------------------------------------
+    def refused(self, why: str) -> None:
+        self.metrics.inc("chainpush_refused_total")
+        logger.debug("connection refused: %s", why)
 
-    async def _handler(self, ws: ServerConnection) -> None:
-        conn_id = next(self._ids)
-        claims = await self._authenticate(ws, conn_id)
-        if claims is None:
+    # --- connections: what the sessions asked for -----------------------------------------------
+
+    def run_actions(self, conn: Connection, actions: list[Action], *, quiet: bool = False
+                    ) -> None:
+        """Carry out a session's actions for ``conn``, in order."""
+        session = conn.session
+        for action in actions:
+            if isinstance(action, Send):
+                if action.error is not None:
+                    self.metrics.inc("chainpush_client_errors_total")
+                    logger.debug("conn %d: error %s", conn.id, action.error)
+                conn.send_text(action.text)
+            elif isinstance(action, Drop):
+                self._unindex(action.sub)
+            elif isinstance(action, Fetch):
+                self._fetch(conn, action.sub)
+            elif isinstance(action, Repair):
+                self._start_repair(conn, action.sub)
+            elif isinstance(action, Admit):
+                self._admit(conn, action)
+            elif isinstance(action, Close):
+                self._leave(conn)
+                if not quiet:
+                    self.metrics.inc("chainpush_closes_total")
+                    logger.info("conn %d: user %s closed with %d (%s)", conn.id,
+                                client_text(session.user),
+                                action.code, wire.CLOSE_REASONS.get(action.code, "?"))
+                conn.send_close(action.code)
+
+    def _admit(self, conn: Connection, action: Admit) -> None:
+        claims = action.claims
+        if not self.admission.join(claims.user):
+            self.run_actions(conn, conn.session.close(wire.CLOSE_TOO_MANY_CONNECTIONS))
             return
-        conn = Connection(id=conn_id, ws=ws, claims=claims,
-                          bucket=TokenBucket(self.config.rate_per_s, self.config.rate_burst))
+        conn.joined = True
         self.users.setdefault(claims.user, set()).add(conn)
-        logger.info("conn %d: user %s connected from %s", conn_id, claims.user, ws.remote_address)
+        logger.info("conn %d: user %s connected from %s", conn.id, client_text(claims.user),
+                    conn.ip)
+        self.run_actions(conn, conn.session.admit())
+        # the token's expiry closes the connection with 4003 (the client gets a new token)
         loop = asyncio.get_running_loop()
-        try:
-            await ws.send(wire.welcome(
-                user=claims.user, node=self.config.node_id, topics=list(claims.topics),
-                wallets=list(claims.wallets), expires_at=claims.expires_at,
-                heartbeat_s=self.config.ping_interval_s,
-            ))
-            # the token's expiry closes the connection with 4003 (the client gets a new token)
-            expiry = loop.call_at(
-                loop.time() + (claims.expires_at + self.tokens.leeway_s - self._clock()),
-                lambda: self._spawn(self._close(conn, wire.CLOSE_TOKEN_EXPIRED), f"exp-{conn_id}"),
-            )
-            try:
-                # keep reading after a policy close: the closing handshake needs the client's
-                # close frame, which sits behind whatever it sent before
-                async for data in ws:
-                    if conn.closing:
-                        continue
-                    if not conn.bucket.allow(loop.time()):
-                        self._spawn(self._close(conn, wire.CLOSE_RATE_LIMITED), f"rate-{conn_id}")
-                        continue
-                    await self._on_frame(conn, data)
-            finally:
-                expiry.cancel()
-        except ConnectionClosed:
-            pass
-        finally:
-            self._forget(conn)
-            logger.info("conn %d: user %s disconnected (%s)", conn_id, claims.user,
-                        ws.close_code)
+        when = loop.time() + (claims.expires_at + self.tokens.leeway_s - self.clock())
+        conn.arm_at("expiry", when, lambda: self.run_actions(
+            conn, conn.session.close(wire.CLOSE_TOKEN_EXPIRED)))
 
-    async def _authenticate(self, ws: ServerConnection, conn_id: int) -> Claims | None:
-        try:
-            async with asyncio.timeout(self.config.auth_timeout_s):
-                first = await ws.recv()
-        except TimeoutError:
-            await _refuse(ws, wire.CLOSE_AUTH_TIMEOUT, conn_id, "no auth frame in time")
-            return None
-        except ConnectionClosed:
-            return None
-        try:
-            frame = wire.parse_client_frame(first)
-        except ProtocolError as exc:
-            await _refuse(ws, wire.CLOSE_BAD_FIRST_FRAME, conn_id, str(exc))
-            return None
-        if not isinstance(frame, wire.Auth):
-            await _refuse(ws, wire.CLOSE_BAD_FIRST_FRAME, conn_id, f"first frame {frame.type}")
-            return None
-        try:
-            return verify(frame.token, self.tokens, now=self._clock())
-        except TokenExpired as exc:
-            await _refuse(ws, wire.CLOSE_TOKEN_EXPIRED, conn_id, str(exc))
-        except TokenError as exc:
-            await _refuse(ws, wire.CLOSE_AUTH_FAILED, conn_id, str(exc))
-        return None
-
-    async def _close(self, conn: Connection, code: int) -> None:
-        if conn.closing:
+    def _leave(self, conn: Connection) -> None:
+        if not conn.joined:
             return
-        conn.closing = True
-        self.metrics.inc("chainpush_closes_total")
-        logger.info("conn %d: user %s closed with %d (%s)", conn.id, conn.claims.user, code,
-                    wire.CLOSE_REASONS[code])
-        self._forget(conn)
-        await conn.ws.close(code, wire.CLOSE_REASONS[code])
-
-    def _forget(self, conn: Connection) -> None:
-        for sub in conn.subs.values():
-            if sub.task is not None:
-                sub.task.cancel()
-            subs = self.topics.get(sub.topic)
-            if subs is not None:
-                subs.pop(conn, None)
-                if not subs:
-                    del self.topics[sub.topic]
-        conn.subs.clear()
-        conns = self.users.get(conn.claims.user)
+        conn.joined = False
+        user = conn.session.user
+        assert user is not None
+        self.admission.leave(user)
+        conns = self.users.get(user)
         if conns is not None:
             conns.discard(conn)
             if not conns:
-                del self.users[conn.claims.user]
+                del self.users[user]
 
-    async def _error(self, conn: Connection, code: str, text: str, ref: str | None) -> None:
-        self.metrics.inc("chainpush_client_errors_total")
-        # per frame, so DEBUG (counted in chainpush_client_errors_total); client text escaped
-        logger.debug("conn %d: user %s: %s (%s)", conn.id, client_text(conn.claims.user), code,
-                     client_text(text))
-        await conn.ws.send(wire.error(code, text, ref))
+    def connection_lost(self, conn: Connection) -> None:
+        """The transport is gone: forget the connection (called once, by the transport)."""
+        self.run_actions(conn, conn.session.close(wire.CLOSE_GOING_AWAY), quiet=True)
+        self._leave(conn)
+        if conn.counted:
+            conn.counted = False
+            self.admission.close(conn.ip)
+        self.connections.discard(conn)
+        if not self.connections and self._all_closed is not None \
+                and not self._all_closed.done():
+            self._all_closed.set_result(None)
+        if conn.session.user is not None:
+            logger.info("conn %d: user %s disconnected (%s)", conn.id,
+                        client_text(conn.session.user),
+                        conn.protocol.close_code)
 
-    async def _on_frame(self, conn: Connection, data: str | bytes) -> None:
-        try:
-            frame = wire.parse_client_frame(data)
-        except ProtocolError as exc:
-            await self._error(conn, exc.code, str(exc), exc.ref)
-            return
-        if isinstance(frame, wire.Subscribe):
-            await self._subscribe(conn, frame)
-        elif isinstance(frame, wire.Unsubscribe):
-            sub = conn.subs.pop(frame.topic, None)
-            if sub is None:
-                await self._error(conn, "not_subscribed", f"not subscribed to {frame.topic}",
-                                  frame.ref)
-                return
-            self._drop(conn, sub)
-            await conn.ws.send(wire.unsubscribed(topic=frame.topic, ref=frame.ref))
-        elif isinstance(frame, wire.Ping):
-            await conn.ws.send(wire.pong(frame.ref))
-        else:
-            await self._error(conn, "bad_message", "already authenticated", None)
-
-    def _drop(self, conn: Connection, sub: Subscription) -> None:
-        if sub.task is not None:
+    def _unindex(self, sub: Subscription) -> None:
+        if sub.task is not None and sub.task is not asyncio.current_task():
             sub.task.cancel()
+        sub.task = None
         subs = self.topics.get(sub.topic)
-        if subs is not None and subs.get(conn) is sub:
-            del subs[conn]
-            if not subs:
-                del self.topics[sub.topic]
+        if subs is not None and subs.pop(sub, None) is not None and not subs:
+            del self.topics[sub.topic]
 
-    async def _subscribe(self, conn: Connection, frame: wire.Subscribe) -> None:
-        topic = frame.topic
-        if not conn.claims.allows(topic):
-            await self._error(conn, "forbidden_topic", f"the token does not grant {topic}",
-                              frame.ref)
-            return
-        if topic not in conn.subs and len(conn.subs) >= self.config.max_subscriptions:
-            await self._error(conn, "too_many_subscriptions",
-                              f"at most {self.config.max_subscriptions} per connection", frame.ref)
-            return
-        old = conn.subs.pop(topic, None)
-        if old is not None:
-            self._drop(conn, old)
-        # registered before the head is read, in repair: a live message arriving meanwhile is
+    def _fetch(self, conn: Connection, sub: Subscription) -> None:
+        subs = self.topics.get(sub.topic)
+        if subs is None:
+            if len(self.topics) >= self.config.max_topics:
+                self.run_actions(conn, conn.session.subscribe_failed(
+                    sub, "too_many_topics", f"this node serves at most {self.config.max_topics} "
+                    "topics"))
+                return
+            subs = self.topics[sub.topic] = {}
+        # indexed before the head is read, in repair: a live message arriving meanwhile is
         # remembered as ``missed`` and the repair reads up to it (no window to lose it in)
-        sub = Subscription(topic=topic, cursor=Cursor(next=0, repairing=True),
-                           filter=Filter(frame.filter))
-        conn.subs[topic] = sub
-        self.topics.setdefault(topic, {})[conn] = sub
+        subs[sub] = conn
+        sub.task = self._spawn(self._subscribe(conn, sub), f"subscribe-{conn.id}")
+
+    async def _subscribe(self, conn: Connection, sub: Subscription) -> None:
         try:
-            async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):
-                await self.link.register_topic(topic)
-                head, epoch = await self.store.head(topic)
+            # a burst of subscribes (a reconnect storm, junk topics) waits here rather than
+            # opening one Redis and one MongoDB request each at once
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S), self._subscribing:
+                await self.link.register_topic(sub.topic)
+                head, epoch = await self.store.head(sub.topic)
         except (TimeoutError, StoreUnavailable):
-            if conn.subs.get(topic) is sub:
-                del conn.subs[topic]
-                self._drop(conn, sub)
-            await self._error(conn, "unavailable", f"history of {topic} cannot be read now; "
-                              "subscribe again", frame.ref)
+            sub.task = None
+            self.run_actions(conn, conn.session.subscribe_failed(
+                sub, "unavailable", "history cannot be read now; subscribe again"))
             return
-        if conn.subs.get(topic) is not sub or conn.closing:
+        except Exception as exc:  # isolate: only this subscription fails
+            sub.task = None
+            self.metrics.inc("chainpush_subscription_failures_total")
+            self.run_actions(conn, conn.session.fail(sub, f"subscribe: {exc!r}"))
             return
-        start = resume_point(since=frame.since, epoch=frame.epoch, head=head, stream_epoch=epoch)
-        sub.cursor.next = start.since + 1
-        if epoch is not None:  # the head read is what the cursor's offsets refer to
-            sub.epoch = epoch
-        await conn.ws.send(wire.subscribed(topic=topic, since=start.since, head=head, epoch=epoch,
-                                           reset=start.reset, ref=frame.ref))
-        self.metrics.inc("chainpush_repairs_total")
-        sub.task = self._spawn(self._repair(conn, sub), f"repair-{conn.id}-{topic}")
+        sub.task = None
+        self.run_actions(conn, conn.session.subscribe_ready(sub, head, epoch))
 
     # --- delivery --------------------------------------------------------------------------------
+
+    def _restart(self, conn: Connection, sub: Subscription, epoch: str | None, seen: int
+                 ) -> None:
+        """The stream was replaced under ``sub``: start over from offset 1 of the new one."""
+        if sub.task is not None and sub.task is not asyncio.current_task():
+            sub.task.cancel()
+        sub.task = None
+        sub.restart(epoch, seen)
+        self._start_repair(conn, sub)
+
+    def _start_repair(self, conn: Connection, sub: Subscription) -> None:
+        if not sub.active:
+            return
+        self.metrics.inc("chainpush_repairs_total")
+        sub.task = self._spawn(self._repair(conn, sub), f"repair-{conn.id}")
 
     async def _repair(self, conn: Connection, sub: Subscription) -> None:
         """Read ``sub.topic`` from MongoDB from ``cursor.next`` until live delivery can resume."""
         page = self.config.history_page
         try:
             while True:
-                before = sub.cursor.next
                 rows = await self.store.read_range(sub.topic, sub.cursor.next, limit=page)
-                if conn.subs.get(sub.topic) is not sub or conn.closing:
+                out, step = conn.session.history(sub, rows, page=page)
+                for i, row in enumerate(out):
+                    if i % REPAIR_BATCH == REPAIR_BATCH - 1:
+                        await asyncio.sleep(0)  # let the loop serve everyone else
+                    if not await conn.writable() or not sub.active:
+                        return
+                    conn.send_text(wire.message(row))
+                self.metrics.inc("chainpush_history_out_total", len(out))
+                if step in ("done", "stale"):
                     return
-                if rows and rows[0].offset != before:
-                    # a hole in MongoDB (collect never makes one: rows deleted by hand?): say
-                    # so and go on from what exists rather than wait for it forever
-                    logger.error("topic %s: offsets %d..%d missing in MongoDB; conn %d skips "
-                                 "them", sub.topic, before, rows[0].offset - 1, conn.id)
-                    sub.cursor.next = rows[0].offset
-                for row in rows:
-                    if not sub.cursor.fetched(row.offset):
-                        break
-                    sub.epoch = sub.epoch or row.epoch  # the stream these offsets belong to
-                    if sub.filter.matches(row.record):
-                        await conn.ws.send(wire.message(row))
-                        self.metrics.inc("chainpush_history_out_total")
-                if sub.cursor.finish_page(full_page=len(rows) == page):
-                    return
-                if not rows:  # Redis announced an offset MongoDB does not show yet
-                    await asyncio.sleep(REPAIR_PAUSE_S)
-        except ConnectionClosed:
-            return
+                await asyncio.sleep(REPAIR_PAUSE_S if step == "behind" else 0)
+        except asyncio.CancelledError:
+            raise
+        except StoreUnavailable:
+            self.run_actions(conn, conn.session.subscribe_failed(
+                sub, "unavailable", "history cannot be read now; subscribe again with since"))
+        except Exception as exc:  # isolate: only this subscription fails, never stuck
+            self.metrics.inc("chainpush_subscription_failures_total")
+            self.run_actions(conn, conn.session.fail(sub, f"repair: {exc!r}"))
         finally:
             if sub.task is asyncio.current_task():
                 sub.task = None
 
-    def _restart(self, conn: Connection, sub: Subscription, epoch: str | None, seen: int) -> None:
-        """The topic's stream was replaced (store wiped or restored, docs/protocol.md §5):
-        follow the new one from offset 1; its messages carry the new epoch, which tells the
-        client to take offsets from it."""
-        logger.info("conn %d: topic %s has a new stream (epoch %s, was %s): from offset 1",
-                    conn.id, sub.topic, epoch, sub.epoch)
-        if sub.task is not None:
-            sub.task.cancel()
-        sub.epoch = epoch
-        sub.cursor = Cursor(next=1, repairing=True, missed=seen)
-        self._start_repair(conn, sub)
-
-    def _start_repair(self, conn: Connection, sub: Subscription) -> None:
-        self.metrics.inc("chainpush_repairs_total")
-        sub.task = self._spawn(self._repair(conn, sub), f"repair-{conn.id}-{sub.topic}")
-
     def _on_inbox(self, sent_at: float, messages: list[StoredMessage]) -> None:
-        self.metrics.inc("chainpush_dispatch_lag_seconds_sum", max(0.0, self._clock() - sent_at))
+        self.metrics.inc("chainpush_dispatch_lag_seconds_sum", max(0.0, self.clock() - sent_at))
         self.metrics.inc("chainpush_dispatch_lag_seconds_count")
         for message in messages:
             self.metrics.inc("chainpush_messages_in_total")
@@ -465,28 +440,31 @@ class PushNode(AsyncResource):
                 self.deliver(message)
             except (ValueError, TypeError) as exc:  # a record that cannot be sent as JSON
                 self.metrics.inc("chainpush_inbox_bad_total")
-                logger.error("node %s: cannot deliver %s at %s:%d (%s)", self.config.node_id,
+                logger.error("node %s: cannot deliver %s at %r:%d (%s)", self.config.node_id,
                              message.msg_id, message.topic, message.offset, exc)
 
     def deliver(self, message: StoredMessage) -> int:
-        """Offer one live message to the topic's subscribers; return how many got it now."""
+        """Offer one live message to the topic's subscribers; return how many got it now.
+
+        Each subscriber's step is isolated: one that raises is dropped with an error frame and
+        the others' cursors are untouched by it.
+        """
         subs = self.topics.get(message.topic)
         if not subs:
             return 0
         targets: list[Connection] = []
-        epoch = message.epoch
-        for conn, sub in list(subs.items()):
-            if sub.epoch != epoch:  # rare: one comparison per subscriber otherwise
-                if stream_replaced(sub.epoch, epoch):
-                    self._restart(conn, sub, epoch, message.offset)
-                    continue
-                sub.epoch = sub.epoch or epoch
-            action = sub.cursor.offer(message.offset)
-            if action == "deliver":
-                if sub.filter.matches(message.record):
+        for sub, conn in list(subs.items()):
+            try:
+                verdict = sub.offer(message)
+                if verdict == "send":
                     targets.append(conn)
-            elif action == "repair":
-                self._start_repair(conn, sub)
+                elif verdict == "repair":
+                    self._start_repair(conn, sub)
+                elif verdict == "restart":
+                    self._restart(conn, sub, message.epoch, message.offset)
+            except Exception as exc:
+                self.metrics.inc("chainpush_subscription_failures_total")
+                self.run_actions(conn, conn.session.fail(sub, f"deliver: {exc!r}"))
         if not targets:
             return 0
         sent = self._fan_out(targets, wire.message(message))
@@ -494,53 +472,33 @@ class PushNode(AsyncResource):
         return sent
 
     def _fan_out(self, targets: list[Connection], text: str) -> int:
-        """Write one live frame to ``targets`` now; close slow consumers with 4008.
-
-        What :func:`websockets.broadcast` does per connection (check the state, build the frame,
-        serialise it, write it) minus the per-connection frame building: the frame is serialised
-        once (RFC 6455 §5.1: a server never masks, so the bytes are the same for everyone) and
-        written to each transport. That is equivalent for a connection that is OPEN, not in the
-        middle of a fragmented send, and without extensions (``compression`` off); anything else
-        goes through :func:`websockets.broadcast`, which does the same checks itself.
-        """
-        limit = self.config.max_send_buffer_bytes
-        data = text.encode()
-        frame = Frame(Opcode.TEXT, data).serialize(mask=False) if not self.config.compression \
-            else b""
-        sent = 0
-        others: list[ServerConnection] = []
-        for conn in targets:
-            ws = conn.ws
-            transport = ws.transport
-            if transport is None or transport.is_closing():
-                continue
-            if transport.get_write_buffer_size() > limit:
-                self._spawn(self._close(conn, wire.CLOSE_SLOW_CONSUMER), f"slow-{conn.id}")
-                continue
-            protocol = ws.protocol
-            if (frame and protocol.state is State.OPEN and ws.send_in_progress is None
-                    and not protocol.expect_continuation_frame and not protocol.writes):
-                transport.write(frame)
-                sent += 1
-            else:
-                others.append(ws)
-        if others:
-            websockets.broadcast(others, data, text=True)
-            sent += sum(1 for ws in others if ws.protocol.state is State.OPEN)
-        return sent
+        """Write one live frame to ``targets`` now; a connection past its buffer cap is closed
+        with 4008 by :meth:`Connection.write_frame`. The frame is serialised once (RFC 6455
+        §5.1: a server never masks); with compression each connection compresses its own."""
+        if self.config.compression:
+            for conn in targets:
+                conn.send_text(text)
+            return len(targets)
+        frame = encode_text(text)
+        return sum(1 for conn in targets if conn.write_frame(frame))
 
     async def reconcile(self) -> None:
         """Repair every subscription that is behind its topic's last offset in MongoDB."""
-        for topic in list(self.topics):
-            try:
-                head, epoch = await self.store.head(topic)
-            except StoreUnavailable:
-                return
-            for conn, sub in list(self.topics.get(topic, {}).items()):
-                if stream_replaced(sub.epoch, epoch):
-                    self._restart(conn, sub, epoch, head)
-                elif sub.cursor.next <= head and sub.cursor.start_repair():
-                    self._start_repair(conn, sub)
+        # one query for every topic's head and epoch (MessageStore.heads reads ``streams``)
+        try:
+            heads = await self.store.heads(list(self.topics))
+        except StoreUnavailable:
+            return
+        for topic, (head, epoch) in heads.items():
+            for sub, conn in list(self.topics.get(topic, {}).items()):
+                try:
+                    step = sub.behind(head, epoch)
+                    if step == "repair":
+                        self._start_repair(conn, sub)
+                    elif step == "restart":
+                        self._restart(conn, sub, epoch, head)
+                except Exception as exc:
+                    self.run_actions(conn, conn.session.fail(sub, f"reconcile: {exc!r}"))
 
     async def _reconcile_loop(self) -> None:
         while True:
@@ -549,19 +507,6 @@ class PushNode(AsyncResource):
 
 
 def _response(status: int, body: str, content_type: str) -> Response:
-    import http
-
-    headers = Headers({"Content-Type": content_type, "Cache-Control": "no-store"})
+    headers = Headers({"Content-Type": content_type, "Cache-Control": "no-store",
+                       "Content-Length": str(len(body.encode())), "Connection": "close"})
     return Response(status, http.HTTPStatus(status).phrase, headers, body.encode())
-
-
-async def _refuse(ws: ServerConnection, code: int, conn_id: int, why: str) -> None:
-    # ``why`` comes from token checks or the parser: never the token itself
-    logger.info("conn %d refused with %d (%s): %s", conn_id, code, wire.CLOSE_REASONS[code],
-                client_text(why))
-    closing = asyncio.ensure_future(ws.close(code, wire.CLOSE_REASONS[code]))
-    # read (and drop) what the client sent meanwhile so its close frame is seen at once
-    with contextlib.suppress(ConnectionClosed):
-        async for _ in ws:
-            pass
-    await closing

@@ -19,6 +19,7 @@ MongoDB, which holds every offset before any node hears of it (collect stores, t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -73,24 +74,68 @@ class Cursor:
         return True
 
 
-def _lookup(record: Mapping[str, Any], path: str) -> tuple[bool, object]:
+#: a list index in a filter path: ASCII digits only (``'²'.isdigit()`` is true but ``int('²')``
+#: raises), and short (``int()`` refuses more than 4,300 digits; no record has a list that long).
+MAX_INDEX_DIGITS = 6
+
+Path = tuple[str | int, ...]
+#: a path part: a Solidity identifier (argument, struct field) or a list index
+_NAME = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]{0,63}")
+
+
+def compile_path(key: str) -> Path:
+    """``"args.orders.0.maker"`` → ``("args", "orders", 0, "maker")``; ValueError if malformed.
+
+    A part made of ASCII digits is a list index (it also matches a mapping key of that text:
+    :func:`_lookup` tries both); any other part must be an identifier.
+    """
+    parts: list[str | int] = []
+    for part in key.split("."):
+        if part.isascii() and part.isdigit():
+            if len(part) > MAX_INDEX_DIGITS:
+                raise ValueError(f"filter key {key[:50]!r}: index {part[:20]}… is longer than "
+                                 f"{MAX_INDEX_DIGITS} digits")
+            parts.append(int(part))
+        elif _NAME.fullmatch(part):
+            parts.append(part)
+        else:
+            raise ValueError(f"filter key {key[:50]!r}: each part must be a name (letters, "
+                             "digits, _, $) or an index (ASCII digits)")
+    return tuple(parts)
+
+
+def _lookup(record: Mapping[str, Any], path: Path) -> tuple[bool, object]:
     value: object = record
-    for part in path.split("."):
-        if isinstance(value, Mapping) and part in value:
+    for part in path:
+        if isinstance(value, Mapping):
+            key = part if isinstance(part, str) else str(part)
+            if key not in value:
+                return False, None
+            value = value[key]
+        elif isinstance(value, list) and isinstance(part, int) and part < len(value):
             value = value[part]
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
         else:
             return False, None
     return True, value
 
 
-def _same(want: object, got: object) -> bool:
-    if isinstance(want, str) and isinstance(got, str) and want.startswith("0x"):
-        return want.lower() == got.lower()  # addresses: checksum case must not matter
-    if isinstance(want, int) and not isinstance(want, bool) and isinstance(got, str):
-        return got == str(want)  # uints travel as decimal strings
-    return type(want) is type(got) and want == got
+_NO_MATCH = object()
+
+
+def normalise(value: object) -> object:
+    """The form a filter value and a record value are compared in (set membership, O(1)):
+    addresses (``0x…`` strings) lower-cased, so checksum case does not matter; integers as
+    their decimal string, since uints travel as strings; booleans stay booleans (``True`` is
+    never ``"1"``); anything else (floats, null, objects) matches nothing."""
+    kind = type(value)
+    if kind is str:
+        text: str = value  # type: ignore[assignment]
+        return text.lower() if text.startswith("0x") else text
+    if kind is bool:
+        return value
+    if kind is int:
+        return str(value)
+    return _NO_MATCH
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,13 +144,29 @@ class Filter:
 
     Keys are ``event``, ``status``, ``kind`` or ``args.<path>`` (dots descend into tuples and list
     indexes). Addresses compare case-insensitively; an integer matches its decimal string.
+    Compiled once at construction (paths split, values normalised into sets), so
+    :meth:`matches` costs O(number of keys) per record, whatever the number of values.
+    Construction raises ValueError for a malformed path (the wire parser validates the shape
+    and size first: :func:`push.wire.parse_client_frame`).
     """
 
     conditions: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    _tests: tuple[tuple[Path, frozenset[object]], ...] = field(init=False, repr=False,
+                                                                compare=False)
+
+    def __post_init__(self) -> None:
+        tests = []
+        for key, wanted in self.conditions.items():
+            values = frozenset(v for v in map(normalise, wanted) if v is not _NO_MATCH)
+            tests.append((compile_path(key), values))
+        object.__setattr__(self, "_tests", tuple(tests))
 
     def matches(self, record: Mapping[str, Any]) -> bool:
-        for key, wanted in self.conditions.items():
-            found, got = _lookup(record, key)
-            if not found or not any(_same(w, got) for w in wanted):
+        for path, wanted in self._tests:
+            found, got = _lookup(record, path)
+            if not found:
+                return False
+            got = normalise(got)
+            if got is _NO_MATCH or got not in wanted:
                 return False
         return True

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from push.errors import ProtocolError
 from push.records import StoredMessage, is_user_topic_name, normalise_topic
+from push.subscription import compile_path
 
 # --- close codes (RFC 6455 §7.4: 4000-4999 are for applications) -----------------------------
 
@@ -25,6 +26,7 @@ CLOSE_BAD_FIRST_FRAME = 4000  #: the first frame was not a valid ``auth`` frame
 CLOSE_AUTH_FAILED = 4001  #: the token is invalid (bad signature, malformed, wrong issuer)
 CLOSE_AUTH_TIMEOUT = 4002  #: no ``auth`` frame within ``auth_timeout_s``
 CLOSE_TOKEN_EXPIRED = 4003  #: the token expired (at auth, or later while connected)
+CLOSE_TOO_MANY_CONNECTIONS = 4004  #: the user already has ``max_connections_per_user`` open
 CLOSE_SLOW_CONSUMER = 4008  #: the send queue exceeded its bound: reconnect and resume
 CLOSE_IDLE = 4009  #: no frame and no pong within ``idle_timeout_s``
 CLOSE_RATE_LIMITED = 4029  #: client frames above the per-connection rate
@@ -37,6 +39,7 @@ CLOSE_REASONS: dict[int, str] = {
     CLOSE_AUTH_FAILED: "authentication failed",
     CLOSE_AUTH_TIMEOUT: "authentication timeout",
     CLOSE_TOKEN_EXPIRED: "token expired",
+    CLOSE_TOO_MANY_CONNECTIONS: "too many connections for this user",
     CLOSE_SLOW_CONSUMER: "slow consumer",
     CLOSE_IDLE: "idle timeout",
     CLOSE_RATE_LIMITED: "too many frames",
@@ -52,6 +55,9 @@ ERROR_CODES = frozenset({
     "unknown_topic",  # not contract:X, state:X, app:X, inbox:<user> or user:0x + 40 hex digits
     "not_subscribed",  # unsubscribe from a topic that was not subscribed
     "too_many_subscriptions",  # above ``max_subscriptions`` per connection
+    "too_many_topics",  # the node already serves ``max_topics`` distinct topics
+    "filter_too_large",  # a filter above the MAX_FILTER_* limits
+    "subscription_failed",  # the node dropped this subscription after an internal error
     "unavailable",  # history could not be read right now; retry the subscribe
 })
 
@@ -67,6 +73,12 @@ MAX_TOPIC_CHARS = 200
 MAX_INBOX_USER_CHARS = 256
 MAX_REF_CHARS = 100
 MAX_EPOCH_CHARS = 64
+#: filter bounds (docs/protocol.md §3): keys, values per key, path parts per key, and the total
+#: size (characters of keys and values). Above them: error ``filter_too_large``.
+MAX_FILTER_KEYS = 16
+MAX_FILTER_VALUES = 256
+MAX_FILTER_PATH_PARTS = 8
+MAX_FILTER_CHARS = 8192
 
 # --- client frames ---------------------------------------------------------------------------
 
@@ -147,19 +159,38 @@ def _filter(raw: object, ref: str | None) -> dict[str, tuple[Any, ...]]:
     if not isinstance(raw, dict):
         raise ProtocolError("bad_message", f"filter must be an object, got {type(raw).__name__}",
                             ref)
+    if len(raw) > MAX_FILTER_KEYS:
+        raise ProtocolError("filter_too_large", f"filter has {len(raw)} keys; at most "
+                            f"{MAX_FILTER_KEYS}", ref)
     out: dict[str, tuple[Any, ...]] = {}
+    chars = 0
     for key, value in raw.items():
         if not (key in ("event", "status", "kind") or key.startswith("args.")):
             raise ProtocolError(
                 "bad_message", f"filter key must be event, status, kind or args.<path>, "
                 f"got {key[:50]!r}", ref,
             )
+        if key.count(".") >= MAX_FILTER_PATH_PARTS:
+            raise ProtocolError("filter_too_large", f"filter key {key[:50]!r} is deeper than "
+                                f"{MAX_FILTER_PATH_PARTS} parts", ref)
+        try:
+            compile_path(key)
+        except ValueError as exc:
+            raise ProtocolError("bad_message", str(exc), ref) from exc
         values = value if isinstance(value, list) else [value]
+        if len(values) > MAX_FILTER_VALUES:
+            raise ProtocolError("filter_too_large", f"filter {key[:50]!r} has {len(values)} "
+                                f"values; at most {MAX_FILTER_VALUES}", ref)
         if not values or not all(isinstance(v, str | bool | int) for v in values):
             raise ProtocolError(
                 "bad_message", f"filter {key[:50]!r} must be a string, number, boolean or a "
                 "non-empty list of them", ref,
             )
+        chars += len(key) + sum(len(v) if isinstance(v, str) else 1 + int(v).bit_length() // 3
+                             for v in values)
+        if chars > MAX_FILTER_CHARS:
+            raise ProtocolError("filter_too_large", f"filter is larger than {MAX_FILTER_CHARS} "
+                                "characters", ref)
         out[key] = tuple(values)
     return out
 

@@ -143,3 +143,24 @@ def test_server_frames_are_json_with_a_type() -> None:
 def test_close_codes_have_reasons() -> None:
     codes = [v for k, v in vars(wire).items() if k.startswith("CLOSE_") and isinstance(v, int)]
     assert sorted(codes) == sorted(wire.CLOSE_REASONS)
+
+
+def test_filter_limits() -> None:
+    def code(flt: object) -> str | None:
+        try:
+            wire.parse_client_frame(json.dumps({"type": "subscribe", "topic": "contract:A",
+                                                "filter": flt}))
+        except ProtocolError as exc:
+            return exc.code
+        return None
+
+    assert code({"event": ["x"] * wire.MAX_FILTER_VALUES}) is None
+    assert code({"event": ["x"] * (wire.MAX_FILTER_VALUES + 1)}) == "filter_too_large"
+    assert code({"event": ["0x"] * 12900}) == "filter_too_large"
+    assert code({f"args.k{i}": "x" for i in range(wire.MAX_FILTER_KEYS + 1)}) \
+        == "filter_too_large"
+    assert code({"args." + ".".join(["a"] * wire.MAX_FILTER_PATH_PARTS): "x"}) \
+        == "filter_too_large"
+    assert code({"args.a": ["y" * 200] * 50}) == "filter_too_large"  # 10,000 characters
+    assert code({"args.ids.²": "1"}) == "bad_message"
+    assert code({"args.ids." + "9" * 5000: "1"}) == "bad_message"
