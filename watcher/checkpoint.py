@@ -56,15 +56,19 @@ class LeaseLost(WatcherError):
     fencing token was refused (``fenced``), or its lease lapsed. It stops its session and
     becomes a standby (``watcher.service``)."""
 
-    def __init__(self, message: str, *, fenced: bool) -> None:
+    def __init__(self, message: str, *, fenced: bool, fence_seen: int | None = None) -> None:
         super().__init__(message)
         self.fenced = fenced
+        #: the generation the refusing checkpoint is fenced with, when known: the next
+        #: acquisition must go above it (``MongoLease.raise_floor``)
+        self.fence_seen = fence_seen
 
 
 def _unfenced(key: str, what: str, fence: int, doc: dict[str, Any] | None) -> LeaseLost:
     found = None if doc is None else doc.get("fence")
     return LeaseLost(f"{what} of checkpoint {key} refused (fencing): lease generation {fence} "
-                     f"superseded by {found}", fenced=True)
+                     f"superseded by {found}", fenced=True,
+                     fence_seen=found if isinstance(found, int) else None)
 
 
 class MongoCheckpoints:

@@ -100,6 +100,9 @@ class LeaseTimer:
         self.lease_s = lease_s
         self.renew_s = renew_s
         self.generation: int | None = None
+        #: the next acquisition takes a generation above this one (a checkpoint fenced higher
+        #: than the lease document says: the document was deleted or restored from a backup)
+        self.floor = 0
         self._valid_until = 0.0
         self._seen: LeaseDoc | None = None
         self._seen_at = 0.0
@@ -111,17 +114,18 @@ class LeaseTimer:
 
     def observe(self, doc: LeaseDoc | None, now: float) -> Take | Wait:
         if doc is None:
-            return Take(None, 1)
+            return Take(None, self.floor + 1)
+        after = max(doc.generation, self.floor) + 1
         if doc.holder is None or doc.holder == self.holder:
             # released, or ours from before (we lost it and nobody took it): take it at once;
             # the CAS on the exact document makes this safe against a concurrent taker
-            return Take(doc, doc.generation + 1)
+            return Take(doc, after)
         if doc != self._seen:
             self._seen, self._seen_at = doc, now
             return Wait(self.poll_s)
         left = self._seen_at + self.lease_s - now
         if left <= 0:
-            return Take(doc, doc.generation + 1)
+            return Take(doc, after)
         return Wait(min(self.poll_s, left))
 
     def acquired(self, generation: int, sent_at: float) -> None:
@@ -166,6 +170,12 @@ class MongoLease:
     @property
     def generation(self) -> int | None:
         return self.timer.generation
+
+    def raise_floor(self, generation: int) -> None:
+        """A checkpoint write was refused with the checkpoint fenced at ``generation``: take
+        the lease above it next time (else a deleted lease document would restart at 1 and
+        every acquisition would be refused by the checkpoint)."""
+        self.timer.floor = max(self.timer.floor, generation)
 
     async def acquire(self, key: str, *, on_wait: Callable[[LeaseDoc], None] | None = None
                       ) -> int:

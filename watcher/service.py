@@ -110,6 +110,7 @@ class Lease(Protocol):
     async def acquire(self, key: str, *, on_wait: Any = None) -> int: ...
     async def renew(self) -> None: ...
     async def release(self) -> None: ...
+    def raise_floor(self, generation: int) -> None: ...
     async def aclose(self) -> None: ...
 
 
@@ -358,6 +359,8 @@ class Watcher(AsyncResource):
             self.metrics.inc("chainpush_watch_fenced_writes_total")  # a checkpoint write
         await self._stop_renewal()
         self._lost = None
+        if self._lease is not None and exc.fence_seen is not None:
+            self._lease.raise_floor(exc.fence_seen)
         if self._lease is not None and self._lease.generation is not None:
             await self._lease.release()  # a CAS on our generation: a no-op if superseded
         if self.leading:

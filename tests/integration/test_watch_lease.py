@@ -372,3 +372,45 @@ async def test_a_frozen_leaders_proposal_is_refused_by_the_fence(
                                    finality_depth=FINALITY)
     want.check(ws.live_ids(docs), "(a record of the orphaned block is live)")
     assert not [d for d in docs if d["block_hash"] == orphan["hash"]]
+
+
+async def test_a_deleted_lease_document_does_not_lock_the_watcher_out(
+    anvil: Anvil, mongo_uri: str, mongo_db_name: str, tmp_path: Path, unit: float,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The checkpoint is fenced at generation 2 when the lease document is deleted: the next
+    watcher's generation 1 is refused by the checkpoint, and it takes the lease again *above*
+    the fence (3), never reusing 2 (a paused holder of 2 could still write) nor being refused
+    forever."""
+    caplog.set_level(logging.INFO, logger="watcher.service")
+    url = anvil.http_url
+    token, _ = ws.deploy(url, "DemoToken")
+    await asyncio.to_thread(ws.mine_traffic, url, token, blocks=2, txs_per_block=2)
+    config = load_config(ws.write_config(
+        tmp_path / "w.toml", urls=[url], mongo_uri=mongo_uri, database=mongo_db_name,
+        contracts=[{"name": "DemoToken", "address": token}], name=NAME, reorg_window=8,
+        finality_depth=FINALITY, lease_s=1.0, lease_renew_s=0.3,
+    ))
+    async with MongoSink(mongo_uri, mongo_db_name) as sink:
+        for _ in range(2):  # generations 1 and 2, each stopped cleanly (lease released)
+            async with Watcher(config, sink) as w:
+                task = asyncio.create_task(w.run())
+                await ws.until_caught_up(lambda w=w: w.tip_hash, url, 20 * unit, task.done)
+        assert committed(mongo_uri, mongo_db_name)["fence"] == 2
+
+        def drop_lease() -> None:
+            client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(mongo_uri)
+            try:
+                client[mongo_db_name]["leases"].delete_many({})
+            finally:
+                client.close()
+
+        await asyncio.to_thread(drop_lease)
+        await asyncio.to_thread(ws.mine_traffic, url, token, blocks=1, txs_per_block=1, first=4)
+        async with Watcher(config, sink) as w:
+            task = asyncio.create_task(w.run())
+            await ws.until_caught_up(lambda: w.tip_hash, url, 20 * unit, task.done)
+            assert w.leading and w.lease_generation == 3
+    assert "reading of checkpoint 31337:leased refused (fencing): lease generation 1 " \
+           "superseded by 2" in caplog.text
+    assert committed(mongo_uri, mongo_db_name)["fence"] == 3

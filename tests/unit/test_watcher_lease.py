@@ -153,3 +153,21 @@ async def test_a_proposal_written_before_the_takeover_is_what_the_new_leader_com
     assert doc is not None and doc["proposed"]["block_number"] == 6
     with pytest.raises(LeaseLost):
         await store.save("1:w", {**STATE, "block_number": 6}, fence=1)
+
+
+def test_a_lease_taken_after_a_refusal_goes_above_the_checkpoints_fence() -> None:
+    """The lease document was deleted (or restored) while the checkpoint kept fence 7: the
+    next generation must be 8, not 1, or every write would be refused forever."""
+    t = timer("b")
+    t.floor = 7
+    assert t.observe(None, 0.0) == Take(None, 8)
+    assert t.observe(LeaseDoc("b", 2, 0), 0.0) == Take(LeaseDoc("b", 2, 0), 8)
+    assert t.observe(LeaseDoc("b", 9, 0), 0.0) == Take(LeaseDoc("b", 9, 0), 10)
+
+
+async def test_a_refused_write_names_the_checkpoints_fence() -> None:
+    store = MemoryCheckpoints()
+    await store.load("1:w", fence=7)
+    with pytest.raises(LeaseLost) as info:
+        await store.load("1:w", fence=1)
+    assert info.value.fence_seen == 7
