@@ -166,7 +166,7 @@ async def serve_metrics(watcher: Any, port: int | None) -> AsyncIterator[int | N
     from aiohttp import web
 
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(text=watcher.metrics.render(),
+        return web.Response(text=watcher.render_metrics(),
                             content_type="text/plain", charset="utf-8")
 
     async def healthz(_: web.Request) -> web.Response:

@@ -35,7 +35,6 @@ import logging
 import random
 import sys
 import time
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from chainpush.resource import AsyncResource
@@ -82,6 +81,10 @@ BACKOFF_MAX_S = 15.0
 RATE_LIMIT_TRIES = 4  # of one JSON-RPC batch the provider answered with 429 / rate limit
 
 __all__ = ["CheckpointStore", "WatchStats", "Watcher"]
+
+#: ``WatchStats`` fields served as ``chainpush_watch_<name>_total`` counters
+_STAT_COUNTERS = {"blocks": "blocks followed live", "records": "records handed to the sink",
+                  "reorgs": "reorgs seen", "retries": "sessions retried after an error"}
 
 
 class CheckpointStore(Protocol):
@@ -160,18 +163,20 @@ class Watcher(AsyncResource):
                 lambda: float(self.lease_generation or 0))
         m.gauge("chainpush_watch_tip", "the committed tip block number (-1: none yet)",
                 lambda: float(-1 if self.tip is None else self.tip))
-        for name, what in (("blocks", "blocks followed live"), ("records", "records handed to "
-                           "the sink"), ("reorgs", "reorgs seen"), ("retries", "sessions "
-                           "retried after an error")):
-            m.gauge(f"chainpush_watch_{name}", f"{what} by this process",
-                    self._stat(name))
+        for name, what in _STAT_COUNTERS.items():
+            m.counter(f"chainpush_watch_{name}_total", f"{what} by this process")
         m.counter("chainpush_watch_fenced_writes_total", "writes (lease renewals, checkpoint "
                   "writes) refused by the fencing token: this watcher had lost the lease")
         m.counter("chainpush_watch_lease_transitions_total", "changes between leader and "
                   "standby")
 
-    def _stat(self, name: str) -> Callable[[], float]:
-        return lambda: float(getattr(self.stats, name))
+    def render_metrics(self) -> str:
+        """``/metrics``: the Prometheus text of ``metrics``, the stats counters brought up to
+        date first (``WatchStats`` is the stepper's; it knows nothing of metrics)."""
+        for name in _STAT_COUNTERS:
+            self.metrics.counters[f"chainpush_watch_{name}_total"] = float(
+                getattr(self.stats, name))
+        return self.metrics.render()
 
     @property
     def lease_generation(self) -> int | None:
