@@ -20,6 +20,11 @@ MESSAGES = "messages"
 STREAMS = "streams"
 #: one document per watcher cursor; ``_id`` is ``<chain_id>:<watcher name>``.
 CHECKPOINTS = "checkpoints"
+#: one document per watcher lease; ``_id`` is the checkpoint's key. No TTL: the leader renews it
+#: every ``[watch] lease_renew_s`` (default 1 s) and a standby takes over once it has seen it
+#: unchanged for ``[watch] lease_s`` (default 3 s) on its own clock, so a dead leader is replaced
+#: within about lease_s + lease_renew_s; ``generation`` is the checkpoint's fencing token.
+LEASES = "leases"
 #: webhook delivery state, no TTL (a restart resumes from it): ``hook:<name>`` per webhook
 #: (paused, reason, rev), ``lane:<name>:<topic>`` per (webhook, topic) (acked cursor, pin, error).
 WEBHOOKS = "webhooks"

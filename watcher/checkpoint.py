@@ -10,6 +10,7 @@ One document per watcher::
      catchup: null | {contracts: [...], next_block},      # an unfinished catch-up of added ones
      backfill_to: null | N,                               # a backfill under way: final up to N
      proposed: null | {cursor, ledger, batch},            # write-ahead of one live step
+     fence: N,                                            # the lease generation of its writer
      updated_at}
 
 Protocol of a step (``watcher.stepper``): ``propose(next state, batch)`` → ``sink.accept(batch)``
@@ -18,6 +19,14 @@ start of *every* session (after a crash, and after any failed step: a sink or ch
 the checkpoint is loaded again and a leftover ``proposed`` is completed (its batch accepted
 again, idempotently, then saved): without it, a failure between accept and save followed by a
 reorg would leave records that nobody knows to retract.
+
+**Fencing** (``watcher.lease``): a leader passes its lease generation as ``fence``. ``load``
+then raises the document's ``fence`` to it in the same atomic update that reads it (refused if
+the document's is higher: a newer leader exists), and ``propose`` / ``save`` / ``check`` match
+``{_id, fence}`` only: a write of a superseded leader matches nothing and raises
+``LeaseLost``. Everything an old leader wrote before the new one's ``load`` is what the new one
+loads; nothing it tries after is stored. Without ``fence`` (no lease: tests, benchmarks) the
+writes are unconditional.
 """
 
 from __future__ import annotations
@@ -28,8 +37,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from pymongo import AsyncMongoClient
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo import AsyncMongoClient, ReturnDocument
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 
 from chainpush.constants import CHECKPOINTS
 from watcher.errors import WatcherError
@@ -40,6 +49,26 @@ T = TypeVar("T")
 
 class CheckpointError(WatcherError):
     """Reading or writing the checkpoint failed (retryable)."""
+
+
+class LeaseLost(WatcherError):
+    """This watcher no longer holds the lease of its checkpoint key: a write carrying its
+    fencing token was refused (``fenced``), or its lease lapsed. It stops its session and
+    becomes a standby (``watcher.service``)."""
+
+    def __init__(self, message: str, *, fenced: bool, fence_seen: int | None = None) -> None:
+        super().__init__(message)
+        self.fenced = fenced
+        #: the generation the refusing checkpoint is fenced with, when known: the next
+        #: acquisition must go above it (``MongoLease.raise_floor``)
+        self.fence_seen = fence_seen
+
+
+def _unfenced(key: str, what: str, fence: int, doc: dict[str, Any] | None) -> LeaseLost:
+    found = None if doc is None else doc.get("fence")
+    return LeaseLost(f"{what} of checkpoint {key} refused (fencing): lease generation {fence} "
+                     f"superseded by {found}", fenced=True,
+                     fence_seen=found if isinstance(found, int) else None)
 
 
 class MongoCheckpoints:
@@ -76,19 +105,66 @@ class MongoCheckpoints:
                 raise CheckpointError(f"{what} failed: {exc}") from exc
         raise AssertionError("unreachable")
 
-    async def load(self, key: str) -> dict[str, Any] | None:
-        return await self._retrying(f"reading checkpoint {key}",
-                                    lambda: self._coll.find_one({"_id": key}))
+    async def load(self, key: str, *, fence: int | None = None) -> dict[str, Any] | None:
+        """The checkpoint document (None: none yet). With ``fence``: also raises its ``fence``
+        to that generation, atomically (a fenced document exists afterwards, maybe without a
+        cursor: a first run); ``LeaseLost`` if the document's fence is higher."""
+        if fence is None:
+            return await self._retrying(f"reading checkpoint {key}",
+                                        lambda: self._coll.find_one({"_id": key}))
 
-    async def propose(self, key: str, state: dict[str, Any], batch: list[dict[str, Any]]) -> None:
-        await self._retrying(f"writing proposal of checkpoint {key}", lambda: self._coll.update_one(
-            {"_id": key}, {"$set": {"proposed": {**state, "batch": batch}}}, upsert=True
-        ))
+        async def fenced_read() -> dict[str, Any]:
+            try:
+                doc = await self._coll.find_one_and_update(
+                    {"_id": key, "$or": [{"fence": {"$lte": fence}},
+                                         {"fence": {"$exists": False}}]},
+                    {"$set": {"fence": fence}}, upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+            except DuplicateKeyError:  # MongoDB: the upsert met a document fenced higher
+                doc = None
+            if doc is None:  # (nx-27017 answers None instead of the duplicate key error)
+                raise _unfenced(key, "reading", fence, await self._coll.find_one({"_id": key}))
+            return doc
 
-    async def save(self, key: str, state: dict[str, Any]) -> None:
+        doc = await self._retrying(f"reading checkpoint {key}", fenced_read)
+        return doc if doc.get("cursor") or doc.get("proposed") else None
+
+    async def propose(self, key: str, state: dict[str, Any], batch: list[dict[str, Any]],
+                      *, fence: int | None = None) -> None:
+        async def write() -> None:
+            result = await self._coll.update_one(
+                {"_id": key} if fence is None else {"_id": key, "fence": fence},
+                {"$set": {"proposed": {**state, "batch": batch}}}, upsert=fence is None)
+            if fence is not None and result.matched_count == 0:
+                raise _unfenced(key, "proposal", fence, await self._coll.find_one({"_id": key}))
+
+        await self._retrying(f"writing proposal of checkpoint {key}", write)
+
+    async def save(self, key: str, state: dict[str, Any], *, fence: int | None = None) -> None:
         doc = {"_id": key, **state, "proposed": None, "updated_at": time.time()}
-        await self._retrying(f"writing checkpoint {key}",
-                             lambda: self._coll.replace_one({"_id": key}, doc, upsert=True))
+
+        async def write() -> None:
+            if fence is None:
+                await self._coll.replace_one({"_id": key}, doc, upsert=True)
+                return
+            result = await self._coll.replace_one({"_id": key, "fence": fence},
+                                                  {**doc, "fence": fence})
+            if result.matched_count == 0:
+                raise _unfenced(key, "writing", fence, await self._coll.find_one({"_id": key}))
+
+        await self._retrying(f"writing checkpoint {key}", write)
+
+    async def check(self, key: str, *, fence: int) -> None:
+        """Raise ``LeaseLost`` unless the checkpoint is still fenced with ``fence`` (before
+        handing the sink a batch that no proposal covers)."""
+
+        async def read() -> None:
+            doc = await self._coll.find_one({"_id": key}, {"fence": 1})
+            if doc is None or doc.get("fence") != fence:
+                raise _unfenced(key, "handing a batch", fence, doc)
+
+        await self._retrying(f"checking the fence of checkpoint {key}", read)
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -100,14 +176,31 @@ class MemoryCheckpoints:
     def __init__(self) -> None:
         self.docs: dict[str, dict[str, Any]] = {}
 
-    async def load(self, key: str) -> dict[str, Any] | None:
-        return self.docs.get(key)
+    def _fenced(self, key: str, what: str, fence: int | None) -> dict[str, Any]:
+        doc = self.docs.setdefault(key, {"_id": key})
+        if fence is not None and doc.get("fence") != fence:
+            raise _unfenced(key, what, fence, doc)
+        return doc
 
-    async def propose(self, key: str, state: dict[str, Any], batch: list[dict[str, Any]]) -> None:
-        self.docs.setdefault(key, {})["proposed"] = {**state, "batch": batch}
+    async def load(self, key: str, *, fence: int | None = None) -> dict[str, Any] | None:
+        doc = self.docs.get(key)
+        if fence is not None:
+            doc = self.docs.setdefault(key, {"_id": key})
+            if doc.get("fence", 0) > fence:
+                raise _unfenced(key, "reading", fence, doc)
+            doc["fence"] = fence
+        return doc if doc is not None and (doc.get("cursor") or doc.get("proposed")) else None
 
-    async def save(self, key: str, state: dict[str, Any]) -> None:
-        self.docs[key] = {"_id": key, **state, "proposed": None}
+    async def propose(self, key: str, state: dict[str, Any], batch: list[dict[str, Any]],
+                      *, fence: int | None = None) -> None:
+        self._fenced(key, "proposal", fence)["proposed"] = {**state, "batch": batch}
+
+    async def save(self, key: str, state: dict[str, Any], *, fence: int | None = None) -> None:
+        old = self._fenced(key, "writing", fence)
+        self.docs[key] = {"_id": key, **state, "proposed": None, "fence": old.get("fence")}
+
+    async def check(self, key: str, *, fence: int) -> None:
+        self._fenced(key, "handing a batch", fence)
 
     async def aclose(self) -> None:
         return None

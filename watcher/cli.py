@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -25,7 +26,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                       help="validate the configuration (ABIs, names; then each [node] "
                            "endpoint's chain id against [node] chain_id and the addresses' "
                            "code) and exit")
+    parser.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                        help="serve /metrics (Prometheus) and /healthz on 127.0.0.1:PORT "
+                             "(default: [watch] metrics_port; unset: not served)")
     parser.set_defaults(func=main)
 
 
@@ -151,6 +155,44 @@ def _sink_kind(requested: str | None) -> str:
     return "collect" if importlib.util.find_spec("push.collect") else "mongo"
 
 
+@contextlib.asynccontextmanager
+async def serve_metrics(watcher: Any, port: int | None) -> AsyncIterator[int | None]:
+    """``/metrics`` (Prometheus text: leader 0|1, lease generation, blocks, records, reorgs,
+    fenced writes) and ``/healthz`` (JSON) of ``watcher`` on 127.0.0.1:``port`` (0: a free
+    port; None: nothing served). Yields the port."""
+    if port is None:
+        yield None
+        return
+    from aiohttp import web
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(text=watcher.render_metrics(),
+                            content_type="text/plain", charset="utf-8")
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response(watcher.health())
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(f"[watch] metrics_port {port}: cannot listen on 127.0.0.1 "
+                              f"({exc})") from exc
+        bound = port
+        for sock in runner.addresses:
+            bound = int(sock[1])
+        logger.info("metrics on http://127.0.0.1:%d/metrics", bound)
+        yield bound
+    finally:
+        await runner.cleanup()
+
+
 async def _run(config: Config, sink_kind: str) -> None:
     from watcher.service import Watcher
     from watcher.sink import JsonLinesSink, MongoSink
@@ -167,7 +209,8 @@ async def _run(config: Config, sink_kind: str) -> None:
         sink = MongoSink(config.stores.mongo_uri, config.stores.database)
     else:
         sink = JsonLinesSink()
-    async with sink, Watcher(config, sink) as watcher:
+    async with sink, Watcher(config, sink) as watcher, \
+            serve_metrics(watcher, config.watch.metrics_port):
         # SIGTERM (systemd, docker stop, `chainpush dev down`) stops like Ctrl-C: cleanly. Not
         # that it matters for correctness: a SIGKILL anywhere is recovered from the checkpoint.
         task = asyncio.current_task()
@@ -200,6 +243,9 @@ def resolve_config(path: Path | None, env: dict[str, str]) -> Config:
 def main(args: argparse.Namespace) -> int:
     try:
         config = resolve_config(args.config, dict(os.environ))
+        if args.metrics_port is not None:
+            config = dataclasses.replace(config, watch=dataclasses.replace(
+                config.watch, metrics_port=args.metrics_port))
         if args.print_config:
             print(json.dumps(config.describe(), indent=2))
             return 0

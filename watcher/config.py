@@ -26,6 +26,9 @@ Sections this module reads (others, e.g. ``[push]``, belong to other components 
                                # compile's, Foundry's and Hardhat's outputs (watcher.artifacts)
     deployments = "deployments"   # a directory of <chain_id>.json, or one such file
     ignition = "ignition/deployments"  # Hardhat Ignition: chain-<id>/deployed_addresses.json
+    lease_s = 3.0              # one active watcher per name: a standby takes over after this
+    lease_renew_s = 1.0        # the leader renews this often (default lease_s / 3)
+    metrics_port = 9464        # /metrics and /healthz on 127.0.0.1 (default: not served)
 
     [[contracts]]
     name = "DemoToken"
@@ -150,6 +153,13 @@ class WatchConfig:
     ignition_required: bool = False
     live_batch_blocks: int = 100
     progress_interval_s: float = 5.0
+    #: the lease of the checkpoint key (``watcher.lease``): a standby takes over a leader not
+    #: heard of for this long (takeover within about lease_s + lease_renew_s of its death)
+    lease_s: float = 3.0
+    #: how often the leader renews the lease (at most lease_s / 2; default lease_s / 3)
+    lease_renew_s: float = 1.0
+    #: serve ``/metrics`` and ``/healthz`` on 127.0.0.1:<port> (None: not served)
+    metrics_port: int | None = None
 
     @property
     def abi_dir(self) -> Path:
@@ -184,6 +194,18 @@ class WatchConfig:
         if self.progress_interval_s <= 0:
             raise ConfigError(
                 f"[watch] progress_interval_s must be > 0, got {self.progress_interval_s}"
+            )
+        if not self.lease_s > 0:
+            raise ConfigError(f"[watch] lease_s must be > 0, got {self.lease_s}")
+        if not 0 < self.lease_renew_s <= self.lease_s / 2:
+            raise ConfigError(
+                f"[watch] lease_renew_s must be > 0 and at most [watch] lease_s / 2 "
+                f"({self.lease_s / 2:g}), got {self.lease_renew_s}"
+            )
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(
+                f"[watch] metrics_port must be 0 … 65535 (0: any free port), got "
+                f"{self.metrics_port}"
             )
 
 
@@ -298,9 +320,11 @@ class Config:
         _check_keys(watch_raw, {"name", "confirmations", "start_block", "max_range",
                                 "reorg_window", "finality_depth", "finality", "abi_dir",
                                 "deployments", "ignition", "live_batch_blocks",
-                                "progress_interval_s"},
+                                "progress_interval_s", "lease_s", "lease_renew_s",
+                                "metrics_port"},
                     source, "[watch]")
         reorg_window = int(watch_raw.get("reorg_window", 64))
+        lease_s = float(watch_raw.get("lease_s", 3.0))
         watch = WatchConfig(
             name=str(watch_raw.get("name", "default")),
             confirmations=int(watch_raw.get("confirmations", 0)),
@@ -318,6 +342,10 @@ class Config:
             ignition_required="ignition" in watch_raw,
             live_batch_blocks=int(watch_raw.get("live_batch_blocks", 100)),
             progress_interval_s=float(watch_raw.get("progress_interval_s", 5.0)),
+            lease_s=lease_s,
+            lease_renew_s=float(watch_raw.get("lease_renew_s", lease_s / 3)),
+            metrics_port=(int(watch_raw["metrics_port"]) if "metrics_port" in watch_raw
+                          else None),
         )
         contracts_raw = data.get("contracts", [])
         if not isinstance(contracts_raw, list):
@@ -350,6 +378,8 @@ class Config:
                 "abi_dir": [str(d) for d in self.watch.abi_dirs],
                 "deployments": str(self.watch.deployments),
                 "ignition": str(self.watch.ignition) if self.watch.ignition else None,
+                "lease_s": self.watch.lease_s, "lease_renew_s": self.watch.lease_renew_s,
+                "metrics_port": self.watch.metrics_port,
             },
             "contracts": [
                 {"name": c.name, "abi": c.abi, "address": c.address, "deployment": c.deployment,

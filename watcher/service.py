@@ -15,6 +15,12 @@ talks to the node, the sink and the checkpoint store, in the order the stepper a
   session held in memory is trusted.
 * **prefetch**: a ``Prefetch`` starts the next backfill range while the current one is stored;
   the following ``FetchRange`` takes it if it matches.
+* **the lease** (``watcher.lease``): with a ``MongoLease`` (the default when the watcher opens
+  its own checkpoint store) a session first waits as a *standby* until this process holds the
+  lease of the checkpoint key, then leads: a background task renews the lease every
+  ``[watch] lease_renew_s``, every checkpoint write carries the lease generation as its fencing
+  token, and a batch that no proposal covers is handed to the sink only after checking the
+  fence. A refused renewal or write (``LeaseLost``) ends the session: back to standby.
 * **connections**: HTTP endpoints are polled every ``poll_interval_s``; websocket and IPC ones
   subscribe to ``newHeads`` and use a notification only as a wake-up (``WaitHead``): the
   stepper's catch-up by block number is what guarantees no gap, also across a dropped
@@ -32,8 +38,9 @@ import time
 from typing import Any, Protocol
 
 from chainpush.resource import AsyncResource
+from push.metrics import Metrics
 from watcher.binding import Bound, bind
-from watcher.checkpoint import CheckpointError, MongoCheckpoints
+from watcher.checkpoint import CheckpointError, LeaseLost, MongoCheckpoints
 from watcher.config import Config
 from watcher.decode import DecodeStats, RawLog
 from watcher.errors import (
@@ -45,6 +52,7 @@ from watcher.errors import (
     RPCError,
     WatcherError,
 )
+from watcher.lease import LeaseDoc, MongoLease
 from watcher.node import Endpoint
 from watcher.progress import BackfillProgress
 from watcher.rpc import Rpc, open_rpc
@@ -74,13 +82,38 @@ RATE_LIMIT_TRIES = 4  # of one JSON-RPC batch the provider answered with 429 / r
 
 __all__ = ["CheckpointStore", "WatchStats", "Watcher"]
 
+#: ``WatchStats`` fields served as ``chainpush_watch_<name>_total`` counters
+_STAT_COUNTERS = {"blocks": "blocks followed live", "records": "records handed to the sink",
+                  "reorgs": "reorgs seen", "retries": "sessions retried after an error"}
+
 
 class CheckpointStore(Protocol):
-    async def load(self, key: str) -> dict[str, Any] | None: ...
+    """``watcher.checkpoint``: ``fence`` is the lease generation (None: no lease)."""
+
+    async def load(self, key: str, *, fence: int | None = None) -> dict[str, Any] | None: ...
     async def propose(
-        self, key: str, state: dict[str, Any], batch: list[dict[str, Any]]
+        self, key: str, state: dict[str, Any], batch: list[dict[str, Any]], *,
+        fence: int | None = None,
     ) -> None: ...
-    async def save(self, key: str, state: dict[str, Any]) -> None: ...
+    async def save(self, key: str, state: dict[str, Any], *, fence: int | None = None
+                   ) -> None: ...
+    async def check(self, key: str, *, fence: int) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+class Lease(Protocol):
+    """``watcher.lease.MongoLease``."""
+
+    @property
+    def holder(self) -> str: ...
+    @property
+    def generation(self) -> int | None: ...
+    #: the lease document last seen held by another contender (None: none seen)
+    other: LeaseDoc | None
+    async def acquire(self, key: str, *, on_wait: Any = None) -> int: ...
+    async def renew(self) -> None: ...
+    async def release(self) -> None: ...
+    def raise_floor(self, generation: int) -> None: ...
     async def aclose(self) -> None: ...
 
 
@@ -88,23 +121,78 @@ class Watcher(AsyncResource):
     """Follows the configured contracts and hands their records to ``sink``."""
 
     def __init__(
-        self, config: Config, sink: Sink, *, checkpoints: CheckpointStore | None = None
+        self, config: Config, sink: Sink, *, checkpoints: CheckpointStore | None = None,
+        lease: Lease | None = None, metrics: Metrics | None = None,
     ) -> None:
+        """Without ``checkpoints``, the watcher opens MongoDB's checkpoint store and lease
+        (``[stores]``); given ``checkpoints`` and no ``lease`` (tests, benchmarks), it runs
+        without a lease: it always leads and writes unconditionally."""
         self.config = config
         self.sink = sink
         self._checkpoints = checkpoints
         self._own_checkpoints = checkpoints is None
+        self._lease = lease
+        self._own_lease = lease is None and checkpoints is None
+        self._renewal: asyncio.Task[None] | None = None
+        #: why this watcher stopped leading (set by the renewal task; the performer raises it)
+        self._lost: LeaseLost | None = None
+        self.leading = False
+        self._stepped_down = False
         self.stats = WatchStats()
+        self.metrics = metrics if metrics is not None else Metrics()
+        self._declare_metrics()
         self._stepper: Stepper | None = None
         self._task: asyncio.Task[None] | None = None
         self._rng = random.Random()
 
     async def __aenter__(self) -> Watcher:
+        stores, watch = self.config.stores, self.config.watch
         if self._checkpoints is None:
-            self._checkpoints = MongoCheckpoints(
-                self.config.stores.mongo_uri, self.config.stores.database
-            )
+            self._checkpoints = MongoCheckpoints(stores.mongo_uri, stores.database)
+        if self._own_lease and self._lease is None:
+            self._lease = MongoLease(stores.mongo_uri, stores.database, lease_s=watch.lease_s,
+                                     renew_s=watch.lease_renew_s)
         return self
+
+    def _declare_metrics(self) -> None:
+        m = self.metrics
+        m.gauge("chainpush_watch_leader", "1 while this watcher holds the lease and leads, "
+                "0 as a standby", lambda: 1.0 if self.leading else 0.0)
+        m.gauge("chainpush_watch_lease_generation", "the lease generation (fencing token) this "
+                "watcher holds, else the last one seen held by another (0: none)",
+                lambda: float(self.lease_generation or 0))
+        m.gauge("chainpush_watch_tip", "the committed tip block number (-1: none yet)",
+                lambda: float(-1 if self.tip is None else self.tip))
+        for name, what in _STAT_COUNTERS.items():
+            m.counter(f"chainpush_watch_{name}_total", f"{what} by this process")
+        m.counter("chainpush_watch_fenced_writes_total", "writes (lease renewals, checkpoint "
+                  "writes) refused by the fencing token: this watcher had lost the lease")
+        m.counter("chainpush_watch_lease_transitions_total", "changes between leader and "
+                  "standby")
+
+    def render_metrics(self) -> str:
+        """``/metrics``: the Prometheus text of ``metrics``, the stats counters brought up to
+        date first (``WatchStats`` is the stepper's; it knows nothing of metrics)."""
+        for name in _STAT_COUNTERS:
+            self.metrics.counters[f"chainpush_watch_{name}_total"] = float(
+                getattr(self.stats, name))
+        return self.metrics.render()
+
+    @property
+    def lease_generation(self) -> int | None:
+        """The generation this watcher leads with, else the one last seen held by another."""
+        lease = self._lease
+        if lease is None:
+            return None
+        if lease.generation is not None:
+            return lease.generation
+        return None if lease.other is None else lease.other.generation
+
+    def health(self) -> dict[str, Any]:
+        """What ``/healthz`` shows."""
+        return {"status": "ok", "leader": self.leading, "lease_generation":
+                self.lease_generation, "tip": self.tip, "blocks": self.stats.blocks,
+                "records": self.stats.records, "reorgs": self.stats.reorgs}
 
     async def aclose(self) -> None:
         """Stop ``run()`` (if running) and release the checkpoint store."""
@@ -113,9 +201,21 @@ class Watcher(AsyncResource):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self._stop_renewal()
+        if self._lease is not None and self.leading:
+            await self._lease.release()
+            logger.info("lease released")
+        self.leading = False
+        if self._own_lease and self._lease is not None:
+            await self._lease.aclose()
+            self._lease = None
         if self._own_checkpoints and self._checkpoints is not None:
             await self._checkpoints.aclose()
             self._checkpoints = None
+
+    def _key(self) -> str:
+        assert self._stepper is not None
+        return self._stepper.key
 
     @property
     def _committed(self) -> dict[str, Any] | None:
@@ -159,6 +259,9 @@ class Watcher(AsyncResource):
                     await self._session(rpc)
                 finally:
                     await rpc.aclose()
+            except LeaseLost as exc:
+                await self._step_down(exc)
+                failures = 0  # the next session waits as a standby: no backoff needed
             except (NodeError, SinkError, CheckpointError) as exc:
                 if isinstance(exc, NodeError) and not exc.retryable:
                     raise
@@ -189,6 +292,7 @@ class Watcher(AsyncResource):
             raise ChainMismatch(f"node at {rpc.endpoint.describe()} serves chain id {chain_id}, "
                                 f"the watcher started on {self._stepper.bound.chain_id}")
         logger.info("node connected: %s (chain id %d)", rpc.endpoint.describe(), chain_id)
+        await self._lead(self._stepper.key)
         steps = self._stepper.session(subscriptions=rpc.subscriptions)
         performer = _Performer(self, rpc)
         try:
@@ -206,6 +310,81 @@ class Watcher(AsyncResource):
         finally:
             steps.close()
             await performer.aclose()
+
+    # --- the lease: leader or standby ----------------------------------------------------------
+
+    async def _lead(self, key: str) -> None:
+        """Return once this watcher leads (at once without a lease, or while it holds one)."""
+        lease = self._lease
+        if lease is None:
+            self.leading = True  # no lease (tests, benchmarks): always the leader
+            return
+        if self.leading:
+            return
+
+        def waiting(doc: LeaseDoc) -> None:
+            # one INFO line per transition: after a step-down (already logged) this is detail
+            level = logging.DEBUG if self._stepped_down else logging.INFO
+            self._stepped_down = False
+            logger.log(level, "standby: lease %s is held by %s (generation %d); taking over "
+                       "if it is not renewed for %.1f s", key, doc.holder, doc.generation,
+                       self.config.watch.lease_s)
+
+        generation = await lease.acquire(key, on_wait=waiting)
+        self._lost = None
+        self._stepped_down = False
+        self.leading = True
+        self.metrics.inc("chainpush_watch_lease_transitions_total")
+        logger.info("leader: holding lease %s, generation %d (as %s)", key, generation,
+                    lease.holder)
+        self._renewal = asyncio.create_task(self._renew(lease), name=f"lease renewal {key}")
+
+    async def _renew(self, lease: Lease) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self.config.watch.lease_renew_s)
+                await lease.renew()
+        except LeaseLost as exc:
+            if exc.fenced:
+                self.metrics.inc("chainpush_watch_fenced_writes_total")
+            self._lost = exc  # the performer ends the session at its next action
+        except Exception as exc:  # a bug here must not leave a leader without renewals
+            logger.exception("lease renewal failed")
+            self._lost = LeaseLost(f"lease renewal failed: {exc!r}", fenced=False)
+
+    async def _stop_renewal(self) -> None:
+        task, self._renewal = self._renewal, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _step_down(self, exc: LeaseLost) -> None:
+        if exc is not self._lost and exc.fenced:
+            self.metrics.inc("chainpush_watch_fenced_writes_total")  # a checkpoint write
+        await self._stop_renewal()
+        self._lost = None
+        if self._lease is not None and exc.fence_seen is not None:
+            self._lease.raise_floor(exc.fence_seen)
+        if self._lease is not None and self._lease.generation is not None:
+            await self._lease.release()  # a CAS on our generation: a no-op if superseded
+        if self.leading:
+            self.leading = False
+            self.metrics.inc("chainpush_watch_lease_transitions_total")
+        logger.info("standby: %s", exc)
+        self._stepped_down = True
+
+    def fence(self) -> int | None:
+        """The fencing token for checkpoint writes (None without a lease); raises the
+        ``LeaseLost`` the renewal found, if any."""
+        if self._lost is not None:
+            raise self._lost
+        if self._lease is None:
+            return None
+        generation = self._lease.generation
+        if generation is None:  # never write unfenced while a lease is in use
+            raise LeaseLost(f"lease {self._key()} not held", fenced=False)
+        return generation
 
     async def _check_code(self, rpc: Rpc, bound: Bound) -> None:
         codes = await rpc.batch([("eth_getCode", [s.address, "latest"]) for s in bound.specs])
@@ -228,11 +407,14 @@ class _Performer:
         self._tty: BackfillProgress | None = None
         self._began = 0.0
         self._level = logging.DEBUG
+        self._covered = False  # the batch about to be accepted is in a stored proposal
 
     async def perform(self, action: Action) -> Any:
         w, rpc = self._w, self._rpc
         checkpoints = w._checkpoints
         assert checkpoints is not None
+        fence = w.fence()  # before every action: a lost lease ends the session at once
+        covered, self._covered = self._covered, False
         if isinstance(action, Call):
             try:
                 return await self._call(action)
@@ -251,15 +433,22 @@ class _Performer:
             self._prefetch = ((action.lo, action.hi), task)
             return None
         if isinstance(action, Load):
-            return await checkpoints.load(action.key)
+            doc = await checkpoints.load(action.key, fence=fence)
+            # a leftover proposal is accepted next: the fenced load just covered it
+            self._covered = bool(doc and doc.get("proposed"))
+            return doc
         if isinstance(action, Propose):
-            await checkpoints.propose(action.key, action.state, action.batch)
+            await checkpoints.propose(action.key, action.state, action.batch, fence=fence)
+            self._covered = True
             return None
         if isinstance(action, Accept):
+            if fence is not None and not covered:
+                # a chunk of final blocks (no proposal): hand it over only while still fenced
+                await checkpoints.check(self._w._key(), fence=fence)
             await w.sink.accept(action.batch)
             return None
         if isinstance(action, Save):
-            await checkpoints.save(action.key, action.state)
+            await checkpoints.save(action.key, action.state, fence=fence)
             return None
         if isinstance(action, Subscribe):
             await self._subscribe()

@@ -55,11 +55,12 @@ class CrashDuringCatchUp(MongoCheckpoints):
         super().__init__(mongo_uri, database)
         self.after = after
 
-    async def save(self, key: str, state: dict[str, Any]) -> None:
+    async def save(self, key: str, state: dict[str, Any], *, fence: int | None = None
+                   ) -> None:
         catchup = state.get("catchup")
         if catchup is not None and catchup["next_block"] > self.after:
             raise Crash(f"killed before saving catch-up progress {catchup['next_block']}")
-        await super().save(key, state)
+        await super().save(key, state, fence=fence)
 
 
 def config_of(tmp_path: Path, mongo_uri: str, db: str, url: str,

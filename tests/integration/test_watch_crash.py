@@ -26,10 +26,11 @@ class Crash(RuntimeError):
 class CrashBeforeSave(MongoCheckpoints):
     armed = False
 
-    async def save(self, key: str, state: dict[str, Any]) -> None:
+    async def save(self, key: str, state: dict[str, Any], *, fence: int | None = None
+                   ) -> None:
         if self.armed:
             raise Crash("killed after accept, before the checkpoint")
-        await super().save(key, state)
+        await super().save(key, state, fence=fence)
 
 
 async def test_step_interrupted_after_accept_is_completed_then_retracted(

@@ -89,12 +89,13 @@ class FailingSaveOnce(MongoCheckpoints):
     during: Any = None
     failed = 0
 
-    async def save(self, key: str, state: dict[str, Any]) -> None:
+    async def save(self, key: str, state: dict[str, Any], *, fence: int | None = None
+                   ) -> None:
         if self.at is not None and state["block_number"] == self.at and not self.failed:
             self.failed += 1
             await asyncio.to_thread(self.during)
             raise CheckpointError(f"writing checkpoint {key} failed: injected")
-        await super().save(key, state)
+        await super().save(key, state, fence=fence)
 
 
 async def test_checkpoint_failure_after_accept_is_completed_then_retracted(

@@ -41,7 +41,7 @@ def test_sigkill_restarts_store_exactly_the_canonical_set(
         contracts=[{"name": "Fast", "abi": "DemoToken", "address": fast},
                    {"name": "Slow", "abi": "DemoToken", "address": slow, "confirmations": 2}],
         name="killtest", reorg_window=16, max_range=10, live_batch_blocks=10,
-        finality_depth=FINALITY,
+        finality_depth=FINALITY, lease_s=1.0, lease_renew_s=0.3,  # a quick takeover
     )
     log = tmp_path / "watch.log"
     tips: list[int] = []
@@ -49,9 +49,10 @@ def test_sigkill_restarts_store_exactly_the_canonical_set(
     proc = ws.start_watch_process(config, log)
     try:
         for round_ in range(6):
-            # this process is past start-up (connected), so the kill lands in its work
-            ws.wait_for(lambda r=round_: log.read_text().count("node connected") > r,
-                        20 * unit, "the watcher to connect")
+            # this process is past start-up (it leads: its predecessor's lease ran out), so
+            # the kill lands in its work
+            ws.wait_for(lambda r=round_: log.read_text().count("leader: holding lease") > r,
+                        20 * unit, "the watcher to lead")
             traffic = threading.Thread(target=ws.mine_traffic, args=(url, [fast, fast, slow]),
                                        kwargs={"blocks": 30, "txs_per_block": 4, "first": n})
             traffic.start()
