@@ -391,18 +391,25 @@ class Sim:
         if method == "eth_getLogs":
             flt = params[0]
             addresses = {a.lower() for a in flt.get("address", [])}
+            topic0s = {x.lower() for x in flt["topics"][0]} if flt.get("topics") else None
+
+            def selected(lg: dict[str, Any]) -> bool:
+                # no "address": every contract (a topic-only filter for many factory children)
+                return ("address" not in flt or lg["address"] in addresses) and (
+                    topic0s is None or lg["topics"][0] in topic0s)
+
             if "blockHash" in flt:
                 b = c.blocks.get(flt["blockHash"])
                 if b is None:
                     raise RPCError(f"unknown block {flt['blockHash']}", method=method)
-                got = [lg for lg in b.logs if lg["address"] in addresses]
+                got = [lg for lg in b.logs if selected(lg)]
                 if got and self.rng.random() < f.lie:
                     return []  # a provider that lies
                 return [_copy(lg) for lg in got]
             lo, hi = int(flt["fromBlock"], 16), int(flt["toBlock"], 16)
             out = []
             for n in range(lo, min(hi, c.head) + 1):
-                out += [lg for lg in c.blocks[c.canon[n]].logs if lg["address"] in addresses]
+                out += [lg for lg in c.blocks[c.canon[n]].logs if selected(lg)]
             return [_copy(lg) for lg in out]
         raise AssertionError(f"the model node has no {method}")
 
