@@ -392,7 +392,8 @@ def cmd_auth(args: argparse.Namespace) -> int:
                                   f"chainpush auth --port {suggestion}   # or [auth] port"):
                 svc = await stack.enter_async_context(AuthService(
                     cfg, tokens=settings.tokens, dev_mode=settings.dev_login,
-                    push_urls=push_urls, topics=topics, publish=settings.publish))
+                    push_urls=push_urls, topics=topics, publish=settings.publish,
+                    directory=await stack.enter_async_context(_directory(settings))))
             if settings.publish.keys:
                 from push.collect import Collector
 
@@ -406,6 +407,14 @@ def cmd_auth(args: argparse.Namespace) -> int:
             await svc.run()
 
     return _run_reporting("auth", serve)
+
+
+def _directory(settings: Settings) -> Any:
+    """The live push nodes of the registry, for the auth service's placement of users."""
+    from push.directory import NodeDirectory
+
+    return NodeDirectory(settings.stores.redis_url,
+                         names=RedisNames(settings.stores.namespace))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -472,7 +481,8 @@ async def run_all(settings: Settings, topics: list[str], watch_config: Any,
                               "   # or [auth] port"):
             svc = await stack.enter_async_context(AuthService(
                 auth, tokens=settings.tokens, dev_mode=settings.dev_login,
-                push_urls=[], topics=topics, metrics=metrics, publish=settings.publish))
+                push_urls=[], topics=topics, metrics=metrics, publish=settings.publish,
+                directory=await stack.enter_async_context(_directory(settings))))
         page_origins = (f"http://{settings.auth.host}:{svc.port}",
                         f"http://localhost:{svc.port}", f"http://127.0.0.1:{svc.port}")
         origins = base.allowed_origins if base.allowed_origins is not None else page_origins

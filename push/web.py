@@ -8,7 +8,8 @@ Routes:
   The CLI turns it on only when :attr:`push.config.Settings.dev_login` holds: dev mode, and either
   the well-known dev secret or dev mode asked for explicitly (never ``CHAINPUSH_DEV=false``).
 * ``GET /config.json`` → push node URLs, suggested topics, whether dev login is on.
-* ``GET /`` → the demo page; ``GET /static/<file>`` → its JS and CSS (``push/static``).
+* ``GET /`` → the demo page; ``GET /static/<file>`` → its JS and CSS (``push/static``);
+  ``GET /static/client/<file>`` → the JS client package (``clients/js``, package data).
 * ``GET /healthz``, ``GET /metrics`` (Prometheus text).
 * ``POST /v1/publish`` with ``Authorization: Bearer <server key>`` ``{"topic": "app:orders",
   "id": "ord-1", "event": "order.shipped", "data": {...}}`` → 201 ``{"topic", "id", "msg_id",
@@ -38,11 +39,13 @@ from chainpush.logs import client_text
 from chainpush.resource import AsyncResource
 from push.config import AuthServiceConfig, PublishConfig
 from push.metrics import Metrics
+from push.placement import Node, order_for
 from push.publish import PublishRefused, answer, key_matches, parse_request
 from push.tokens import Claims, TokenConfig, issue
 
 if TYPE_CHECKING:
     from push.collect import Collector
+    from push.directory import NodeDirectory
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ class AuthService(AsyncResource):
         self, config: AuthServiceConfig, *, tokens: TokenConfig, dev_mode: bool,
         push_urls: list[str], topics: list[str], metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time, publish: PublishConfig | None = None,
-        collector: Collector | None = None,
+        collector: Collector | None = None, directory: NodeDirectory | None = None,
     ) -> None:
         self.config = config
         self.tokens = tokens
@@ -75,6 +78,8 @@ class AuthService(AsyncResource):
         #: where /v1/publish stores app messages; set it before the first request (chainpush run
         #: opens its Collector after the page)
         self.collector = collector
+        #: the live nodes from the Redis registry, for placement (None: ``push_urls`` as given)
+        self.directory = directory
         self._clock = clock
         self._runner: web.AppRunner | None = None
         self.port = config.port
@@ -91,6 +96,9 @@ class AuthService(AsyncResource):
         app.router.add_get("/healthz", self._health)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/", self._index)
+        # the JS client package (clients/js, linked as static/client): its own route, since the
+        # link leads out of STATIC in a checkout and aiohttp serves no file outside its root
+        app.router.add_static("/static/client/", STATIC / "client", show_index=False)
         app.router.add_static("/static/", STATIC, show_index=False)
         return app
 
@@ -146,7 +154,7 @@ class AuthService(AsyncResource):
         self.metrics.inc("chainpush_logins_total")
         logger.info("dev login: issued a token for user %s (%d wallets)", user, len(wallets))
         return web.json_response({"token": token, "expires_at": claims.expires_at, "user": user,
-                                  "push_urls": self.push_urls})
+                                  "push_urls": await self.urls_for(user)})
 
     def _refuse(self, status: int, code: str, message: str, **headers: str) -> web.Response:
         self.metrics.inc("chainpush_publish_refused_total")
@@ -208,9 +216,27 @@ class AuthService(AsyncResource):
                                         epoch=position[1], duplicate=duplicate),
                                  status=200 if duplicate else 201)
 
+    async def urls_for(self, user: str | None) -> list[str]:
+        """The push node URLs a client should try, in order: the live nodes of the registry
+        (the configured ``push_urls`` before the first read, or without a directory), ordered
+        for ``user`` by rendezvous hashing (:mod:`push.placement`) so that all of a user's tabs
+        land on one node and a node's failure moves only its own users."""
+        nodes = await self.directory.live() if self.directory is not None else None
+        if not nodes:
+            nodes = [Node(url, url) for url in self.push_urls]
+        if user is None:
+            return [n.url for n in nodes]
+        return [n.url for n in order_for(user, nodes)]
+
     async def _config(self, request: web.Request) -> web.Response:
-        return web.json_response({"push_urls": self.push_urls, "topics": self.topics,
-                                  "dev_login": self.dev_mode})
+        # ``?user=<id>``: the URLs ordered for that user (a backend that mints its own tokens
+        # hands these to its page); without it, the live nodes in no particular order
+        user = request.query.get("user")
+        if user is not None and _USER.fullmatch(user) is None:
+            return web.json_response(
+                {"error": "user must be 1-64 characters of letters, digits, _ . @ -"}, status=400)
+        return web.json_response({"push_urls": await self.urls_for(user), "topics": self.topics,
+                                  "dev_login": self.dev_mode, "ordered": user is not None})
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True})

@@ -1,122 +1,216 @@
-// The demo page: log in (dev login), pick topics, watch events arrive with their status.
-(function () {
-  "use strict";
-  const $ = (id) => document.getElementById(id);
-  let client = null;
-  let config = null;
+// The demo page: log in (dev login), pick topics, watch events arrive. One card per event that
+// changes in place (pending → confirmed → removed); "your notifications" for the wallet's user:
+// topic; one value per state key that never goes backwards. The client is the @chainpush/client
+// package (clients/js), served at /static/client/.
+import { connect, RecordBook } from "./client/index.js";
+import { amountToken, formatUnits, leaves, shortAddress, valueNode } from "./format.js";
 
-  function setState(state, detail) {
-    const el = $("state");
-    el.textContent = state + (detail && detail.url ? " " + detail.url : "") +
-      (detail && detail.code ? " (" + detail.code + (detail.reason ? " " + detail.reason : "") + ")" : "");
-    el.dataset.state = state;
+const $ = (id) => document.getElementById(id);
+const MAX_CARDS = 500; // per list
+let client = null;
+let config = null;
+let book = null;
+let subscribed = 0; // topics the node confirmed on this connection
+let countdown = null;
+
+// --- connection state and errors ------------------------------------------------------------
+
+function showState(s) {
+  const el = $("state");
+  el.textContent = s.state;
+  el.dataset.state = s.state;
+  clearInterval(countdown);
+  const detail = $("state-detail");
+  if (s.state === "open") subscribed = 0;
+  if (s.state === "waiting") {
+    const tick = () => {
+      const left = Math.max(0, (s.retryAt - Date.now()) / 1000);
+      detail.textContent = s.reason + " — retrying in " + left.toFixed(1) + " s (at " +
+        new Date(s.retryAt).toLocaleTimeString() + ")";
+    };
+    tick();
+    countdown = setInterval(tick, 200);
+  } else if (s.state === "connecting") {
+    detail.textContent = s.url;
+  } else if (s.state === "closed") {
+    detail.textContent = s.reason;
+  } else {
+    detail.textContent = s.url + (s.node ? " (" + s.node + ")" : "");
   }
+}
 
-  // what the messages add up to: one row per record showing its current status, one value per
-  // state key that never goes backwards (docs/protocol.md §5)
-  let book = null;
-  const rows = new Map(); // record id -> <tr>
+function showError(text) {
+  $("errors").textContent = text;
+}
 
-  function display(v) {
-    if (v === undefined) return "?";
-    return typeof v === "string" ? v : JSON.stringify(v); // uints arrive as decimal strings
+// --- state values ---------------------------------------------------------------------------
+
+function valueText(record) {
+  const v = record.args.value;
+  if (v === undefined) return "?";
+  if (typeof v !== "string") return JSON.stringify(v);
+  const token = /^[0-9]+$/.test(v) ? amountToken(record.contract, "value") : undefined;
+  return token ? formatUnits(v, token.decimals) + " " + token.symbol : v;
+}
+
+function showValue(key, current, record) {
+  let li = document.querySelector('#values li[data-key="' + CSS.escape(key) + '"]');
+  if (!li) {
+    li = document.createElement("li");
+    li.dataset.key = key;
+    $("values").appendChild(li);
   }
-
-  function showValue(key, current, record) {
-    let li = document.querySelector('#values li[data-key="' + CSS.escape(key) + '"]');
-    if (!li) {
-      li = document.createElement("li");
-      li.dataset.key = key;
-      $("values").appendChild(li);
-    }
-    const value = current ? display(current.args.value) : "?";
-    li.textContent = key + " = " + value + (current ? " (block " + current.block_number + ", " +
-      current.status + ")" : "");
-    if (record.contract === "CallDemo") {
-      $("calldemo").textContent = value;
-      $("calldemo").dataset.block = current ? String(current.block_number) : "";
-    }
+  const value = current ? valueText(current) : "?";
+  li.textContent = key + " = " + value + (current ? " (block " + current.block_number + ", " +
+    current.status + ")" : "");
+  if (record.contract === "CallDemo") {
+    $("calldemo").textContent = value;
+    $("calldemo").dataset.block = current ? String(current.block_number) : "";
   }
+}
 
-  function showRow(msg, r) {
-    let row = rows.get(r.id);
-    if (!row) {
-      row = document.createElement("tr");
-      row.dataset.id = r.id;
-      for (let i = 0; i < 6; i++) row.appendChild(document.createElement("td"));
-      rows.set(r.id, row);
-      $("events").prepend(row);
-      while ($("events").children.length > 500) {
-        rows.delete($("events").lastChild.dataset.id);
-        $("events").lastChild.remove();
-      }
-    }
-    row.className = "event status-" + r.status;
-    row.dataset.msg = msg.id;
-    const status = r.status + (r.incarnation ? " (incarnation " + r.incarnation + ")" : "");
-    const cells = [msg.topic, msg.offset, r.contract + "." + r.event, status, r.block_number,
-      JSON.stringify(r.args)];
-    cells.forEach((c, i) => { row.children[i].textContent = String(c); });
+// --- event cards ----------------------------------------------------------------------------
+
+function newCard(list, id) {
+  const card = document.createElement("li");
+  card.className = "event";
+  card.dataset.id = id;
+  card.innerHTML = '<div class="card-head"><span class="name"></span>' +
+    '<span class="status"></span></div><div class="args"></div><div class="meta"></div>';
+  list.prepend(card);
+  while (list.children.length > MAX_CARDS) list.lastElementChild.remove();
+  return card;
+}
+
+function findCard(list, id) {
+  return list.querySelector('.event[data-id="' + CSS.escape(id) + '"]');
+}
+
+/** Render what a record id shows now into its card (the same element every time). */
+function fill(card, r, msg) {
+  card.className = "event status-" + r.status;
+  card.dataset.status = r.status;
+  card.dataset.msg = msg.id;
+  card.dataset.offset = String(msg.offset);
+  card.dataset.topic = msg.topic;
+  card.querySelector(".name").textContent = r.contract + "." + r.event;
+  card.querySelector(".status").textContent = r.status +
+    (r.incarnation ? " (incarnation " + r.incarnation + ")" : "");
+  const args = card.querySelector(".args");
+  args.replaceChildren();
+  for (const [path, v] of leaves(r.args)) {
+    if (path === "inputs" && Array.isArray(v) && !v.length) continue; // a state read of get()
+    const arg = document.createElement("span");
+    arg.className = "arg";
+    const name = document.createElement("span");
+    name.className = "arg-name";
+    name.textContent = path;
+    arg.append(name, " ", valueNode(r.contract, path, v));
+    args.append(arg);
   }
+  const meta = ["block " + r.block_number];
+  if (r.tx_hash) meta.push("tx " + shortAddress(r.tx_hash));
+  const topic = msg.topic.startsWith("user:") ? "user:" + shortAddress(msg.topic.slice(5))
+    : msg.topic;
+  meta.push(topic + " #" + msg.offset);
+  card.querySelector(".meta").textContent = meta.join(" · ");
+}
 
-  function show(msg) {
-    const got = book.apply(msg.record);
-    if (got.key !== undefined) showValue(got.key, got.current, msg.record);
-    if (got.changed) showRow(msg, msg.record); // a stale message changes nothing
+function show(msg) {
+  const got = book.apply(msg.record);
+  if (got.key !== undefined) showValue(got.key, got.current, msg.record);
+  const wallet = msg.topic.startsWith("user:");
+  const home = wallet ? $("wallet-events") : $("events");
+  // the list the message came for gets a card even when another topic brought this state first
+  // (a stale message changes nothing in a card that exists)
+  const card = findCard(home, msg.record.id);
+  if (!card) fill(newCard(home, msg.record.id), got.record, msg);
+  else if (got.changed) fill(card, got.record, msg);
+  if (got.changed) { // the other list's card of this record follows
+    const other = findCard(wallet ? $("events") : $("wallet-events"), msg.record.id);
+    if (other) fill(other, got.record, { ...msg, offset: other.dataset.offset,
+      topic: other.dataset.topic });
   }
+  $("wallet-count").textContent = String($("wallet-events").children.length);
+}
 
-  async function login() {
-    const wallet = $("wallet").value.trim();
-    const res = await fetch("/auth/login", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ user: $("user").value.trim(), wallets: wallet ? [wallet] : [] }),
-    });
-    const body = await res.json();
-    if (!res.ok) throw new Error(body.error || res.status);
-    $("who").textContent = body.user;
-    return body.token;
+// --- login and subscriptions ----------------------------------------------------------------
+
+async function login(user, wallet) {
+  const res = await fetch("/auth/login", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ user, wallets: wallet ? [wallet] : [] }),
+  });
+  let body = {};
+  try { body = await res.json(); } catch { /* not JSON: the status says it */ }
+  if (!res.ok) throw new Error(body.error || "HTTP " + res.status);
+  return body;
+}
+
+async function start(ev) {
+  ev.preventDefault();
+  showError("");
+  const user = $("user").value.trim();
+  const wallet = $("wallet").value.trim();
+  let first;
+  try {
+    first = await login(user, wallet);
+  } catch (err) {
+    showError("login refused: " + err.message);
+    return;
   }
-
-  async function start(ev) {
-    ev.preventDefault();
-    if (client) client.stop();
-    book = new window.ChainpushRecordBook();
-    rows.clear();
-    $("events").replaceChildren();
-    $("values").replaceChildren();
-    client = new window.ChainpushClient({
-      urls: config.push_urls,
-      getToken: login,
-      onMessage: show,
-      onState: setState,
-      onError: (e) => { $("errors").textContent = e.code + ": " + e.message; },
-    });
-    const events = $("event-filter").value.split(",").map((e) => e.trim()).filter((e) => e);
-    // state records carry the view function's name as `event`: never filter those out
-    const filter = (topic) => (events.length && topic.startsWith("contract:") ?
-      { event: events } : undefined);
-    for (const box of document.querySelectorAll("input[name=topic]:checked")) {
-      client.subscribe(box.value, { since: 0, filter: filter(box.value) });
-    }
-    const wallet = $("wallet").value.trim();
-    if (wallet) client.subscribe("user:" + wallet, { since: 0, filter: filter("contract:") });
-    await client.start();
+  if (client) client.close();
+  $("who").textContent = first.user;
+  book = new RecordBook();
+  $("events").replaceChildren();
+  $("wallet-events").replaceChildren();
+  $("values").replaceChildren();
+  $("wallet-count").textContent = "0";
+  client = connect({
+    // the login answers the live nodes in this user's order (rendezvous hashing: all of a
+    // user's tabs on one node, its failure moves only its users): start with the first
+    urls: first.push_urls && first.push_urls.length ? first.push_urls : config.push_urls,
+    ordered: Boolean(first.push_urls && first.push_urls.length),
+    token: first.token,
+    getToken: async () => (await login(user, wallet)).token,
+  });
+  client.on("state", showState);
+  client.on("subscribed", () => {
+    subscribed += 1;
+    if (client.state.state === "open") { $("state").textContent = "subscribed";
+      $("state").dataset.state = "subscribed"; }
+  });
+  client.on("error", (e) => showError(e.code + ": " + e.message));
+  const events = $("event-filter").value.split(",").map((e) => e.trim()).filter((e) => e);
+  // state records carry the view function's name as `event`: never filter those out
+  const filter = (topic) => (events.length && !topic.startsWith("state:") ?
+    { event: events } : undefined);
+  for (const box of document.querySelectorAll("input[name=topic]:checked")) {
+    client.subscribe(box.value, { since: 0, filter: filter(box.value) }, show);
   }
-
-  async function init() {
-    config = await (await fetch("/config.json")).json();
-    const list = $("topics");
-    for (const t of config.topics) {
-      const label = document.createElement("label");
-      const box = document.createElement("input");
-      box.type = "checkbox"; box.name = "topic"; box.value = t; box.checked = true;
-      label.appendChild(box);
-      label.appendChild(document.createTextNode(" " + t));
-      list.appendChild(label);
-    }
-    $("login").addEventListener("submit", start);
+  if (wallet) {
+    client.subscribe("user:" + wallet, { since: 0, filter: filter("user:") }, show);
+    $("wallet-note").replaceChildren("events naming ", valueNode("", "wallet", wallet));
+  } else {
+    $("wallet-note").textContent = "log in with a wallet address to see its notifications";
   }
+}
 
-  init();
-})();
+async function init() {
+  config = await (await fetch("/config.json")).json();
+  const list = $("topics");
+  for (const t of config.topics) {
+    const label = document.createElement("label");
+    const box = document.createElement("input");
+    box.type = "checkbox"; box.name = "topic"; box.value = t; box.checked = true;
+    label.append(box, " " + t);
+    list.appendChild(label);
+  }
+  if (!config.dev_login) {
+    showError("dev login is off on this server: tokens come from your backend (docs/push.md)");
+  }
+  $("login").addEventListener("submit", start);
+}
+
+init();

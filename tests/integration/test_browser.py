@@ -120,9 +120,11 @@ def test_page_shows_an_event_emitted_on_anvil(
                 expect(page.locator("#who")).to_have_text("alice")
                 to = w3.eth.accounts[1]
                 deploy.wait(w3, token.functions.transfer(to, 12345).transact(), "transfer")
-                row = page.locator("tr.event", has_text="DemoToken.Transfer")
+                row = page.locator("#events .event", has_text="DemoToken.Transfer")
                 expect(row.first).to_be_visible(timeout=15_000 * unit)
-                expect(row.first).to_contain_text("12345")
+                # 12345 base units of an 18-decimals token, shown for people
+                expect(row.first.locator('[data-raw="12345"]')).to_have_text(
+                    "0.000000000000012345 DEMO")
                 expect(row.first).to_contain_text("pending")
                 deploy.wait(w3, call_demo.functions.set(2021).transact(), "CallDemo.set")
                 expect(page.locator("#calldemo")).to_contain_text("2021",
@@ -182,7 +184,7 @@ async def test_page_survives_its_push_node_being_killed(
                 state = page.locator("#state")
                 await expect(state).to_have_text("subscribed", timeout=10_000 * unit)
                 await collector.accept([make_record(n) for n in range(5)])
-                rows = page.locator("tr.event")
+                rows = page.locator("#events .event")
                 await expect(rows).to_have_count(5, timeout=10_000 * unit)
                 # which node serves the page? the one counting a connection
                 serving = [n for n, u in ((n1, url1), (n2, url2))
@@ -195,7 +197,7 @@ async def test_page_survives_its_push_node_being_killed(
                 ids = await rows.evaluate_all("rs => rs.map(r => r.dataset.msg)")
                 assert sorted(ids) == sorted(f"{make_record(n)['id']}/pending"
                                              for n in range(10))
-                offsets = await rows.evaluate_all("rs => rs.map(r => r.children[1].textContent)")
+                offsets = await rows.evaluate_all("rs => rs.map(r => r.dataset.offset)")
                 assert sorted(int(o) for o in offsets) == list(range(1, 11))
             finally:
                 await browser.close()
@@ -260,10 +262,10 @@ async def test_page_state_value_and_rows_never_go_backwards(
         value = page.locator("#calldemo")
 
         def row(status: str, value: str) -> Any:
-            # by what a row shows (not by its data-id): the same locator found the old page's
+            # by what a card shows (not by its data-id): the same locator found the old page's
             # row-per-message, which is how this test failed before the fix
-            return page.locator("tr.event").filter(
-                has_text=re.compile(status + r".*\"value\":\"" + value + '"'))
+            return page.locator(f'#events .event[data-status="{status}"]').filter(
+                has=page.locator(f'[data-raw="{value}"]'))
 
         await collector.accept([call_demo_state(10, "pending")])
         await expect(value).to_have_text("10", timeout=10_000 * unit)
@@ -290,9 +292,10 @@ async def test_page_state_value_and_rows_never_go_backwards(
         await expect(row("confirmed", x_value)).to_have_count(1, timeout=10_000 * unit)
         await collector.accept([x, marker])  # in one topic: the marker arrives after x
         await expect(row("pending", marker_value)).to_have_count(1, timeout=10_000 * unit)
-        x_rows = page.locator("tr.event").filter(has_text=x_value)
+        x_rows = page.locator("#events .event").filter(
+            has=page.locator(f'[data-raw="{x_value}"]'))
         await expect(x_rows).to_have_count(1)
-        await expect(x_rows).to_contain_text("confirmed")
+        await expect(x_rows.locator(".status")).to_have_text("confirmed")
         await expect(x_rows).to_have_class(re.compile("status-confirmed"))
         assert node.metrics.counters["chainpush_messages_out_total"] >= 7
 
@@ -316,7 +319,7 @@ async def test_page_resumes_into_a_new_stream_after_a_wipe(
     await node_up.enter_async_context(push_node(cfg, "w1", unit, port=port))
     try:
         async with page_on([url], unit, ["contract:DemoToken"]) as (page, _):
-            rows = page.locator("tr.event")
+            rows = page.locator("#events .event")
             async with collector_for(cfg) as collector:
                 await collector.accept([make_record(n) for n in range(5)])
             await expect(rows).to_have_count(5, timeout=10_000 * unit)

@@ -112,7 +112,8 @@ def build_wheel(work: Path, unit: float) -> Path:
         names = set(archive.namelist())
     # what the team's project needs from the package itself: the solc shim and the templates
     assert {"watcher/tools/solc", "chainpush/templates/project/chainpush.toml",
-            "chainpush/templates/project/gitignore", "push/static/index.html"} <= names
+            "chainpush/templates/project/gitignore", "push/static/index.html",
+            "push/static/client/index.js", "push/static/client/index.d.ts"} <= names
     return wheel
 
 

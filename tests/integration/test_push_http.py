@@ -56,8 +56,10 @@ async def test_dev_login_issues_a_token_the_nodes_accept(http: aiohttp.ClientSes
                                          "dev_login": True}
         async with http.get(svc.url + "/") as resp:
             page = await resp.text()
-            assert "/static/client.js" in page and "/static/app.js" in page
-        async with http.get(svc.url + "/static/client.js") as resp:
+            assert "/static/app.js" in page
+        # the JS client package (clients/js), served beside the page
+        async with http.get(svc.url + "/static/client/index.js") as resp:
+            assert resp.status == 200
             assert "switch (msg.type)" in await resp.text()
         async with http.get(svc.url + "/metrics") as resp:
             assert "chainpush_logins_total 1" in await resp.text()
