@@ -659,23 +659,41 @@ class Stepper:
             return {}, {}
         main = self._main_filter()
         logs_by_block = yield from self._by_hash(headers, main)
+        bloom = self.bloom if main is self.log_filter else self._bloom_of(main)
         doubted = [h for h in headers
-                   if not logs_by_block[h.hash] and self.bloom.may_match(blooms.get(h.hash))]
+                   if not logs_by_block[h.hash] and bloom.may_match(blooms.get(h.hash))]
         if doubted:
+            # before discovery: a factory log the `[]` hid announces children of later blocks
             yield from self._settle(doubted, logs_by_block)
         if self.bound.templates:
+            templates = {t.name for t in self.bound.templates}
+            children = self._sess().children
+            again: list[Header] = []
+
             def fetch(flt: dict[str, object], lo: int, hi: int
                       ) -> Generator[Action, Any, list[RawLog]]:
-                got = yield from self._by_hash([h for h in headers if lo <= h.number <= hi], flt)
+                hs = [h for h in headers if lo <= h.number <= hi]
+                got = yield from self._by_hash(hs, flt)
+                by_topic = "address" not in flt
+                check = self._bloom_of(flt if not by_topic else {
+                    **flt, "address": self._children_of(templates)})
+                for h in hs:
+                    mine = got[h.hash] if not by_topic else [
+                        lg for lg in got[h.hash]
+                        if children.template_of(str(lg.get("address", ""))) is not None]
+                    if not mine and check.may_match(blooms.get(h.hash)):
+                        again.append(h)  # a `[]` the bloom contradicts: the receipts decide
                 return [lg for logs in got.values() for lg in logs]
 
             merged = yield from self._complete(
                 [lg for h in headers for lg in logs_by_block[h.hash]], main,
-                (headers[0].number, headers[-1].number), fetch,
-                {t.name for t in self.bound.templates}, self.decoder)
+                (headers[0].number, headers[-1].number), fetch, templates, self.decoder)
             logs_by_block = {h.hash: [] for h in headers}
             for lg in merged:
                 logs_by_block[str(lg["blockHash"]).lower()].append(lg)
+            if again:
+                yield from self._settle(sorted(set(again), key=lambda h: h.number),
+                                        logs_by_block)
         wanted: list[tuple[Header, ViewCall]] = []
         for h in headers:
             if not self.bound.calls:
@@ -742,6 +760,14 @@ class Stepper:
         addresses = base.get("address")
         assert isinstance(addresses, list)
         return {**base, "address": [*addresses, *children]}
+
+    def _bloom_of(self, flt: dict[str, object]) -> LogBloom:
+        """The bloom check of a filter's addresses (and topic0s)."""
+        addresses = flt.get("address")
+        topics = flt.get("topics")
+        topic0s = list(topics[0]) if isinstance(topics, list) and topics else None
+        return LogBloom([str(a) for a in addresses] if isinstance(addresses, list) else [],
+                        topic0s)
 
     def _children_of(self, templates: set[str]) -> list[str]:
         s = self._sess()
@@ -848,21 +874,31 @@ class Stepper:
                 raise RPCError(f"no receipts for block {h.number} {h.hash}",
                                method="eth_getBlockReceipts")
             found: list[RawLog] = []
+            every: list[RawLog] = []
             for receipt in block_receipts:
                 if receipt is None:
                     raise RPCError(f"a receipt of block {h.number} {h.hash} is missing",
                                    method="eth_getTransactionReceipt")
                 for lg in receipt.get("logs") or []:
-                    topics = lg.get("topics") or []
-                    if str(lg.get("address", "")).lower() not in self._addresses:
-                        continue
-                    if self._topic0s is not None and (
-                            not topics or str(topics[0]).lower() not in self._topic0s):
-                        continue
                     if str(lg.get("blockHash", h.hash)).lower() != h.hash:
                         raise RPCError(f"a receipt of block {h.hash} holds a log of block "
                                        f"{lg.get('blockHash')}", method="eth_getBlockReceipts")
-                    found.append(lg)
+                    every.append(lg)
+            if self.bound.templates:  # children the block's factory logs create count too
+                for child in self._discover(every, {t.name for t in self.bound.templates}):
+                    self.decoder.add_child(child.template, child.address)
+            children = self._sess().children
+            for lg in every:
+                topics = lg.get("topics") or []
+                address = str(lg.get("address", ""))
+                if address.lower() not in self._addresses:
+                    if children.template_of(address) is None or (
+                            children.created_at(address) > h.number):
+                        continue
+                elif self._topic0s is not None and (
+                        not topics or str(topics[0]).lower() not in self._topic0s):
+                    continue
+                found.append(lg)
             if found:
                 logger.warning("eth_getLogs answered [] for block %d %s, its receipts hold %d "
                                "watched logs: using those", h.number, h.hash, len(found))

@@ -4,12 +4,13 @@ checkpoint form; config and binding errors."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.sim.watcher_sim import CHAIN_ID, FAST, ROOT, Sim, directed
+from tests.sim.watcher_sim import CHAIN_ID, FAST, ROOT, Faults, Sim, directed
 from watcher.abi import find_abi, load_abi
 from watcher.binding import Bound, bind
 from watcher.config import Config
@@ -42,18 +43,14 @@ def with_factory(window: int = 4, *, max_addresses: int | None = None) -> Sim:
         templates=(Template(ContractSpec("Pair", "0x" + "00" * 20, PAIR_ABI), "Factory",
                             "PairCreated", "pair"),),
     )
+    sim.factory = True  # check() follows the children (the test writes the factory's logs)
+    sim.max_addresses = 500 if max_addresses is None else max_addresses
     sim.stepper = sim._new_stepper()
-    if max_addresses is not None:
-        sim.stepper.max_filter_addresses = max_addresses
-    sim.max_addresses = max_addresses  # type: ignore[attr-defined]
     return sim
 
 
 def restart(sim: Sim) -> None:
     sim.stepper = sim._new_stepper()
-    max_addresses = getattr(sim, "max_addresses", None)
-    if max_addresses is not None:
-        sim.stepper.max_filter_addresses = max_addresses
 
 
 def add_logs(sim: Sim, number: int, logs: list[tuple[str, list[str], str]]) -> None:
@@ -265,3 +262,24 @@ def test_factory_config_errors(tmp_path: Path, pair: dict[str, Any],
         bind(config(tmp_path, pair, factory), 31337)
     assert message in str(info.value)
     assert str(info.value).startswith("t.toml")
+
+
+@pytest.mark.parametrize("max_addresses", MODES)
+def test_a_provider_answering_empty_logs_for_children_is_caught_by_the_bloom(
+        max_addresses: int | None) -> None:
+    """Found by the simulation: ``eth_getLogs`` by hash answers ``[]`` (a lie) for the blocks
+    holding the factory's event and a child's logs; the blocks' blooms hold their bits, so the
+    receipts decide (discovering the child there too)."""
+    sim = with_factory(max_addresses=max_addresses)
+    sim.chain.mine(2, logs_of=(FAST,))
+    sim.catch_up()
+    sim.faults = replace(Faults.none(), lie=1.0)  # every non-empty answer by hash is []
+    sim.chain.mine(1, logs_of=())
+    add_logs(sim, 3, [sync(PAIR_A, 1), created(PAIR_A), sync(PAIR_B, 9)])
+    sim.chain.mine(1, logs_of=())
+    add_logs(sim, 4, [sync(PAIR_A, 2)])
+    sim.catch_up()
+    assert [(r["block_number"], r["args"]["reserve0"]) for r in pair_records(sim, PAIR_A)] == [
+        (3, "1"), (4, "2")]
+    assert pair_records(sim, PAIR_B) == []
+    sim.check()
