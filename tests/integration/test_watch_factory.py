@@ -64,9 +64,15 @@ def of(docs: list[dict[str, Any]], pair: str) -> list[tuple[int, str, str]]:
                   if d["contract"] == "Pair" and d["address"] == pair)
 
 
+@pytest.mark.parametrize("max_addresses", [None, 0], ids=["address-filter", "topic-only"])
 async def test_children_in_backfill_live_and_an_orphaned_creation_block(
-    anvil: Anvil, mongo_uri: str, mongo_db_name: str, tmp_path: Path, unit: float
+    anvil: Anvil, mongo_uri: str, mongo_db_name: str, tmp_path: Path, unit: float,
+    max_addresses: int | None, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """topic-only: as with more children than an ``address`` filter takes (0 here), children's
+    logs come from topic-only requests, filtered by the watcher."""
+    if max_addresses is not None:
+        monkeypatch.setattr("watcher.stepper.MAX_FILTER_ADDRESSES", max_addresses)
     url = anvil.http_url
     factory, _ = ws.deploy(url, "DemoFactory")
     early, early_block = await asyncio.to_thread(create_pair, url, factory)
