@@ -30,6 +30,12 @@ A session:
    ``Propose(state, batch)`` → ``Accept(batch)`` → ``Save(state)``; a backfill chunk of final
    blocks only as ``Accept`` → ``Save`` (repeating it gives the same records).
 
+Factory children (``watcher.factory``): every fetch (a range, or a live step's blocks) is
+completed by ``_complete``: the factory records in it discover children, whose logs of the same
+fetch are read by a request of their own (by address, or by topic once there are more than
+``max_filter_addresses``); a reorg un-discovers the children of the blocks it orphans before the
+new branch is read. The child set is part of the committed state (``children``).
+
 Invariants (checked by the simulation at the end of every run): every canonical log has exactly
 one live final message; every record emitted for a block that left the canonical chain has a
 ``removed`` after it; nothing confirmed that is not canonical; each message id stored once —
