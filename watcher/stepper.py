@@ -854,8 +854,9 @@ class Stepper:
         if not mine:
             return []
         stamps = {str(lg["blockHash"]).lower(): 0 for lg in mine}  # unused by discovery
+        # an address that is a configured contract stays that contract (never a child too)
         return [c for c in discovered(wanted, self._discovery.decode_many(mine, stamps))
-                if s.children.add(c)]
+                if c.address.lower() not in self._addresses and s.children.add(c)]
 
     def _settle(self, doubted: list[Header], logs_by_block: dict[str, list[RawLog]]) -> Steps:
         """``eth_getLogs`` answered ``[]`` for blocks whose ``logsBloom`` says our logs may be

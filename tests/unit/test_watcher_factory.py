@@ -283,3 +283,17 @@ def test_a_provider_answering_empty_logs_for_children_is_caught_by_the_bloom(
         (3, "1"), (4, "2")]
     assert pair_records(sim, PAIR_B) == []
     sim.check()
+
+
+def test_a_configured_contract_announced_as_a_child_stays_that_contract() -> None:
+    sim = with_factory()
+    sim.chain.mine(2, logs_of=(FAST,))
+    sim.catch_up()
+    sim.chain.mine(1, logs_of=(FAST,))
+    add_logs(sim, 3, [created(FAST)])
+    sim.chain.mine(1, logs_of=(FAST,))
+    sim.catch_up()
+    assert all(d["contract"] != "Pair" for d in sim.store.docs.values())
+    assert sim.checkpoints[sim.stepper.key]["children"] == {"final": {}, "window": []}
+    assert sim.messages(4, FAST) == ["pending"]
+    sim.check()
