@@ -32,6 +32,7 @@ from watcher.calls import ViewCall
 from watcher.config import Config, ContractConfig, deployments_file, read_deployments
 from watcher.decode import ContractSpec, LogDecoder, checksum, normalize_filter_value
 from watcher.errors import ConfigError, InvalidABI
+from watcher.factory import Template
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +47,12 @@ class Bound:
     #: per contract: ``[watch] start_block`` if set, else its deployment block, else 0 (where a
     #: contract added after the checkpoint is caught up from)
     start_blocks: Mapping[str, int]
+    #: factory templates (``[[contracts]] factory``): watched at the addresses their factory
+    #: announces (``watcher.factory``)
+    templates: tuple[Template, ...] = ()
 
     def decoder(self) -> LogDecoder:
-        return LogDecoder(self.chain_id, self.specs)
+        return LogDecoder(self.chain_id, self.specs, [t.spec for t in self.templates])
 
     @property
     def addresses(self) -> list[str]:
@@ -57,11 +61,19 @@ class Bound:
     def only(self, names: Collection[str]) -> Bound:
         """The same binding restricted to the contracts ``names``."""
         return replace(self, specs=tuple(s for s in self.specs if s.name in names),
-                       calls=tuple(c for c in self.calls if c.contract in names))
+                       calls=tuple(c for c in self.calls if c.contract in names),
+                       templates=tuple(t for t in self.templates if t.name in names))
 
     def coverage(self) -> list[dict[str, str]]:
-        """What a checkpoint covers, one entry per contract (``coverage_entry``)."""
-        return [coverage_entry(s) for s in self.specs]
+        """What a checkpoint covers, one entry per contract (``coverage_entry``); a template's
+        address is its factory's (``factory:<address>:<event>:<arg>``)."""
+        out = [coverage_entry(s) for s in self.specs]
+        addresses = {s.name: s.address for s in self.specs}
+        for t in self.templates:
+            entry = coverage_entry(t.spec)
+            entry["address"] = f"factory:{addresses.get(t.factory)}:{t.event}:{t.arg}"
+            out.append(entry)
+        return out
 
     def log_filter(self) -> dict[str, object]:
         """The address (and, when every contract names its events, topic0) part of every
@@ -101,6 +113,8 @@ def bind(config: Config, chain_id: int | None) -> Bound:
     dep_blocks: list[int] = []
     starts: dict[str, int] = {}
     for c in config.contracts:
+        if c.factory is not None:
+            continue  # templates after every factory is bound (below)
         seen = len(dep_blocks)
         address, future = _address(config, c, deployments, dep_path, ignition, chain_id,
                                    dep_blocks)
@@ -121,6 +135,16 @@ def bind(config: Config, chain_id: int | None) -> Bound:
                     if e not in {ev.name for ev in abi.events}:
                         raise ConfigError(f"{where}.on: no event {e!r} in {abi.source}")
             calls.append(ViewCall.bind(c.name, address, fn, s.args, s.on, where))
+    by_name = {s.name: s for s in specs}
+    templates: list[Template] = []
+    for c in config.contracts:
+        if c.factory is None:
+            continue
+        abi = _abi(config, c, ignition, None)
+        spec = ContractSpec(c.name, "0x" + "00" * 20, abi, _events(src, c, abi),
+                            _filters(src, c, abi))
+        templates.append(_template(src, c, spec, by_name))
+        starts[c.name] = starts[c.factory.contract]
     start = config.watch.start_block
     if start is None:
         start = min(dep_blocks) if dep_blocks and len(dep_blocks) == len(specs) else 0
@@ -128,7 +152,31 @@ def bind(config: Config, chain_id: int | None) -> Bound:
         chain_id=chain_id or 0, specs=tuple(specs),
         confirmations={c.name: config.confirmations(c) for c in config.contracts},
         calls=tuple(calls), start_block=start, start_blocks=starts,
+        templates=tuple(templates),
     )
+
+
+def _template(src: str, c: ContractConfig, spec: ContractSpec,
+              factories: Mapping[str, ContractSpec]) -> Template:
+    """Check ``c.factory`` against the factory's ABI (``Config`` checked the names)."""
+    assert c.factory is not None
+    f = c.factory
+    key = f"{src}: [[contracts]] {c.name}.factory"
+    factory = factories[f.contract]
+    try:
+        ev = factory.abi.event(f.event)
+    except KeyError as exc:
+        names = ", ".join(sorted({e.name for e in factory.abi.events})) or "none"
+        raise ConfigError(f"{key}.event: no event {f.event!r} in {factory.abi.source} of "
+                          f"[[contracts]] {f.contract} (events: {names})") from exc
+    types = {p.name: p.type for p in ev.inputs}
+    if f.arg not in types:
+        raise ConfigError(f"{key}.arg: event {ev.signature} has no argument {f.arg!r} "
+                          f"(arguments: {', '.join(n for n in types if n) or 'none'})")
+    if types[f.arg] != "address":
+        raise ConfigError(f"{key}.arg: {f.arg!r} of {ev.signature} is a {types[f.arg]}, not an "
+                          "address")
+    return Template(spec, f.contract, f.event, f.arg)
 
 
 def _ignition(config: Config, chain_id: int | None) -> list[IgnitionDeployment]:

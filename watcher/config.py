@@ -40,6 +40,9 @@ Sections this module reads (others, e.g. ``[push]``, belong to other components 
     confirmations = 2
     [contracts.filters.Transfer]       # keep only matching args (any of the listed values)
     to = ["0x…"]
+    factory = {contract = "Factory", event = "PairCreated", arg = "pair"}
+                               # a template instead of address: every child the factory's
+                               # event announces (docs/watcher.md, Factory-created contracts)
     [[contracts.state]]                 # view calls; a state record is emitted on change
     function = "balanceOf"
     args = ["0x…"]
@@ -220,6 +223,16 @@ class StateReadConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FactoryConfig:
+    """``[[contracts]] factory``: the children of this template are the addresses in argument
+    ``arg`` of event ``event`` of the ``[[contracts]]`` named ``contract``."""
+
+    contract: str
+    event: str
+    arg: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ContractConfig:
     name: str
     abi: str
@@ -229,10 +242,21 @@ class ContractConfig:
     confirmations: int | None = None
     filters: Mapping[str, Mapping[str, tuple[Any, ...]]] = field(default_factory=dict)
     state: tuple[StateReadConfig, ...] = ()
+    #: a template: watched at every address the factory's event announces (docs/watcher.md)
+    factory: FactoryConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ConfigError("[[contracts]] name must not be empty")
+        if self.factory is not None:
+            for key, value in (("address", self.address), ("deployment", self.deployment)):
+                if value is not None:
+                    raise ConfigError(
+                        f"[[contracts]] {self.name}: {key} and factory exclude each other (a "
+                        f"template's addresses are the children its factory creates)")
+            if self.state:
+                raise ConfigError(f"[[contracts]] {self.name}.state: not supported on a "
+                                  f"factory template")
         if self.confirmations is not None and self.confirmations < 0:
             raise ConfigError(
                 f"[[contracts]] {self.name}.confirmations must be >= 0, got {self.confirmations}"
@@ -293,6 +317,21 @@ class Config:
                     f"[[contracts]] {c.name}.confirmations ({k}) must be below "
                     f"[watch] reorg_window ({self.watch.reorg_window})"
                 )
+            if c.factory is not None:
+                parent = next((p for p in self.contracts if p.name == c.factory.contract), None)
+                if parent is None:
+                    raise ConfigError(
+                        f"[[contracts]] {c.name}.factory.contract: no [[contracts]] named "
+                        f"{c.factory.contract!r} (contracts: {', '.join(names)})")
+                if parent.factory is not None:
+                    raise ConfigError(
+                        f"[[contracts]] {c.name}.factory.contract: {parent.name} is a factory "
+                        f"template itself (a factory needs an address of its own)")
+                if parent.events is not None and c.factory.event not in parent.events:
+                    raise ConfigError(
+                        f"[[contracts]] {c.name}.factory.event: {c.factory.event!r} is not "
+                        f"selected by [[contracts]] {parent.name}.events "
+                        f"({', '.join(parent.events)})")
 
     def confirmations(self, contract: ContractConfig) -> int:
         if contract.confirmations is not None:
@@ -387,7 +426,10 @@ class Config:
                  "confirmations": self.confirmations(c),
                  "filters": {e: {a: list(v) for a, v in f.items()} for e, f in c.filters.items()},
                  "state": [{"function": s.function, "args": list(s.args),
-                            "on": s.on if s.on == "block" else list(s.on)} for s in c.state]}
+                            "on": s.on if s.on == "block" else list(s.on)} for s in c.state],
+                 "factory": None if c.factory is None else {
+                     "contract": c.factory.contract, "event": c.factory.event,
+                     "arg": c.factory.arg}}
                 for c in self.contracts
             ],
             "stores": {"mongo_uri": _redact(self.stores.mongo_uri),
@@ -416,7 +458,21 @@ def _contract(raw: Any, i: int, source: str) -> ContractConfig:
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{source}: contracts[{i}].name must be a non-empty string")
     _check_keys(raw, {"name", "abi", "address", "deployment", "events", "confirmations",
-                      "filters", "state"}, source, f"[[contracts]] {name}")
+                      "filters", "state", "factory"}, source, f"[[contracts]] {name}")
+    factory: FactoryConfig | None = None
+    if "factory" in raw:
+        f_raw = raw["factory"]
+        key = f"[[contracts]] {name}.factory"
+        if not isinstance(f_raw, Mapping):
+            raise ConfigError(f"{source}: {key} must be a table {{contract = \"…\", event = "
+                              f"\"…\", arg = \"…\"}}, got {f_raw!r}")
+        _check_keys(f_raw, {"contract", "event", "arg"}, source, key)
+        for part in ("contract", "event", "arg"):
+            if not isinstance(f_raw.get(part), str) or not f_raw[part]:
+                raise ConfigError(f"{source}: {key}.{part} must be a non-empty string, got "
+                                  f"{f_raw.get(part)!r}")
+        factory = FactoryConfig(contract=f_raw["contract"], event=f_raw["event"],
+                                arg=f_raw["arg"])
     events_raw = raw.get("events", "all")
     events: tuple[str, ...] | None
     if events_raw == "all":
@@ -459,7 +515,7 @@ def _contract(raw: Any, i: int, source: str) -> ContractConfig:
         address=str(raw["address"]) if "address" in raw else None,
         deployment=str(raw["deployment"]) if "deployment" in raw else None,
         events=events, confirmations=int(conf) if conf is not None else None,
-        filters=filters, state=tuple(state),
+        filters=filters, state=tuple(state), factory=factory,
     )
 
 

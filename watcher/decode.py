@@ -362,10 +362,19 @@ def _hex_int(v: str | int) -> int:
     return v if isinstance(v, int) else int(v, 16)
 
 
-class LogDecoder:
-    """Turns raw logs of the watched contracts into ``EventRecord``s (status ``pending``)."""
+#: one event of a template: (topic0, topic count, event name, decoder or None if not selected)
+_TemplateEvent = tuple[str, int, str, "EventDecoder | None"]
 
-    def __init__(self, chain_id: int, contracts: Iterable[ContractSpec]) -> None:
+
+class LogDecoder:
+    """Turns raw logs of the watched contracts into ``EventRecord``s (status ``pending``).
+
+    ``templates`` (factory templates, ``watcher.factory``): specs whose address is unused;
+    ``add_child(template, address)`` decodes that address's logs with the template's events
+    and filters from then on, ``remove_child`` stops it (an un-discovered child)."""
+
+    def __init__(self, chain_id: int, contracts: Iterable[ContractSpec],
+                 templates: Iterable[ContractSpec] = ()) -> None:
         self.chain_id = chain_id
         self.stats = DecodeStats()
         self._decoders: dict[tuple[str, str, int], EventDecoder | None] = {}
@@ -386,14 +395,60 @@ class LogDecoder:
                 self._decoders[key] = EventDecoder.compile(spec.name, ev) if wanted else None
                 if ev.name in spec.filters:
                     self._filters[(addr, ev.name)] = spec.filters[ev.name]
+        self._static = frozenset(self._names)
+        self._templates: dict[str, tuple[list[_TemplateEvent], Filters]] = {}
+        for spec in templates:
+            self._all_events |= spec.events is None
+            compiled: list[_TemplateEvent] = []
+            for ev in spec.abi.events:
+                if ev.anonymous:
+                    continue
+                wanted = spec.events is None or ev.name in spec.events
+                compiled.append((ev.topic0, ev.topic_count, ev.name,
+                                 EventDecoder.compile(spec.name, ev) if wanted else None))
+            self._templates[spec.name] = (compiled, spec.filters)
 
     @property
     def addresses(self) -> list[str]:
         return [self._checksummed[a] for a in self._names]
 
+    def add_child(self, template: str, address: str) -> None:
+        """Decode ``address``'s logs as ``template``'s (a static contract there wins)."""
+        addr = address.lower()
+        if addr in self._static:
+            return
+        compiled, filters = self._templates[template]
+        self._names[addr] = template
+        self._checksummed[addr] = checksum(address)
+        for topic0, count, name, dec in compiled:
+            self._decoders[(addr, topic0, count)] = dec
+            if name in filters:
+                self._filters[(addr, name)] = filters[name]
+
+    def remove_child(self, address: str) -> None:
+        """Stop decoding the child ``address`` (its creation block was orphaned)."""
+        addr = address.lower()
+        if addr in self._static or addr not in self._names:
+            return
+        template = self._names.pop(addr)
+        del self._checksummed[addr]
+        compiled, _ = self._templates[template]
+        for topic0, count, name, _dec in compiled:
+            self._decoders.pop((addr, topic0, count), None)
+            self._filters.pop((addr, name), None)
+
+    def template_topic0s(self, template: str) -> list[str]:
+        """The topic0s of ``template``'s selected events (a topic-only ``eth_getLogs``)."""
+        compiled, _ = self._templates[template]
+        return sorted({topic0 for topic0, _, _, dec in compiled if dec is not None})
+
     def topic0s(self) -> list[str]:
-        """Every topic0 that is decoded (for the ``topics`` filter of ``eth_getLogs``)."""
-        return sorted({k[1] for k, d in self._decoders.items() if d is not None})
+        """Every topic0 that is decoded (for the ``topics`` filter of ``eth_getLogs``),
+        templates' included."""
+        found = {k[1] for k, d in self._decoders.items() if d is not None}
+        for name in self._templates:
+            found.update(self.template_topic0s(name))
+        return sorted(found)
 
     def topics_filter(self) -> list[list[str]] | None:
         """``eth_getLogs`` ``topics`` when every contract selects its events, else None.

@@ -30,6 +30,12 @@ A session:
    ``Propose(state, batch)`` → ``Accept(batch)`` → ``Save(state)``; a backfill chunk of final
    blocks only as ``Accept`` → ``Save`` (repeating it gives the same records).
 
+Factory children (``watcher.factory``): every fetch (a range, or a live step's blocks) is
+completed by ``_complete``: the factory records in it discover children, whose logs of the same
+fetch are read by a request of their own (by address, or by topic once there are more than
+``max_filter_addresses``); a reorg un-discovers the children of the blocks it orphans before the
+new branch is read. The child set is part of the committed state (``children``).
+
 Invariants (checked by the simulation at the end of every run): every canonical log has exactly
 one live final message; every record emitted for a block that left the canonical chain has a
 ``removed`` after it; nothing confirmed that is not canonical; each message id stored once —
@@ -39,8 +45,8 @@ with ``incarnation`` (``docs/seams.md`` §1) a block that comes back gets new me
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from watcher.binding import Bound
@@ -50,6 +56,7 @@ from watcher.config import WatchConfig
 from watcher.cursor import BlockCursor, Event, Header, Reorg
 from watcher.decode import LogDecoder, RawLog
 from watcher.errors import RangeTooLarge, RateLimited, RPCError, WatcherError
+from watcher.factory import MAX_FILTER_ADDRESSES, Child, Children, discovered
 from watcher.ledger import Ledger, apply_events, surviving_blocks
 from watcher.ranges import RangePlanner
 from watcher.record import Record, StateRecord
@@ -182,6 +189,12 @@ class _Session:
     #: again (a lagging head later), or `pending` would follow a stored `confirmed`
     backfill_to: int | None = None
     has_tag: bool = True  # False once the node answered that it has no `finalized` tag
+    #: factory children known at the tip (``watcher.factory``; in the checkpoint)
+    children: Children = field(default_factory=Children)
+
+
+#: fetches the logs of blocks ``lo … hi`` with a filter (by ranges, or by block hashes)
+Fetch = Callable[[dict[str, object], int, int], Generator[Action, Any, list[RawLog]]]
 
 
 class Stepper:
@@ -204,6 +217,12 @@ class Stepper:
         self._topic0s = None if topic0s is None else {t.lower() for t in topic0s}
         self.bloom = LogBloom(bound.addresses, topic0s)
         self._planners: dict[str, RangePlanner] = {}
+        #: children beyond this many are fetched by topic only (``watcher.factory``)
+        self.max_filter_addresses = MAX_FILTER_ADDRESSES
+        factories = {t.factory for t in bound.templates}
+        #: decodes the factories' logs for discovery only (its counts are not reported)
+        self._discovery = LogDecoder(bound.chain_id,
+                                     [s for s in bound.specs if s.name in factories])
 
     # --- the session ---------------------------------------------------------------------------
 
@@ -213,7 +232,8 @@ class Stepper:
         self._s = None
         yield from self._start()
         s = self._sess()
-        if len(s.covered) < len(self.bound.specs):
+        self._sync_decoder()
+        if len(s.covered) < len(self.bound.specs) + len(self.bound.templates):
             yield from self._catch_up()
         if subscriptions:
             yield Subscribe()
@@ -264,6 +284,7 @@ class Stepper:
             committed["contracts"] = doc.get("contracts")
             committed["catchup"] = doc.get("catchup")
             committed["backfill_to"] = doc.get("backfill_to")
+            committed["children"] = doc.get("children")
             logger.info("resuming from checkpoint %s at block %d", self.key, doc["block_number"])
             self.committed = committed
             self._restore(committed)
@@ -293,9 +314,12 @@ class Stepper:
             logger.info("catch-up of %s abandoned: not in the config any more",
                         ", ".join(e["name"] for e in catchup["contracts"]))
             catchup = None
+        children = Children.from_doc(committed.get("children"),
+                                     [t.name for t in self.bound.templates])
         self._s = _Session(cursor, ledger,
                            current if covered is None else [e for e in current if e in covered],
-                           catchup, backfill_to=committed.get("backfill_to"))
+                           catchup, backfill_to=committed.get("backfill_to"),
+                           children=children)
 
     def _doc(self) -> dict[str, Any]:
         s = self._sess()
@@ -304,10 +328,13 @@ class Stepper:
             "block_number": s.cursor.tip.number, "block_hash": s.cursor.tip.hash,
             "cursor": s.cursor.to_doc(), "ledger": s.ledger.to_doc(),
             "contracts": list(s.covered), "catchup": s.catchup, "backfill_to": s.backfill_to,
+            "children": s.children.to_doc(),
         }
 
     def _commit(self, records: Sequence[Record], *, propose: bool) -> Steps:
         """Hand ``records`` to the sink, then store the checkpoint (see ``watcher.checkpoint``)."""
+        s = self._sess()
+        s.children.finalize(s.cursor.chain[0].number)  # at or below the anchor: final
         state = self._doc()
         batch: list[dict[str, Any]] = [dict(r.to_dict()) for r in records]
         if batch:
@@ -329,24 +356,33 @@ class Stepper:
         return {h: int(b["timestamp"], 16) for h, b in zip(missing, blocks, strict=True) if b}
 
     def _chunks(
-        self, start: int, target: int, log_filter: dict[str, object],
-        consume: Any,
+        self, start: int, target: int,
+        log_filter: dict[str, object] | Callable[[], dict[str, object]],
+        consume: Any, *, key: str | None = None, prefetch: bool = True,
     ) -> Steps:
         """``eth_getLogs`` of blocks ``start … target`` in ranges planned by ``RangePlanner``
         (shrunk on refusals, grown back after successes); for each range in order, runs
-        ``consume((lo, hi), logs, header of hi)`` (a generator function). The next range is
-        announced (``Prefetch``) before the current one is consumed."""
+        ``consume((lo, hi), logs, header of hi, filter used)`` (a generator function). The
+        next range is announced (``Prefetch``) before the current one is consumed. A callable
+        ``log_filter`` is asked for the filter of each range (when it is announced: factory
+        children found meanwhile are fetched by ``consume``)."""
+        current: Callable[[], dict[str, object]] = (
+            log_filter if callable(log_filter) else lambda: log_filter)
         # one planner per filter for the watcher's life: a provider's range limit, once
         # learned, holds across sessions (a retry does not refuse its way down again)
-        key = repr(sorted(log_filter.items()))
+        if key is None:
+            key = repr(sorted(current().items()))
         planner = self._planners.get(key)
         if planner is None:
             planner = self._planners[key] = RangePlanner(max_range=self.watch.max_range)
         refusals = 0
+        announced: tuple[tuple[int, int], dict[str, object]] | None = None
         while start <= target:
             span = planner.plan(start, target)
+            flt = announced[1] if announced is not None and announced[0] == span else current()
+            announced = None
             try:
-                logs, raw_end = yield FetchRange(span[0], span[1], log_filter)
+                logs, raw_end = yield FetchRange(span[0], span[1], flt)
             except (RangeTooLarge, RateLimited) as exc:
                 refusals += 1
                 size = span[1] - span[0] + 1
@@ -368,9 +404,11 @@ class Stepper:
             refusals = 0
             planner.succeeded(span[1] - span[0] + 1)
             start = span[1] + 1
-            if start <= target:  # fetch the next range while this one is stored
-                yield Prefetch(*planner.plan(start, target), log_filter)
-            yield from consume(span, list(logs), Header.from_rpc(raw_end))
+            if start <= target and prefetch:  # fetch the next range while this one is stored
+                nxt = planner.plan(start, target)
+                announced = (nxt, current())
+                yield Prefetch(*nxt, announced[1])
+            yield from consume(span, list(logs), Header.from_rpc(raw_end), flt)
 
     def _backfill(self, target: int) -> Steps:
         """Emit every record of blocks ``tip+1 … target`` (all final), chunk by chunk. The tip
@@ -394,7 +432,11 @@ class Stepper:
         done = {"records": 0}
         yield Backfilling(start, target, start - 1, 0)
 
-        def consume(span: tuple[int, int], logs: list[RawLog], end: Header) -> Steps:
+        def consume(span: tuple[int, int], logs: list[RawLog], end: Header,
+                    used: dict[str, object]) -> Steps:
+            logs = yield from self._complete(logs, used, span, self._range_fetch,
+                                             {t.name for t in self.bound.templates},
+                                             self.decoder)
             timestamps = yield from self._timestamps(logs)
             # records of final blocks: ``confirmed`` at once, whatever the contract's K (a block
             # deeper than the window is deeper than every K and than ``finality_depth``)
@@ -412,7 +454,7 @@ class Stepper:
             self.stats.blocks += span[1] - span[0] + 1
             yield Backfilling(start, target, span[1], done["records"])
 
-        yield from self._chunks(start, target, self.log_filter, consume)
+        yield from self._chunks(start, target, self._main_filter, consume, key="main")
         yield Backfilling(start, target, target, done["records"], finished=True)
 
     def _fresh_ledger(self, *, above: int) -> Ledger:
@@ -451,22 +493,39 @@ class Stepper:
         for name in sorted(names, key=lambda n: starts[n]) if begin <= target else ():
             logger.info("catching up %s from block %d to %d%s", name, max(begin, starts[name]),
                         target, " (resumed)" if resumed else "")
-        decoder = sub.decoder()
+        # a template's children are discovered again from its factory's logs (not emitted)
+        templates = {t.name for t in sub.templates}
+        if templates and not resumed:
+            s.children.drop(templates)
+        fetched = self.bound.only(names | {t.factory for t in sub.templates})
+        decoder = fetched.decoder()
+        for address in s.children.addresses():
+            template = s.children.template_of(address)
+            if template in templates:
+                decoder.add_child(template, address)
         s.catchup = {"contracts": missing, "next_block": begin}
         count = {"records": 0}
 
-        def consume(span: tuple[int, int], logs: list[RawLog], _end: Header) -> Steps:
+        def log_filter() -> dict[str, object]:
+            return self._filter_with_children(fetched.log_filter(), templates)
+
+        def consume(span: tuple[int, int], logs: list[RawLog], _end: Header,
+                    used: dict[str, object]) -> Steps:
+            logs = yield from self._complete(logs, used, span, self._range_fetch, templates,
+                                             decoder)
             timestamps = yield from self._timestamps(logs)
             recs = [r for r in decoder.decode_many(logs, timestamps)
-                    if r.block_number >= starts[r.contract]]
+                    if r.contract in names and r.block_number >= starts[r.contract]]
             out, adopted = self._catch_up_records(recs)
             count["records"] += len(out)
             s.catchup = {"contracts": missing, "next_block": span[1] + 1}
             yield from self._commit(out, propose=adopted)
 
-        yield from self._chunks(begin, target, sub.log_filter(), consume)
+        yield from self._chunks(begin, target, log_filter, consume,
+                                key="catchup:" + ",".join(sorted(names)))
         s.covered = current
         s.catchup = None
+        self._sync_decoder()
         yield from self._commit([], propose=False)
         logger.info("catch-up of %s done: %d records", ", ".join(sorted(names)),
                     count["records"])
@@ -567,6 +626,14 @@ class Stepper:
                 break
         if not events:
             return False
+        for ev in events:
+            if isinstance(ev, Reorg):
+                # before the new branch is read: its blocks may create the same addresses
+                for child in s.children.orphan(h.hash for h in ev.orphaned):
+                    self.decoder.remove_child(child.address)
+                    logger.info("%s child %s un-discovered: its creation block %d %s was "
+                                "orphaned", child.template, child.address, child.number,
+                                child.hash)
         survivors = surviving_blocks(events)
         logs_by_block, values = yield from self._live_fetch(list(survivors.values()), blooms)
         decoder = self.decoder
@@ -596,19 +663,43 @@ class Stepper:
         when a block's ``[]`` contradicts its bloom)."""
         if not headers:
             return {}, {}
-        results = yield Call(tuple(("eth_getLogs", [{"blockHash": h.hash, **self.log_filter}])
-                                   for h in headers))
-        logs_by_block: dict[str, list[RawLog]] = {}
-        for h, logs in zip(headers, results, strict=True):
-            for lg in logs:
-                if str(lg.get("blockHash", "")).lower() != h.hash:
-                    raise RPCError(f"eth_getLogs for block {h.hash} returned a log of block "
-                                   f"{lg.get('blockHash')}", method="eth_getLogs")
-            logs_by_block[h.hash] = list(logs)
+        main = self._main_filter()
+        logs_by_block = yield from self._by_hash(headers, main)
+        bloom = self.bloom if main is self.log_filter else self._bloom_of(main)
         doubted = [h for h in headers
-                   if not logs_by_block[h.hash] and self.bloom.may_match(blooms.get(h.hash))]
+                   if not logs_by_block[h.hash] and bloom.may_match(blooms.get(h.hash))]
         if doubted:
+            # before discovery: a factory log the `[]` hid announces children of later blocks
             yield from self._settle(doubted, logs_by_block)
+        if self.bound.templates:
+            templates = {t.name for t in self.bound.templates}
+            children = self._sess().children
+            again: list[Header] = []
+
+            def fetch(flt: dict[str, object], lo: int, hi: int
+                      ) -> Generator[Action, Any, list[RawLog]]:
+                hs = [h for h in headers if lo <= h.number <= hi]
+                got = yield from self._by_hash(hs, flt)
+                by_topic = "address" not in flt
+                check = self._bloom_of(flt if not by_topic else {
+                    **flt, "address": self._children_of(templates)})
+                for h in hs:
+                    mine = got[h.hash] if not by_topic else [
+                        lg for lg in got[h.hash]
+                        if children.template_of(str(lg.get("address", ""))) is not None]
+                    if not mine and check.may_match(blooms.get(h.hash)):
+                        again.append(h)  # a `[]` the bloom contradicts: the receipts decide
+                return [lg for logs in got.values() for lg in logs]
+
+            merged = yield from self._complete(
+                [lg for h in headers for lg in logs_by_block[h.hash]], main,
+                (headers[0].number, headers[-1].number), fetch, templates, self.decoder)
+            logs_by_block = {h.hash: [] for h in headers}
+            for lg in merged:
+                logs_by_block[str(lg["blockHash"]).lower()].append(lg)
+            if again:
+                yield from self._settle(sorted(set(again), key=lambda h: h.number),
+                                        logs_by_block)
         wanted: list[tuple[Header, ViewCall]] = []
         for h in headers:
             if not self.bound.calls:
@@ -628,6 +719,144 @@ class Stepper:
             for (h, c), result in zip(wanted, outs, strict=True):
                 values.setdefault(h.hash, []).append((c, str(result)))
         return logs_by_block, values
+
+    def _by_hash(self, headers: list[Header], flt: dict[str, object]
+                 ) -> Generator[Action, Any, dict[str, list[RawLog]]]:
+        """``eth_getLogs`` by block hash (EIP-234) of each of ``headers`` with ``flt``."""
+        if not headers:
+            return {}
+        results = yield Call(tuple(("eth_getLogs", [{"blockHash": h.hash, **flt}])
+                                   for h in headers))
+        logs_by_block: dict[str, list[RawLog]] = {}
+        for h, logs in zip(headers, results, strict=True):
+            for lg in logs:
+                if str(lg.get("blockHash", "")).lower() != h.hash:
+                    raise RPCError(f"eth_getLogs for block {h.hash} returned a log of block "
+                                   f"{lg.get('blockHash')}", method="eth_getLogs")
+            logs_by_block[h.hash] = list(logs)
+        return logs_by_block
+
+    # --- factory children (``watcher.factory``) ------------------------------------------------
+
+    def _sync_decoder(self) -> None:
+        """The decoder for the configured contracts and the children known now (the counts
+        carry over)."""
+        s = self._sess()
+        stats = self.decoder.stats
+        self.decoder = self.bound.decoder()
+        self.decoder.stats = stats
+        for address in s.children.addresses():
+            template = s.children.template_of(address)
+            if template is not None:
+                self.decoder.add_child(template, address)
+
+    def _main_filter(self) -> dict[str, object]:
+        """The filter of every fetch: the configured contracts, plus the children while they
+        are few enough for an ``address`` array."""
+        return self._filter_with_children(self.log_filter,
+                                          {t.name for t in self.bound.templates})
+
+    def _filter_with_children(self, base: dict[str, object], templates: set[str]
+                              ) -> dict[str, object]:
+        if not templates:
+            return base
+        children = self._children_of(templates)
+        if not children or len(children) > self.max_filter_addresses:
+            return base
+        addresses = base.get("address")
+        assert isinstance(addresses, list)
+        return {**base, "address": [*addresses, *children]}
+
+    def _bloom_of(self, flt: dict[str, object]) -> LogBloom:
+        """The bloom check of a filter's addresses (and topic0s)."""
+        addresses = flt.get("address")
+        topics = flt.get("topics")
+        topic0s = list(topics[0]) if isinstance(topics, list) and topics else None
+        return LogBloom([str(a) for a in addresses] if isinstance(addresses, list) else [],
+                        topic0s)
+
+    def _children_of(self, templates: set[str]) -> list[str]:
+        s = self._sess()
+        return [a for a in s.children.addresses() if s.children.template_of(a) in templates]
+
+    def _range_fetch(self, flt: dict[str, object], lo: int, hi: int
+                     ) -> Generator[Action, Any, list[RawLog]]:
+        """Every log of ``lo … hi`` with ``flt``, by ranges (no prefetch)."""
+        out: list[RawLog] = []
+
+        def collect(_span: tuple[int, int], logs: list[RawLog], _end: Header,
+                    _used: dict[str, object]) -> Steps:
+            out.extend(logs)
+            return
+            yield
+
+        yield from self._chunks(lo, hi, flt, collect, key="children", prefetch=False)
+        return out
+
+    def _complete(
+        self, logs: list[RawLog], used: dict[str, object], span: tuple[int, int],
+        fetch: Fetch, templates: set[str], decoder: LogDecoder,
+    ) -> Generator[Action, Any, list[RawLog]]:
+        """``logs`` of blocks ``span`` (fetched with ``used``) completed with the logs of the
+        factory children of ``templates``: children discovered in them (their factory's
+        records) and known ones the filter did not name get a fetch of their own, by address
+        (from their creation block), or by topic alone once there are more than
+        ``max_filter_addresses`` of them; then only logs of a child at or after its creation
+        block are kept. In (block, log index) order, without duplicates."""
+        if not templates:
+            return logs
+        s = self._sess()
+        lo, hi = span
+        named = used.get("address")
+        covered = {str(a).lower() for a in named} if isinstance(named, list) else set()
+        out = list(logs)
+        by_topic: list[RawLog] | None = None
+        while True:
+            for child in self._discover(out, templates):
+                decoder.add_child(child.template, child.address)
+                logger.info("%s child %s discovered in block %d", child.template,
+                            child.address, child.number)
+            missing = [a for a in self._children_of(templates) if a.lower() not in covered]
+            if by_topic is not None or not missing:
+                break
+            topics = self.log_filter.get("topics")
+            if len(missing) > self.max_filter_addresses:
+                topic0s = sorted({t0 for t in self.bound.templates if t.name in templates
+                                  for t0 in decoder.template_topic0s(t.name)})
+                by_topic = yield from fetch({"topics": [topic0s]}, lo, hi)
+                continue  # (a child is never a factory: nothing new to discover)
+            first = max(lo, min(s.children.created_at(a) for a in missing))
+            flt: dict[str, object] = {"address": missing}
+            if topics is not None:
+                flt["topics"] = topics
+            out += yield from fetch(flt, first, hi)
+            covered.update(a.lower() for a in missing)
+        kept: dict[tuple[int, int], RawLog] = {}
+        for lg in out + [lg for lg in by_topic or ()
+                         if s.children.template_of(str(lg.get("address", ""))) is not None]:
+            address = str(lg.get("address", ""))
+            template = s.children.template_of(address)
+            number = int(lg["blockNumber"], 16)
+            if template is not None and (template not in templates
+                                         or number < s.children.created_at(address)):
+                continue
+            kept[(number, int(lg["logIndex"], 16))] = lg
+        return [kept[k] for k in sorted(kept)]
+
+    def _discover(self, logs: list[RawLog], templates: set[str]) -> list[Child]:
+        """The children the factory logs among ``logs`` announce, added to the session's set
+        (those already known are not returned)."""
+        s = self._sess()
+        wanted = [t for t in self.bound.templates if t.name in templates]
+        factories = {spec.address.lower() for spec in self.bound.specs
+                     if any(t.factory == spec.name for t in wanted)}
+        mine = [lg for lg in logs if str(lg.get("address", "")).lower() in factories]
+        if not mine:
+            return []
+        stamps = {str(lg["blockHash"]).lower(): 0 for lg in mine}  # unused by discovery
+        # an address that is a configured contract stays that contract (never a child too)
+        return [c for c in discovered(wanted, self._discovery.decode_many(mine, stamps))
+                if c.address.lower() not in self._addresses and s.children.add(c)]
 
     def _settle(self, doubted: list[Header], logs_by_block: dict[str, list[RawLog]]) -> Steps:
         """``eth_getLogs`` answered ``[]`` for blocks whose ``logsBloom`` says our logs may be
@@ -652,21 +881,31 @@ class Stepper:
                 raise RPCError(f"no receipts for block {h.number} {h.hash}",
                                method="eth_getBlockReceipts")
             found: list[RawLog] = []
+            every: list[RawLog] = []
             for receipt in block_receipts:
                 if receipt is None:
                     raise RPCError(f"a receipt of block {h.number} {h.hash} is missing",
                                    method="eth_getTransactionReceipt")
                 for lg in receipt.get("logs") or []:
-                    topics = lg.get("topics") or []
-                    if str(lg.get("address", "")).lower() not in self._addresses:
-                        continue
-                    if self._topic0s is not None and (
-                            not topics or str(topics[0]).lower() not in self._topic0s):
-                        continue
                     if str(lg.get("blockHash", h.hash)).lower() != h.hash:
                         raise RPCError(f"a receipt of block {h.hash} holds a log of block "
                                        f"{lg.get('blockHash')}", method="eth_getBlockReceipts")
-                    found.append(lg)
+                    every.append(lg)
+            if self.bound.templates:  # children the block's factory logs create count too
+                for child in self._discover(every, {t.name for t in self.bound.templates}):
+                    self.decoder.add_child(child.template, child.address)
+            children = self._sess().children
+            for lg in every:
+                topics = lg.get("topics") or []
+                address = str(lg.get("address", ""))
+                if address.lower() not in self._addresses:
+                    if children.template_of(address) is None or (
+                            children.created_at(address) > h.number):
+                        continue
+                elif self._topic0s is not None and (
+                        not topics or str(topics[0]).lower() not in self._topic0s):
+                    continue
+                found.append(lg)
             if found:
                 logger.warning("eth_getLogs answered [] for block %d %s, its receipts hold %d "
                                "watched logs: using those", h.number, h.hash, len(found))

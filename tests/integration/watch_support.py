@@ -253,6 +253,8 @@ def write_config(
     contracts: Sequence[dict[str, Any]], **watch: Any,
 ) -> Path:
     def val(v: Any) -> str:
+        if isinstance(v, dict):  # a TOML inline table (e.g. [[contracts]] factory)
+            return "{" + ", ".join(f"{k} = {val(x)}" for k, x in v.items()) + "}"
         return json.dumps(v)
 
     lines = ["[node]", f"urls = {val(list(urls))}", "poll_interval_s = 0.1", "timeout_s = 5", "",

@@ -11,6 +11,11 @@ a model world, all in one thread with no clock:
   minus the window), and sometimes switches back to a branch it left (a flip-flop);
 * a node that times out, answers ``null`` for a block it has, lags a block behind its head,
   refuses wide ``eth_getLogs`` ranges, rate-limits, and lies with ``[]`` for a block's logs;
+* in a third of the seeds, a factory (``DemoFactory``'s ``PairCreated``) whose children (watched
+  as template ``Pair``, K = 0) log ``Sync`` — also in their creation block, before the factory's
+  event — at addresses that, as with ``CREATE``, depend on the factory's nonce alone (a fork
+  re-creates them), beside an address no factory created; children are fetched by address or,
+  in some seeds, by topic only;
 * a sink that fails before writing or after writing part of a batch, and a checkpoint store
   whose writes fail before or after taking effect;
 * crashes at every action boundary (before or after performing it: the result is lost), then
@@ -19,7 +24,8 @@ a model world, all in one thread with no clock:
 At the end the faults stop, the chain grows past every confirmation depth and the watcher runs
 until it is caught up; then the invariant: the stored stream equals the canonical chain.
 
-* every canonical log of a watched contract has a final message (the last one stored for its id,
+* every canonical log of a watched contract (a factory child: from its creation block on, in the
+  canonical chain) has a final message (the last one stored for its id,
   which is also the greatest by (incarnation, status rank)) that is ``confirmed`` once it is deep
   enough for its contract, ``pending`` (K = 0) before;
 * every id of a block that is not canonical has ``removed`` as its final message;
@@ -55,6 +61,7 @@ from watcher.errors import (
     RPCError,
     WatcherError,
 )
+from watcher.factory import Template
 from watcher.record import message_id
 from watcher.sink import SinkError
 from watcher.stepper import (
@@ -79,8 +86,20 @@ CHAIN_ID = 31337
 FAST = "0x" + "aa" * 20  # K = 0
 SLOW = "0x" + "bb" * 20  # K > 0
 OTHER = "0x" + "cc" * 20  # not watched
+FACT = "0x" + "fa" * 20  # a factory (some seeds): PairCreated announces children (K = 0)
+GHOST = "0x" + "ee" * 20  # a Pair-shaped contract no factory created: never watched
 RANK = {"pending": 0, "confirmed": 1, "removed": 2}
 _ABI = load_abi(find_abi(ROOT / "abi", "DemoToken"))
+_FACTORY_ABI = load_abi(find_abi(ROOT / "abi", "DemoFactory"))
+_PAIR_ABI = load_abi(find_abi(ROOT / "abi", "DemoPair"))
+CREATED = _FACTORY_ABI.event("PairCreated").topic0
+SYNC = _PAIR_ABI.event("Sync").topic0
+
+
+def child_address(nonce: int) -> str:
+    """The factory's ``nonce``-th child: like ``CREATE``, the address depends on the nonce
+    alone, so a fork that creates again re-creates the same address."""
+    return f"0x{'dd' * 18}{nonce:04x}"
 
 
 class SimFailure(AssertionError):
@@ -135,6 +154,9 @@ class Chain:
         self.blocks: dict[str, Block] = {genesis.hash: genesis}
         self.txs: dict[str, dict[str, Any]] = {}  # tx hash -> its one log
         self._supply: dict[str, int] = {}
+        #: seeds with a factory: blocks may create children and carry their Sync logs
+        self.factory = False
+        self._children: dict[str, tuple[str, ...]] = {}
         self.canon: list[str] = [genesis.hash]
         self.branches: list[list[str]] = []  # canonical chains we left (for flip-flops)
         self.reorgs = 0
@@ -148,6 +170,35 @@ class Chain:
             below = self.supply(b.parent) if b.number > 0 else 0
             self._supply[block_hash] = below + sum(lg["address"] == FAST for lg in b.logs)
         return self._supply[block_hash] % 3
+
+    def children(self, block_hash: str) -> tuple[str, ...]:
+        """The factory's children created in this block's ancestry, itself included."""
+        if block_hash not in self._children:
+            b = self.blocks[block_hash]
+            below = self.children(b.parent) if b.number > 0 else ()
+            self._children[block_hash] = below + tuple(
+                "0x" + lg["data"][2 + 24:2 + 64] for lg in b.logs
+                if lg["address"] == FACT and lg["topics"][0] == CREATED)
+        return self._children[block_hash]
+
+    def _factory_logs(self, parent: Block) -> list[tuple[str, list[str], str]]:
+        """Logs (address, topics, data) of a factory seed's new block: maybe a PairCreated,
+        Syncs of children (also of the one created here, before or after its PairCreated) and
+        of an address no factory created."""
+        rng = self.rng
+        known = list(self.children(parent.hash)) if parent.number > 0 else []
+        out: list[tuple[str, list[str], str]] = []
+        new = None
+        if rng.random() < 0.3:
+            new = child_address(len(known))
+            pad = "0x" + "00" * 12 + "11" * 20
+            out.append((FACT, [CREATED, pad, pad], f"0x{'0' * 24}{new[2:]}{len(known) + 1:064x}"))
+        for _ in range(rng.choice((0, 1, 2))):
+            pool = known + ([new] if new else []) + [GHOST]
+            addr = rng.choice(pool)
+            out.insert(rng.randint(0, len(out)), (addr, [SYNC], f"0x{rng.randrange(99):064x}"
+                                                                f"{1000:064x}"))
+        return out
 
     def _hash(self) -> str:
         self._n += 1
@@ -166,11 +217,16 @@ class Chain:
         if logs_of is None:
             n = self.rng.choice((0, 0, 1, 1, 2, 3))
             logs_of = tuple(self.rng.choice((FAST, FAST, SLOW, SLOW, OTHER)) for _ in range(n))
-        for i, addr in enumerate(logs_of):
+        shaped: list[tuple[str, list[str], str]] = []
+        for addr in logs_of:
             to = "0x" + "00" * 12 + f"{self.rng.randrange(256):02x}" * 20
+            shaped.append((addr, [TRANSFER, "0x" + "00" * 12 + "11" * 20, to],
+                           f"0x{self.rng.randrange(10**6):064x}"))
+        if self.factory:
+            shaped += self._factory_logs(parent)
+        for i, (addr, topics, data) in enumerate(shaped):
             logs.append({
-                "address": addr, "topics": [TRANSFER, "0x" + "00" * 12 + "11" * 20, to],
-                "data": f"0x{self.rng.randrange(10**6):064x}",
+                "address": addr, "topics": topics, "data": data,
                 "blockNumber": hex(parent.number + 1),
                 "blockHash": h, "transactionHash": f"0x{int(h, 16) * 16 + i:064x}",
                 "transactionIndex": hex(i), "logIndex": hex(i), "removed": False,
@@ -280,8 +336,14 @@ class Sim:
         #: Fast.totalSupply() read at blocks with a Fast Transfer (a state record on change)
         self.state_reads = rng.random() < 0.5
         self.early: list[str] = []  # confirmed before K (checked as they are accepted)
+        # drawn apart, so that the runs of seeds without a factory stay what they were
+        side = random.Random(seed * 7919 + 13)
+        self.factory = side.random() < 0.3
+        #: children beyond this many are fetched by topic only (0: always)
+        self.max_addresses = side.choice((500, 2, 0))
         self.bound = self._bound()
         self.chain = Chain(rng)
+        self.chain.factory = self.factory
         self.chain.mine(rng.choice((0, 1, w, 3 * w)))
         self.faults = Faults.draw(rng)
         if not lie:
@@ -309,11 +371,20 @@ class Sim:
             confirmations["Late"] = self.late_k
         calls = (ViewCall.bind("Fast", checksum(FAST), _ABI.function("totalSupply", 0), [],
                                ("Transfer",), "sim"),) if self.state_reads else ()
+        templates: tuple[Template, ...] = ()
+        if self.factory:
+            specs.append(ContractSpec("Factory", checksum(FACT), _FACTORY_ABI))
+            templates = (Template(ContractSpec("Pair", "0x" + "00" * 20, _PAIR_ABI), "Factory",
+                                  "PairCreated", "pair"),)
+            confirmations.update(Factory=0, Pair=0)
         return Bound(chain_id=CHAIN_ID, specs=tuple(specs), confirmations=confirmations,
-                     calls=calls, start_block=0, start_blocks=dict.fromkeys(confirmations, 0))
+                     calls=calls, start_block=0, start_blocks=dict.fromkeys(confirmations, 0),
+                     templates=templates)
 
     def _new_stepper(self) -> Stepper:
-        return Stepper(self.bound, self.watch, poll_interval_s=1.0)
+        stepper = Stepper(self.bound, self.watch, poll_interval_s=1.0)
+        stepper.max_filter_addresses = self.max_addresses
+        return stepper
 
     # --- the world between and during actions ------------------------------------------------
 
@@ -391,18 +462,25 @@ class Sim:
         if method == "eth_getLogs":
             flt = params[0]
             addresses = {a.lower() for a in flt.get("address", [])}
+            topic0s = {x.lower() for x in flt["topics"][0]} if flt.get("topics") else None
+
+            def selected(lg: dict[str, Any]) -> bool:
+                # no "address": every contract (a topic-only filter for many factory children)
+                return ("address" not in flt or lg["address"] in addresses) and (
+                    topic0s is None or lg["topics"][0] in topic0s)
+
             if "blockHash" in flt:
                 b = c.blocks.get(flt["blockHash"])
                 if b is None:
                     raise RPCError(f"unknown block {flt['blockHash']}", method=method)
-                got = [lg for lg in b.logs if lg["address"] in addresses]
+                got = [lg for lg in b.logs if selected(lg)]
                 if got and self.rng.random() < f.lie:
                     return []  # a provider that lies
                 return [_copy(lg) for lg in got]
             lo, hi = int(flt["fromBlock"], 16), int(flt["toBlock"], 16)
             out = []
             for n in range(lo, min(hi, c.head) + 1):
-                out += [lg for lg in c.blocks[c.canon[n]].logs if lg["address"] in addresses]
+                out += [lg for lg in c.blocks[c.canon[n]].logs if selected(lg)]
             return [_copy(lg) for lg in out]
         raise AssertionError(f"the model node has no {method}")
 
@@ -594,13 +672,20 @@ class Sim:
         watched = {FAST: ("Fast", 0), SLOW: ("Slow", self.k)}
         if self.late:
             watched[OTHER] = ("Late", self.late_k)
+        if self.factory:
+            watched[FACT] = ("Factory", 0)
         for n in range(1, c.head + 1):
             b = c.blocks[c.canon[n]]
             depth = c.head - n
+            # children watched from their creation block on (in the canonical chain)
+            children = set(c.children(b.hash)) if self.factory else set()
             for lg in b.logs:
-                if lg["address"] not in watched:
+                if lg["address"] in children:
+                    name, k = "Pair", 0
+                elif lg["address"] not in watched:
                     continue
-                name, k = watched[lg["address"]]
+                else:
+                    name, k = watched[lg["address"]]
                 rid = f"{CHAIN_ID}:{b.hash}:{int(lg['logIndex'], 16)}"
                 due = k if k else self.watch.finality_depth
                 want = "confirmed" if depth >= due else ("pending" if k == 0 else None)
@@ -654,6 +739,8 @@ def directed(*, window: int, k: int, finality_depth: int) -> Sim:
         start_blocks={"Fast": 0, "Slow": 0},
     )
     sim.chain = Chain(sim.rng)
+    sim.factory = False
+    sim.max_addresses = 500
     sim.faults = Faults.none()
     sim.grow_on_wait = False
     sim.stepper = sim._new_stepper()
