@@ -37,7 +37,7 @@ import sys
 import time
 from typing import Any, Protocol
 
-from chainpush.resource import AsyncResource
+from chainpush.resource import AsyncResource, raise_if_cancelling
 from push.metrics import Metrics
 from watcher.binding import Bound, bind
 from watcher.checkpoint import CheckpointError, LeaseLost, MongoCheckpoints
@@ -307,6 +307,9 @@ class Watcher(AsyncResource):
                     if not isinstance(action, FetchRange):
                         raise
                     error = exc  # the stepper shrinks the range or waits
+                # a cancel that pymongo's or an rpc timeout's await swallowed (Python 3.11):
+                # without this the loop goes on after aclose() asked it to stop
+                raise_if_cancelling()
         finally:
             steps.close()
             await performer.aclose()

@@ -297,7 +297,11 @@ async def test_page_state_value_and_rows_never_go_backwards(
         await expect(x_rows).to_have_count(1)
         await expect(x_rows.locator(".status")).to_have_text("confirmed")
         await expect(x_rows).to_have_class(re.compile("status-confirmed"))
-        assert node.metrics.counters["chainpush_messages_out_total"] >= 7
+        # the stale pending really reached the page (live, or from history when the node
+        # repaired a gap under load): it was the page that ignored it
+        sent = (node.metrics.counters["chainpush_messages_out_total"]
+                + node.metrics.counters.get("chainpush_history_out_total", 0))
+        assert sent >= 7, node.metrics.counters
 
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")
