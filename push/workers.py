@@ -51,7 +51,7 @@ class RestartPolicy:
         self._young_deaths[worker] = deaths
         if deaths >= self.max_young_deaths:
             return None
-        return min(self.max_delay_s, self.first_delay_s * 2 ** (deaths - 1))
+        return float(min(self.max_delay_s, self.first_delay_s * 2.0 ** (deaths - 1)))
 
 
 class Supervisor:
