@@ -53,7 +53,7 @@ async def client_main(args: argparse.Namespace) -> None:
     stdin says stop, or (``--expect``) count ``--expect`` frames per connection and report."""
     from websockets.asyncio.client import connect
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     sem = asyncio.Semaphore(256)
     got = [0]
