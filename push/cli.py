@@ -162,6 +162,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     push.add_argument("--public-url", default=None,
                       help="overrides [push] public_url, the URL clients are given (default "
                            "ws://HOST:PORT/ws)")
+    push.add_argument("--workers", type=int, default=None, metavar="N",
+                      help="overrides [push] workers: N node processes sharing the port with "
+                           "SO_REUSEPORT, one per core, registered as NODE_ID-0 … NODE_ID-N-1 "
+                           f"(default {_PUSH.workers})")
+    push.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     push.set_defaults(func=cmd_push)
 
     auth = _parser(subparsers, "auth", "run the auth service (dev login, page), or --issue a "
@@ -306,10 +311,17 @@ def cmd_push(args: argparse.Namespace) -> int:
     from push.node import PushNode
 
     settings = _checked(args, push={"node_id": args.node_id, "host": args.host,
-                                    "port": args.port, "public_url": args.public_url})
+                                    "port": args.port, "public_url": args.public_url,
+                                    "workers": args.workers})
     if settings is None:
         return 0 if args.print_config else 2
     cfg = settings.push
+    if cfg.workers > 1 and args.worker is None:
+        return _supervise(cfg.workers)
+    if args.worker is not None:
+        # one of the workers: its own node id (registry entry, inbox), the host's public URL
+        cfg = dataclasses.replace(cfg, node_id=f"{cfg.node_id}-{args.worker}",
+                                  public_url=cfg.public_url or cfg.url)
 
     async def serve() -> None:
         async with contextlib.AsyncExitStack() as stack:
@@ -321,6 +333,19 @@ def cmd_push(args: argparse.Namespace) -> int:
             await node.run()
 
     return _run_reporting("push", serve)
+
+
+def _supervise(workers: int) -> int:
+    """Run ``workers`` copies of this very command, each with ``--worker I``."""
+    from push.workers import Supervisor
+
+    argv = [sys.executable, "-m", "chainpush.cli", *sys.argv[1:]]
+
+    def worker(i: int) -> list[str]:
+        return [*argv, "--worker", str(i)]
+
+    logger.info("starting %d push workers", workers)
+    return asyncio.run(Supervisor(worker, workers).run())
 
 
 def _demo_topics(path: Path | None) -> list[str]:

@@ -76,6 +76,9 @@ class PushConfig:
     open_timeout_s: float = 10.0  #: the websocket handshake must be done within this
     write_timeout_s: float = 10.0  #: history waits this long for a client to read (then 4008)
     close_timeout_s: float = 5.0  #: a closing connection is aborted after this
+    #: push node processes sharing ``port`` (SO_REUSEPORT), one per core (push/workers.py);
+    #: each registers as ``<node_id>-<i>``
+    workers: int = 1
 
     def __post_init__(self) -> None:
         for name in ("auth_timeout_s", "ping_interval_s", "ping_timeout_s", "rate_per_s",
@@ -86,11 +89,14 @@ class PushConfig:
         for name in ("max_frame_bytes", "rate_burst", "max_send_buffer_bytes",
                      "max_subscriptions", "history_page", "max_topics", "max_connections",
                      "max_connections_per_ip", "max_connections_per_user",
-                     "connect_burst_per_ip"):
+                     "connect_burst_per_ip", "workers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"push.{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.port < 65536:
             raise ConfigError(f"push.port must be in 0..65535, got {self.port}")
+        if self.workers > 1 and self.port == 0:
+            raise ConfigError("push.workers > 1 share one port: set push.port (0 would give "
+                              "each worker a port of its own)")
         if self.node_ttl_s <= self.heartbeat_s:
             raise ConfigError(
                 f"push.node_ttl_s must exceed push.heartbeat_s, got {self.node_ttl_s} <= "

@@ -52,6 +52,9 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.RedisClusterException,
 )
 
+#: a node whose liveness score is older than this is removed from the live set by any heartbeat
+NODE_FORGET_S = 86_400.0
+
 #: repeated Redis errors are logged at most once per this many seconds per loop (the rest counted
 #: in ``chainpush_redis_errors_total`` and summed up in the next line that goes out)
 ERROR_LOG_INTERVAL_S = 10.0
@@ -261,8 +264,10 @@ class NodeLink(AsyncResource):
             await self._cleanup()
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.zadd(self.names.nodes(), {self.node_id: now + self.node_ttl_s})
+            # nodes gone for a day (SIGKILLed, never restarted under their id) leave the set
+            pipe.zremrangebyscore(self.names.nodes(), "-inf", now - NODE_FORGET_S)
             pipe.set(self.names.node(self.node_id), self.public_url, ex=ttl)
-            joined, _ = await pipe.execute()
+            joined, _, _ = await pipe.execute()
         wanted = set(self._topics())
         add, remove = registry_changes(wanted, self._registered, rejoined=bool(joined))
         if add or remove:

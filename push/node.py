@@ -154,6 +154,8 @@ class PushNode(AsyncResource):
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: Connection(self, next(self._ids)), self.config.host, self.config.port,
+            # workers of one host share the port; the kernel spreads connections over them
+            reuse_port=self.config.workers > 1 or None,
         )
         self._link = NodeLink(
             self.stores.redis_url, node_id=self.config.node_id, public_url=self.url,
