@@ -53,7 +53,7 @@ async def test_dev_login_issues_a_token_the_nodes_accept(http: aiohttp.ClientSes
             assert resp.status == 400
         async with http.get(svc.url + "/config.json") as resp:
             assert await resp.json() == {"push_urls": ["ws://n1/ws"], "topics": ["contract:A"],
-                                         "dev_login": True}
+                                         "dev_login": True, "ordered": False}
         async with http.get(svc.url + "/") as resp:
             page = await resp.text()
             assert "/static/app.js" in page
