@@ -153,7 +153,7 @@ ping_timeout_s = {ping_s}
 max_connections = 100000
 max_connections_per_user = 100000
 max_connections_per_ip = 100000
-connect_rate_per_ip = 100000.0
+connect_rate_per_ip_s = 100000.0
 connect_burst_per_ip = 100000
 """)
     return path
@@ -211,6 +211,8 @@ def hold(args: argparse.Namespace, tmp: Path, redis_url: str, mongo_uri: str,
     try:
         wait_healthy(port, args.workers)
         pids = workers_of(node.pid)
+        time.sleep(1.0)
+        empty = {p: proc_stats(p) for p in pids}
         t0 = time.monotonic()
         held = clients(f"ws://127.0.0.1:{port}/ws", args.conns, args.client_procs, log)
         connect_s = time.monotonic() - t0
@@ -221,6 +223,7 @@ def hold(args: argparse.Namespace, tmp: Path, redis_url: str, mongo_uri: str,
         per_worker = [{
             "pid": p, "connections": after[p]["sockets"],
             "rss_mb": round(after[p]["rss_kb"] / 1024, 1),
+            "rss_added_mb": round((after[p]["rss_kb"] - empty[p]["rss_kb"]) / 1024, 1),
             "idle_cpu_percent": round(100 * (after[p]["cpu_s"] - before[p]["cpu_s"])
                                       / args.idle_s, 2),
         } for p in pids]
@@ -233,7 +236,7 @@ def hold(args: argparse.Namespace, tmp: Path, redis_url: str, mongo_uri: str,
         conns = sum(w["connections"] for w in per_worker)
         return {"workers": args.workers, "connections": conns, "connect_s": round(connect_s, 1),
                 "per_worker": per_worker,
-                "kb_per_connection": round(sum(w["rss_mb"] for w in per_worker) * 1024
+                "kb_per_connection": round(sum(w["rss_added_mb"] for w in per_worker) * 1024
                                            / max(conns, 1), 1),
                 "idle_s": args.idle_s, "ping_s": args.ping_s}
     finally:
