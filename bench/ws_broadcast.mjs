@@ -10,9 +10,7 @@
 // subscribe and a "go" line on stdin, broadcasts, prints {"t0_ns": …}, exits on the next line.
 import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
-import ws from "ws";
-
-const WebSocketServer = ws.WebSocketServer ?? ws.Server; // ws 8 (declared) or 7
+import { WebSocketServer } from "ws"; // ws 8, a devDependency of package.json
 
 const [port, conns, framesFile, rate, latency] = process.argv.slice(2);
 const want = Number(conns);

@@ -9,12 +9,15 @@ the entry point and nowhere else.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import importlib.util
 import logging
 import os
 import sys
 from collections.abc import Sequence
+
+from chainpush.flags import InvalidBoolean, env_bool
 
 #: modules that own subcommands, each with ``register(subparsers) -> None``; the registered
 #: parser sets ``func(args) -> int``.
@@ -68,9 +71,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
+        _choose_event_loop()
+    except InvalidBoolean as exc:
+        print(f"chainpush: {exc}", file=sys.stderr)
+        return 2
+    try:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+
+
+def _choose_event_loop() -> None:
+    """uvloop only when asked (``CHAINPUSH_UVLOOP=1``, with uvloop installed): measured, it
+    did not make the push node's fan-out faster here (docs/benchmarks.md, "uvloop"), so the
+    default stays asyncio's loop."""
+    if not env_bool(os.environ, "CHAINPUSH_UVLOOP"):
+        return
+    try:
+        import uvloop
+    except ImportError:
+        raise InvalidBoolean("CHAINPUSH_UVLOOP=1 but uvloop is not installed: pip install "
+                             "uvloop (or unset CHAINPUSH_UVLOOP)") from None
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 if __name__ == "__main__":
