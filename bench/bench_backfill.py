@@ -65,10 +65,10 @@ def web3_loop(url: str, token: str, top: int, max_range: int) -> tuple[int, floa
 async def watcher_run(
     url: str, token: str, top: int, max_range: int, mongo: str | None
 ) -> tuple[int, float]:
-    from watcher.checkpoint import MemoryCheckpoints
-    from watcher.config import load_config
-    from watcher.service import Watcher
-    from watcher.sink import MongoSink
+    from chainpush.watcher.checkpoint import MemoryCheckpoints
+    from chainpush.watcher.config import load_config
+    from chainpush.watcher.service import Watcher
+    from chainpush.watcher.sink import MongoSink
 
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(ws.write_config(

@@ -181,7 +181,7 @@ def wait_healthy(port: int, workers: int, timeout_s: float = 60) -> None:
 
 
 def token() -> str:
-    from push.tokens import mint
+    from chainpush.push.tokens import mint
 
     return mint("bench", topics=["contract:*"], ttl_s=7200, secret=SECRET)
 
@@ -248,8 +248,8 @@ async def publish(redis_url: str, namespace: str, workers: list[str], count: int
     import redis.asyncio as aioredis
 
     from chainpush.constants import RedisNames
-    from push.dispatch import encode_inbox
-    from push.records import StoredMessage
+    from chainpush.push.dispatch import encode_inbox
+    from chainpush.push.records import StoredMessage
 
     names = RedisNames(namespace)
     r = aioredis.Redis.from_url(redis_url)

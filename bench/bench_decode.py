@@ -59,8 +59,8 @@ def web3_log(raw: dict[str, Any]) -> dict[str, Any]:
 def bench(n: int, rounds: int) -> dict[str, float]:
     from web3 import Web3
 
-    from watcher.abi import parse_abi
-    from watcher.decode import ContractSpec, LogDecoder
+    from chainpush.watcher.abi import parse_abi
+    from chainpush.watcher.decode import ContractSpec, LogDecoder
 
     rec = json.loads(DATA.read_text())
     base = rec["logs"]

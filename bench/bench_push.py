@@ -211,8 +211,8 @@ async def raw_server_main(args: argparse.Namespace) -> None:
     import websockets
     from websockets.asyncio.server import ServerConnection, serve
 
-    from push import wire
-    from push.records import StoredMessage
+    from chainpush.push import wire
+    from chainpush.push.records import StoredMessage
 
     subscribed: list[ServerConnection] = []
     all_in = asyncio.Event()
@@ -295,8 +295,8 @@ async def publish_all(redis_url: str, namespace: str, topic: str, messages: int,
     The node's subscriptions start at offset 1 because MongoDB has no row for ``topic``.
     """
     from chainpush.constants import RedisNames
-    from push.dispatch import Dispatcher
-    from push.records import StoredMessage
+    from chainpush.push.dispatch import Dispatcher
+    from chainpush.push.records import StoredMessage
 
     async with Dispatcher(redis_url, names=RedisNames(namespace)) as dispatch:
         t0 = time.time_ns()
@@ -310,8 +310,8 @@ async def publish_all(redis_url: str, namespace: str, topic: str, messages: int,
 async def paced_collect(mongo_uri: str, redis_url: str, namespace: str, db: str, count: int,
                         rate: float) -> None:
     from chainpush.constants import RedisNames
-    from push.collect import Collector
-    from push.dispatch import Dispatcher
+    from chainpush.push.collect import Collector
+    from chainpush.push.dispatch import Dispatcher
 
     async with (
         Dispatcher(redis_url, names=RedisNames(namespace)) as dispatch,
@@ -327,7 +327,7 @@ async def paced_collect(mongo_uri: str, redis_url: str, namespace: str, db: str,
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     from chainpush import procs
-    from push.tokens import Claims, TokenConfig, issue
+    from chainpush.push.tokens import Claims, TokenConfig, issue
 
     results: dict[str, Any] = {"conns": args.conns, "messages": args.messages,
                                "latency_clients": args.latency_clients, "cores": os.cpu_count()}
@@ -445,8 +445,8 @@ def raw_server(args: argparse.Namespace, conns: int, messages: int, topic: str, 
 def baseline_frame(topic: str, n: int, latency: bool) -> str:
     """The ``message`` frame the baselines send; in latency mode with a ``SENT_NS`` placeholder
     that the Node baseline replaces by its send time."""
-    from push import wire
-    from push.records import StoredMessage
+    from chainpush.push import wire
+    from chainpush.push.records import StoredMessage
 
     rec = record(n, 0)
     if latency:
@@ -545,8 +545,8 @@ def measure_e2e(args: argparse.Namespace, url: str, token: str, log: Path,
     from web3 import IPCProvider, Web3
 
     from chainpush import deploy, procs
-    from watcher.config import load_config
-    from watcher.service import Watcher
+    from chainpush.watcher.config import load_config
+    from chainpush.watcher.service import Watcher
 
     ipc = tmp / "anvil.ipc"
     anvil = procs.start_anvil(port=procs.free_port(), state_dir=tmp, ipc_path=ipc)
@@ -570,7 +570,7 @@ def measure_e2e(args: argparse.Namespace, url: str, token: str, log: Path,
         sent: dict[str, int] = {}
 
         async def drive() -> None:
-            from push.collect import Collector
+            from chainpush.push.collect import Collector
 
             async with (
                 Collector(mongo_uri=mongo_url, database="e2e", redis_url=redis_url,

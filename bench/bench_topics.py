@@ -52,7 +52,7 @@ async def client_main(args: argparse.Namespace) -> None:
     """Worker: open connections holding ``--topics`` user: topics; print ready; hold."""
     from websockets.asyncio.client import connect
 
-    from push.tokens import Claims, TokenConfig, issue
+    from chainpush.push.tokens import Claims, TokenConfig, issue
 
     tokens = TokenConfig(secret=SECRET)
     sem = asyncio.Semaphore(50)
@@ -110,9 +110,9 @@ async def measure(args: argparse.Namespace, topics: int, redis_url: str, mongo_u
                   counter: CommandCounter, log: Path) -> dict[str, Any]:
     import redis.asyncio as aioredis
 
-    from push.config import PushConfig, StoresConfig
-    from push.node import PushNode
-    from push.tokens import TokenConfig
+    from chainpush.push.config import PushConfig, StoresConfig
+    from chainpush.push.node import PushNode
+    from chainpush.push.tokens import TokenConfig
 
     stores = StoresConfig(mongo_uri=mongo_uri, redis_url=redis_url,
                           database=f"bench_{uuid.uuid4().hex[:8]}",

@@ -23,12 +23,12 @@ from chainpush.flags import InvalidBoolean, env_bool
 #: parser sets ``func(args) -> int``.
 COMMAND_MODULES = (
     "chainpush.init",
-    "watcher.compile",
+    "chainpush.watcher.compile",
     "chainpush.devstack",
     "chainpush.deploy",
-    "watcher.cli",
-    "push.cli",
-    "push.webhook_cli",
+    "chainpush.watcher.cli",
+    "chainpush.push.cli",
+    "chainpush.push.webhook_cli",
 )
 
 

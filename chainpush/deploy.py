@@ -30,9 +30,14 @@ from web3.middleware import SignAndSendRawMiddlewareBuilder
 from web3.types import TxParams, TxReceipt
 
 from chainpush import abiargs, devstack, project
-from watcher.compile import load_artifact
-from watcher.errors import NodeUnreachable, WatcherError
-from watcher.node import Endpoint, add_endpoint_arguments, connect, endpoint_from_arguments
+from chainpush.watcher.compile import load_artifact
+from chainpush.watcher.errors import NodeUnreachable, WatcherError
+from chainpush.watcher.node import (
+    Endpoint,
+    add_endpoint_arguments,
+    connect,
+    endpoint_from_arguments,
+)
 
 logger = logging.getLogger(__name__)
 

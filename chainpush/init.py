@@ -27,7 +27,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from chainpush import procs, project
-from watcher.compile import SOLC_VERSION
+from chainpush.watcher.compile import SOLC_VERSION
 
 #: template file → where it goes in the project (dotfiles are stored without the dot, which
 #: some packaging tools drop)

@@ -38,13 +38,13 @@ from web3.contract import Contract
 
 from chainpush import procs
 from chainpush.ethtester import EthTesterNode
+from chainpush.push.collect import Collector
+from chainpush.push.records import StoredMessage
+from chainpush.push.store import MessageStore
 from chainpush.resource import AsyncResource
-from push.collect import Collector
-from push.records import StoredMessage
-from push.store import MessageStore
-from watcher.compile import load_artifact
-from watcher.config import Config
-from watcher.service import Watcher
+from chainpush.watcher.compile import load_artifact
+from chainpush.watcher.config import Config
+from chainpush.watcher.service import Watcher
 
 __all__ = ["LocalChain", "Pipeline"]
 

@@ -32,8 +32,8 @@ from chainpush.constants import RedisNames
 from chainpush.flags import InvalidBoolean, env_bool
 from chainpush.logs import redact_credentials
 from chainpush.project import find_config
-from push.config import AuthServiceConfig, PushConfig, Settings, StoresConfig, load
-from push.errors import ConfigError
+from chainpush.push.config import AuthServiceConfig, PushConfig, Settings, StoresConfig, load
+from chainpush.push.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -308,7 +308,7 @@ def _run_reporting(command: str, coro_factory: Callable[[], Awaitable[None]]) ->
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from push.node import PushNode
+    from chainpush.push.node import PushNode
 
     settings = _checked(args, push={"node_id": args.node_id, "host": args.host,
                                     "port": args.port, "public_url": args.public_url,
@@ -337,7 +337,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 def _supervise(workers: int) -> int:
     """Run ``workers`` copies of this very command, each with ``--worker I``."""
-    from push.workers import Supervisor
+    from chainpush.push.workers import Supervisor
 
     argv = [sys.executable, "-m", "chainpush.cli", *sys.argv[1:]]
 
@@ -372,8 +372,8 @@ _ISSUE_EXAMPLE = ("chainpush auth --issue alice --wallet "
 
 def _issue(args: argparse.Namespace, settings: Settings) -> int:
     """``--issue USER``: the token alone on the last line of stdout."""
-    from push.errors import MintError
-    from push.tokens import mint
+    from chainpush.push.errors import MintError
+    from chainpush.push.tokens import mint
 
     ttl_s = args.ttl_s if args.ttl_s is not None else settings.auth.token_ttl_s
     topics = args.topic if args.topic is not None else settings.auth.dev_topics
@@ -393,7 +393,7 @@ def _issue(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_auth(args: argparse.Namespace) -> int:
-    from push.web import AuthService
+    from chainpush.push.web import AuthService
 
     settings = _checked(args, auth={"host": args.host, "port": args.port,
                                     "push_urls": args.push_url})
@@ -420,7 +420,7 @@ def cmd_auth(args: argparse.Namespace) -> int:
                     push_urls=push_urls, topics=topics, publish=settings.publish,
                     directory=await stack.enter_async_context(_directory(settings))))
             if settings.publish.keys:
-                from push.collect import Collector
+                from chainpush.push.collect import Collector
 
                 # POST /v1/publish stores through collect (MongoDB) and dispatches (Redis)
                 stores = settings.stores
@@ -436,7 +436,7 @@ def cmd_auth(args: argparse.Namespace) -> int:
 
 def _directory(settings: Settings) -> Any:
     """The live push nodes of the registry, for the auth service's placement of users."""
-    from push.directory import NodeDirectory
+    from chainpush.push.directory import NodeDirectory
 
     return NodeDirectory(settings.stores.redis_url,
                          names=RedisNames(settings.stores.namespace))
@@ -446,8 +446,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _checked(args, push={"port": args.push_port}, auth={"port": args.auth_port})
     if settings is None:
         return 0 if args.print_config else 2
-    from push.webhook_cli import load_webhooks
-    from watcher.errors import WatcherError
+    from chainpush.push.webhook_cli import load_webhooks
+    from chainpush.watcher.errors import WatcherError
 
     try:
         webhooks = load_webhooks(find_config(args.config))
@@ -457,7 +457,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     watch_config: Any = None
     topics = _demo_topics(find_config(args.config))
     if not args.no_watcher:
-        from watcher.cli import resolve_config
+        from chainpush.watcher.cli import resolve_config
 
         try:
             # the watcher's own resolution: --config, ./chainpush.toml, else its demo config,
@@ -490,11 +490,11 @@ async def run_all(settings: Settings, topics: list[str], watch_config: Any,
                   webhooks: Any = None) -> None:
     """Collect + dispatch + two push nodes + auth/page (+ the watcher feeding collect when
     ``watch_config`` is given, + the webhook deliverer when ``webhooks`` has any)."""
-    from push.collect import Collector
-    from push.dispatch import Dispatcher
-    from push.metrics import Metrics
-    from push.node import PushNode
-    from push.web import AuthService
+    from chainpush.push.collect import Collector
+    from chainpush.push.dispatch import Dispatcher
+    from chainpush.push.metrics import Metrics
+    from chainpush.push.node import PushNode
+    from chainpush.push.web import AuthService
 
     base = settings.push
     metrics = Metrics()
@@ -539,13 +539,13 @@ async def run_all(settings: Settings, topics: list[str], watch_config: Any,
             if watch_config is not None:
                 group.create_task(_run_watcher(watch_config, collector))
             if webhooks is not None and webhooks.webhooks:
-                from push.webhook_delivery import run_webhooks
+                from chainpush.push.webhook_delivery import run_webhooks
 
                 group.create_task(run_webhooks(webhooks, settings.stores, metrics))
 
 
 async def _run_watcher(config: Any, collector: Any) -> None:
-    from watcher.service import Watcher
+    from chainpush.watcher.service import Watcher
 
     async with Watcher(config, collector) as watch:
         await watch.run()

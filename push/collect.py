@@ -40,13 +40,13 @@ from typing import Any, Protocol
 
 from chainpush.constants import RedisNames
 from chainpush.logs import Throttle, client_text
+from chainpush.push.dispatch import ERROR_LOG_INTERVAL_S, Dispatcher
+from chainpush.push.metrics import Metrics
+from chainpush.push.records import StoredMessage, topics_of
+from chainpush.push.retry import RetryPolicy
+from chainpush.push.store import MessageStore
 from chainpush.resource import AsyncResource
-from push.dispatch import ERROR_LOG_INTERVAL_S, Dispatcher
-from push.metrics import Metrics
-from push.records import StoredMessage, topics_of
-from push.retry import RetryPolicy
-from push.store import MessageStore
-from watcher.record import message_id
+from chainpush.watcher.record import message_id
 
 logger = logging.getLogger(__name__)
 

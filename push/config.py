@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from chainpush.flags import InvalidBoolean, toml_bool
-from push.errors import ConfigError
-from push.redisio import RedisTarget
-from push.tokens import DEV_SECRET, TokenConfig
+from chainpush.push.errors import ConfigError
+from chainpush.push.redisio import RedisTarget
+from chainpush.push.tokens import DEV_SECRET, TokenConfig
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -34,11 +34,11 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from chainpush.logs import client_text
-from push import wire
-from push.session import Action, Session
+from chainpush.push import wire
+from chainpush.push.session import Action, Session
 
 if TYPE_CHECKING:
-    from push.node import PushNode
+    from chainpush.push.node import PushNode
 
 logger = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from collections.abc import Callable
 
 from chainpush.constants import RedisNames
 from chainpush.logs import Throttle, client_text
+from chainpush.push.dispatch import REDIS_ERRORS
+from chainpush.push.placement import Node
+from chainpush.push.redisio import open_client
 from chainpush.resource import AsyncResource
-from push.dispatch import REDIS_ERRORS
-from push.placement import Node
-from push.redisio import open_client
 
 logger = logging.getLogger(__name__)
 

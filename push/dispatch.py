@@ -32,12 +32,12 @@ import redis.exceptions
 
 from chainpush.constants import RedisNames
 from chainpush.logs import Throttle, client_text
+from chainpush.push.metrics import Metrics
+from chainpush.push.records import StoredMessage
+from chainpush.push.redisio import Inbox, open_client, publish
+from chainpush.push.retry import RetryPolicy
+from chainpush.push.routing import LiveNodes, plan, registry_changes, routes
 from chainpush.resource import AsyncResource, raise_if_cancelling
-from push.metrics import Metrics
-from push.records import StoredMessage
-from push.redisio import Inbox, open_client, publish
-from push.retry import RetryPolicy
-from push.routing import LiveNodes, plan, registry_changes, routes
 
 logger = logging.getLogger(__name__)
 

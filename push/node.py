@@ -44,16 +44,15 @@ from websockets.http11 import Request, Response
 
 from chainpush.constants import RedisNames
 from chainpush.logs import client_text
-from chainpush.resource import AsyncResource
-from push import wire
-from push.config import PushConfig, StoresConfig
-from push.connection import Connection, encode_text
-from push.dispatch import NodeLink
-from push.errors import StoreUnavailable
-from push.metrics import Metrics
-from push.ratelimit import Admission, AdmissionLimits
-from push.records import StoredMessage
-from push.session import (
+from chainpush.push import wire
+from chainpush.push.config import PushConfig, StoresConfig
+from chainpush.push.connection import Connection, encode_text
+from chainpush.push.dispatch import NodeLink
+from chainpush.push.errors import StoreUnavailable
+from chainpush.push.metrics import Metrics
+from chainpush.push.ratelimit import Admission, AdmissionLimits
+from chainpush.push.records import StoredMessage
+from chainpush.push.session import (
     Action,
     Admit,
     Close,
@@ -65,8 +64,9 @@ from push.session import (
     SessionLimits,
     Subscription,
 )
-from push.store import MessageStore
-from push.tokens import TokenConfig
+from chainpush.push.store import MessageStore
+from chainpush.push.tokens import TokenConfig
+from chainpush.resource import AsyncResource
 
 logger = logging.getLogger(__name__)
 

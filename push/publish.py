@@ -24,9 +24,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from push.errors import PushError
-from push.records import APP_TOPIC_PREFIXES
-from push.wire import MAX_DEPTH, nesting_depth, valid_topic
+from chainpush.push.errors import PushError
+from chainpush.push.records import APP_TOPIC_PREFIXES
+from chainpush.push.wire import MAX_DEPTH, nesting_depth, valid_topic
 
 #: a publisher's id: what it retries with. No ``/`` (the record id is ``<topic>/<id>``).
 _ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")

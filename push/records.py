@@ -36,7 +36,7 @@ from typing import Any
 
 from eth_utils.address import to_checksum_address
 
-from push.errors import InvalidRecord
+from chainpush.push.errors import InvalidRecord
 
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _STATUSES = frozenset({"pending", "confirmed", "removed"})

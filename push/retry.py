@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from push.errors import ConfigError, StoreUnavailable
+from chainpush.push.errors import ConfigError, StoreUnavailable
 
 T = TypeVar("T")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
-from push.records import StoredMessage
+from chainpush.push.records import StoredMessage
 
 #: how long dispatch trusts its view of the live nodes before reading it again (a node that
 #: died less than this ago may still get a copy nobody reads; a new node is seen at once)

@@ -43,13 +43,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from chainpush.logs import client_text
-from push import wire
-from push.errors import ProtocolError, TokenError
-from push.ratelimit import TokenBucket
-from push.records import StoredMessage
-from push.resume import resume_point, stream_replaced
-from push.subscription import Cursor, Filter
-from push.tokens import Claims, TokenConfig, TokenExpired, verify
+from chainpush.push import wire
+from chainpush.push.errors import ProtocolError, TokenError
+from chainpush.push.ratelimit import TokenBucket
+from chainpush.push.records import StoredMessage
+from chainpush.push.resume import resume_point, stream_replaced
+from chainpush.push.subscription import Cursor, Filter
+from chainpush.push.tokens import Claims, TokenConfig, TokenExpired, verify
 
 logger = logging.getLogger(__name__)
 

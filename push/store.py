@@ -17,9 +17,9 @@ import pymongo.errors
 from pymongo import AsyncMongoClient
 
 from chainpush.constants import EVENTS, MESSAGES, STREAMS
+from chainpush.push.records import StoredMessage
+from chainpush.push.retry import RetryPolicy, retrying
 from chainpush.resource import AsyncResource
-from push.records import StoredMessage
-from push.retry import RetryPolicy, retrying
 
 logger = logging.getLogger(__name__)
 

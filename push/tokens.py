@@ -13,7 +13,7 @@ A token is a JWT (RFC 7519) signed with HS256 and a shared secret, or RS256/ES25
 
 Minting for an application's backend: :func:`mint` (``chainpush auth --issue`` uses it too)::
 
-    from push.tokens import mint        # chainpush.push.tokens once installed as chainpush.*
+    from chainpush.push.tokens import mint
     token = mint("user-42", wallets=["0x5B38Da6a701c568545dCfcB03FcB875f56beddC4"],
                  topics=["contract:DemoToken", "state:*"], ttl_s=3600, secret=SECRET)
 
@@ -34,9 +34,9 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from push.errors import ConfigError, MintError, TokenError, TopicNotAllowed
-from push.records import checksum, normalise_topic
-from push.wire import MAX_TOPIC_CHARS, valid_topic
+from chainpush.push.errors import ConfigError, MintError, TokenError, TopicNotAllowed
+from chainpush.push.records import checksum, normalise_topic
+from chainpush.push.wire import MAX_TOPIC_CHARS, valid_topic
 
 #: secrets a node refuses outside dev mode: empty, short, or the well-known dev default.
 DEV_SECRET = "chainpush-dev-secret-do-not-use-in-production"

@@ -36,16 +36,16 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from chainpush.logs import client_text
+from chainpush.push.config import AuthServiceConfig, PublishConfig
+from chainpush.push.metrics import Metrics
+from chainpush.push.placement import Node, order_for
+from chainpush.push.publish import PublishRefused, answer, key_matches, parse_request
+from chainpush.push.tokens import Claims, TokenConfig, issue
 from chainpush.resource import AsyncResource
-from push.config import AuthServiceConfig, PublishConfig
-from push.metrics import Metrics
-from push.placement import Node, order_for
-from push.publish import PublishRefused, answer, key_matches, parse_request
-from push.tokens import Claims, TokenConfig, issue
 
 if TYPE_CHECKING:
-    from push.collect import Collector
-    from push.directory import NodeDirectory
+    from chainpush.push.collect import Collector
+    from chainpush.push.directory import NodeDirectory
 
 logger = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from push.config import StoresConfig, load
-from push.errors import ConfigError
-from push.webhook_config import WebhooksSettings, parse
+from chainpush.push.config import StoresConfig, load
+from chainpush.push.errors import ConfigError
+from chainpush.push.webhook_config import WebhooksSettings, parse
 
 DEFAULT_CONFIG = Path("chainpush.toml")
 
@@ -140,8 +140,8 @@ def _serve(factory: Callable[[], Awaitable[None]]) -> None:
 
 
 def cmd_receive(args: argparse.Namespace) -> int:
-    from push.webhook_config import secret_bytes
-    from push.webhook_receiver import Receiver
+    from chainpush.push.webhook_config import secret_bytes
+    from chainpush.push.webhook_receiver import Receiver
 
     secret: str | None = args.secret
     try:
@@ -165,7 +165,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from push.webhook_delivery import run_webhooks
+    from chainpush.push.webhook_delivery import run_webhooks
 
     checked = _checked(args)
     if checked is None:
@@ -187,8 +187,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _status(settings: WebhooksSettings, stores: StoresConfig) -> list[dict[str, Any]]:
-    from push.store import MessageStore
-    from push.webhook_store import WebhookStore
+    from chainpush.push.store import MessageStore
+    from chainpush.push.webhook_store import WebhookStore
 
     out: list[dict[str, Any]] = []
     async with (MessageStore(stores.mongo_uri, stores.database) as store,
@@ -251,7 +251,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from push.webhook_store import WebhookStore
+    from chainpush.push.webhook_store import WebhookStore
 
     checked = _checked(args)
     if checked is None:
@@ -283,7 +283,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from push.webhook_store import WebhookStore
+    from chainpush.push.webhook_store import WebhookStore
 
     checked = _checked(args)
     if checked is None:

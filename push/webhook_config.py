@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from push.errors import ConfigError
+from chainpush.push.errors import ConfigError
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 SECRET_PREFIX = "whsec_"

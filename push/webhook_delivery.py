@@ -38,14 +38,13 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from chainpush.resource import AsyncResource, raise_if_cancelling
-from push.config import StoresConfig
-from push.errors import ConfigError
-from push.metrics import Metrics
-from push.store import MessageStore
-from push.webhook_config import WebhookConfig, WebhooksSettings
-from push.webhook_store import LaneDoc, WebhookStore
-from push.webhooks import (
+from chainpush.push.config import StoresConfig
+from chainpush.push.errors import ConfigError
+from chainpush.push.metrics import Metrics
+from chainpush.push.store import MessageStore
+from chainpush.push.webhook_config import WebhookConfig, WebhooksSettings
+from chainpush.push.webhook_store import LaneDoc, WebhookStore
+from chainpush.push.webhooks import (
     Acked,
     Failure,
     Fetch,
@@ -62,6 +61,7 @@ from push.webhooks import (
     retry_after_s,
     signed_headers,
 )
+from chainpush.resource import AsyncResource, raise_if_cancelling
 
 logger = logging.getLogger(__name__)
 

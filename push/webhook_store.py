@@ -27,9 +27,9 @@ import pymongo.errors
 from pymongo import AsyncMongoClient
 
 from chainpush.constants import MESSAGES, WEBHOOKS
+from chainpush.push.retry import RetryPolicy, retrying
+from chainpush.push.store import TRANSIENT
 from chainpush.resource import AsyncResource
-from push.retry import RetryPolicy, retrying
-from push.store import TRANSIENT
 
 logger = logging.getLogger(__name__)
 

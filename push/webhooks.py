@@ -47,10 +47,10 @@ from datetime import UTC, datetime
 
 from standardwebhooks import Webhook
 
-from push import wire
-from push.records import StoredMessage
-from push.retry import RetryPolicy
-from push.webhook_config import WebhookConfig
+from chainpush.push import wire
+from chainpush.push.records import StoredMessage
+from chainpush.push.retry import RetryPolicy
+from chainpush.push.webhook_config import WebhookConfig
 
 #: 4xx answers that mean "later", not "never": retried like a 5xx (RFC 9110 §15.5.9,
 #: RFC 8470 §5.2, RFC 6585 §4) and never count towards ``max_client_errors``.

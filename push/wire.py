@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from push.errors import ProtocolError
-from push.records import StoredMessage, is_user_topic_name, normalise_topic
-from push.subscription import compile_path
+from chainpush.push.errors import ProtocolError
+from chainpush.push.records import StoredMessage, is_user_topic_name, normalise_topic
+from chainpush.push.subscription import compile_path
 
 # --- close codes (RFC 6455 §7.4: 4000-4999 are for applications) -----------------------------
 

@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 
 from chainpush import deploy, traffic
-from watcher.errors import WatcherError
-from watcher.node import add_endpoint_arguments, connect, endpoint_from_arguments
+from chainpush.watcher.errors import WatcherError
+from chainpush.watcher.node import add_endpoint_arguments, connect, endpoint_from_arguments
 
 EVENTS = ("ValueChanged", "Transfer", "Approval", "Message", "Batch", "Tagged", "Order")
 

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from chainpush import deploy, traffic
-from watcher.errors import WatcherError
-from watcher.node import add_endpoint_arguments, connect, endpoint_from_arguments
+from chainpush.watcher.errors import WatcherError
+from chainpush.watcher.node import add_endpoint_arguments, connect, endpoint_from_arguments
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from eth_abi.exceptions import ABITypeError, ParseError
 from eth_abi.grammar import parse as parse_type
 from eth_utils.crypto import keccak
 
-from watcher.errors import InvalidABI
+from chainpush.watcher.errors import InvalidABI
 
 
 @dataclass(frozen=True, slots=True)

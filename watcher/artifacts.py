@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from watcher.errors import ConfigError, InvalidABI
+from chainpush.watcher.errors import ConfigError, InvalidABI
 
 Layout = Literal["chainpush", "foundry", "hardhat", "ignition"]
 

@@ -20,19 +20,19 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from watcher.abi import ContractABI, load_abi
-from watcher.artifacts import (
+from chainpush.watcher.abi import ContractABI, load_abi
+from chainpush.watcher.artifacts import (
     ArtifactNotFound,
     IgnitionDeployment,
     find_artifact,
     ignition_dirs,
     read_ignition,
 )
-from watcher.calls import ViewCall
-from watcher.config import Config, ContractConfig, deployments_file, read_deployments
-from watcher.decode import ContractSpec, LogDecoder, checksum, normalize_filter_value
-from watcher.errors import ConfigError, InvalidABI
-from watcher.factory import Template
+from chainpush.watcher.calls import ViewCall
+from chainpush.watcher.config import Config, ContractConfig, deployments_file, read_deployments
+from chainpush.watcher.decode import ContractSpec, LogDecoder, checksum, normalize_filter_value
+from chainpush.watcher.errors import ConfigError, InvalidABI
+from chainpush.watcher.factory import Template
 
 
 @dataclass(frozen=True, slots=True)

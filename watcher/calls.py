@@ -16,10 +16,10 @@ from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
 from eth_abi.exceptions import DecodingError, EncodingError
 
-from watcher.abi import FunctionABI
-from watcher.decode import converter, normalize_filter_value
-from watcher.errors import ConfigError, DecodeError
-from watcher.record import state_key
+from chainpush.watcher.abi import FunctionABI
+from chainpush.watcher.decode import converter, normalize_filter_value
+from chainpush.watcher.errors import ConfigError, DecodeError
+from chainpush.watcher.record import state_key
 
 
 def _encodable(type_str: str, value: Any) -> Any:

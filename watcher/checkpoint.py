@@ -41,7 +41,7 @@ from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 
 from chainpush.constants import CHECKPOINTS
-from watcher.errors import WatcherError
+from chainpush.watcher.errors import WatcherError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

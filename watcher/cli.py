@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from chainpush import project
-from watcher.binding import bind
-from watcher.config import Config, demo_config, load_config
-from watcher.errors import ConfigError, NodeError, NodeUnreachable, WatcherError
-from watcher.node import Endpoint
-from watcher.rpc import Rpc, open_rpc
+from chainpush.watcher.binding import bind
+from chainpush.watcher.config import Config, demo_config, load_config
+from chainpush.watcher.errors import ConfigError, NodeError, NodeUnreachable, WatcherError
+from chainpush.watcher.node import Endpoint
+from chainpush.watcher.rpc import Rpc, open_rpc
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ async def _check(config: Config, say: Callable[[str], None]) -> None:
 def _sink_kind(requested: str | None) -> str:
     if requested:
         return requested
-    return "collect" if importlib.util.find_spec("push.collect") else "mongo"
+    return "collect" if importlib.util.find_spec("chainpush.push.collect") else "mongo"
 
 
 @contextlib.asynccontextmanager
@@ -194,12 +194,12 @@ async def serve_metrics(watcher: Any, port: int | None) -> AsyncIterator[int | N
 
 
 async def _run(config: Config, sink_kind: str) -> None:
-    from watcher.service import Watcher
-    from watcher.sink import JsonLinesSink, MongoSink
+    from chainpush.watcher.service import Watcher
+    from chainpush.watcher.sink import JsonLinesSink, MongoSink
 
     sink: Any
     if sink_kind == "collect":
-        from push.collect import Collector
+        from chainpush.push.collect import Collector
 
         sink = Collector(
             mongo_uri=config.stores.mongo_uri, database=config.stores.database,

@@ -52,8 +52,8 @@ import solcx.wrapper
 from solcx.exceptions import SolcError, SolcInstallationError, UnknownOption, UnknownValue
 
 from chainpush.project import find_project, layout, node_package
-from watcher.artifacts import ArtifactNotFound, find_artifact, read_artifact, split_name
-from watcher.errors import CompileError, ConfigError, InvalidABI
+from chainpush.watcher.artifacts import ArtifactNotFound, find_artifact, read_artifact, split_name
+from chainpush.watcher.errors import CompileError, ConfigError, InvalidABI
 
 logger = logging.getLogger(__name__)
 

@@ -66,8 +66,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from chainpush.logs import redact_url
-from watcher.artifacts import DEFAULT_ABI_DIRS, DEFAULT_IGNITION_DIR
-from watcher.errors import ConfigError
+from chainpush.watcher.artifacts import DEFAULT_ABI_DIRS, DEFAULT_IGNITION_DIR
+from chainpush.watcher.errors import ConfigError
 
 DEFAULT_MONGO_URI = "mongodb://127.0.0.1:27018/?directConnection=true"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6390/0"

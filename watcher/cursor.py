@@ -36,7 +36,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from watcher.errors import ReorgTooDeep
+from chainpush.watcher.errors import ReorgTooDeep
 
 
 @dataclass(frozen=True, slots=True)

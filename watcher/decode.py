@@ -36,9 +36,9 @@ from eth_abi.grammar import BasicType, TupleType
 from eth_abi.grammar import parse as parse_type
 from eth_utils.address import to_checksum_address
 
-from watcher.abi import ContractABI, EventABI, Param
-from watcher.errors import DecodeError
-from watcher.record import EventRecord
+from chainpush.watcher.abi import ContractABI, EventABI, Param
+from chainpush.watcher.errors import DecodeError
+from chainpush.watcher.record import EventRecord
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from watcher.decode import ContractSpec
-from watcher.record import EventRecord, Record
+from chainpush.watcher.decode import ContractSpec
+from chainpush.watcher.record import EventRecord, Record
 
 #: most child addresses put into an ``eth_getLogs`` ``address`` filter; beyond, the children's
 #: logs are fetched by topic0 alone and filtered here (providers limit the array's size)

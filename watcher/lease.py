@@ -41,7 +41,7 @@ from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from chainpush.constants import LEASES
-from watcher.checkpoint import LeaseLost
+from chainpush.watcher.checkpoint import LeaseLost
 
 logger = logging.getLogger(__name__)
 

@@ -38,8 +38,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from watcher.cursor import Event, Finalized, Header, NewBlock, Reorg
-from watcher.record import Record, StateRecord, Status, record_from_dict
+from chainpush.watcher.cursor import Event, Finalized, Header, NewBlock, Reorg
+from chainpush.watcher.record import Record, StateRecord, Status, record_from_dict
 
 #: the K of a held record whose contract left the config before checkpoints kept K: confirmed
 #: only when its block leaves the window (``finalize``), never by depth

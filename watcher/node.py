@@ -40,7 +40,7 @@ from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
 from chainpush.logs import redact_url
-from watcher.errors import ChainMismatch, ConfigError, NodeUnreachable
+from chainpush.watcher.errors import ChainMismatch, ConfigError, NodeUnreachable
 
 logger = logging.getLogger(__name__)
 

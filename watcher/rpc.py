@@ -26,9 +26,9 @@ import websockets.asyncio.client
 import websockets.exceptions
 
 from chainpush.resource import raise_if_cancelling
-from watcher.errors import NodeUnreachable, RangeTooLarge, RateLimited, RPCError
-from watcher.node import Endpoint
-from watcher.ranges import classify
+from chainpush.watcher.errors import NodeUnreachable, RangeTooLarge, RateLimited, RPCError
+from chainpush.watcher.node import Endpoint
+from chainpush.watcher.ranges import classify
 
 logger = logging.getLogger(__name__)
 

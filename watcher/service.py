@@ -37,13 +37,13 @@ import sys
 import time
 from typing import Any, Protocol
 
+from chainpush.push.metrics import Metrics
 from chainpush.resource import AsyncResource, raise_if_cancelling
-from push.metrics import Metrics
-from watcher.binding import Bound, bind
-from watcher.checkpoint import CheckpointError, LeaseLost, MongoCheckpoints
-from watcher.config import Config
-from watcher.decode import DecodeStats, RawLog
-from watcher.errors import (
+from chainpush.watcher.binding import Bound, bind
+from chainpush.watcher.checkpoint import CheckpointError, LeaseLost, MongoCheckpoints
+from chainpush.watcher.config import Config
+from chainpush.watcher.decode import DecodeStats, RawLog
+from chainpush.watcher.errors import (
     ChainMismatch,
     ConfigError,
     NodeError,
@@ -52,12 +52,12 @@ from watcher.errors import (
     RPCError,
     WatcherError,
 )
-from watcher.lease import LeaseDoc, MongoLease
-from watcher.node import Endpoint
-from watcher.progress import BackfillProgress
-from watcher.rpc import Rpc, open_rpc
-from watcher.sink import Sink, SinkError
-from watcher.stepper import (
+from chainpush.watcher.lease import LeaseDoc, MongoLease
+from chainpush.watcher.node import Endpoint
+from chainpush.watcher.progress import BackfillProgress
+from chainpush.watcher.rpc import Rpc, open_rpc
+from chainpush.watcher.sink import Sink, SinkError
+from chainpush.watcher.stepper import (
     Accept,
     Action,
     Backfilling,

@@ -20,8 +20,8 @@ from pymongo.errors import BulkWriteError, PyMongoError
 
 from chainpush.constants import EVENTS
 from chainpush.resource import AsyncResource
-from watcher.errors import WatcherError
-from watcher.record import message_id
+from chainpush.watcher.errors import WatcherError
+from chainpush.watcher.record import message_id
 
 logger = logging.getLogger(__name__)
 

@@ -49,17 +49,17 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from watcher.binding import Bound
-from watcher.bloom import LogBloom
-from watcher.calls import ViewCall
-from watcher.config import WatchConfig
-from watcher.cursor import BlockCursor, Event, Header, Reorg
-from watcher.decode import LogDecoder, RawLog
-from watcher.errors import RangeTooLarge, RateLimited, RPCError, WatcherError
-from watcher.factory import MAX_FILTER_ADDRESSES, Child, Children, discovered
-from watcher.ledger import Ledger, apply_events, surviving_blocks
-from watcher.ranges import RangePlanner
-from watcher.record import Record, StateRecord
+from chainpush.watcher.binding import Bound
+from chainpush.watcher.bloom import LogBloom
+from chainpush.watcher.calls import ViewCall
+from chainpush.watcher.config import WatchConfig
+from chainpush.watcher.cursor import BlockCursor, Event, Header, Reorg
+from chainpush.watcher.decode import LogDecoder, RawLog
+from chainpush.watcher.errors import RangeTooLarge, RateLimited, RPCError, WatcherError
+from chainpush.watcher.factory import MAX_FILTER_ADDRESSES, Child, Children, discovered
+from chainpush.watcher.ledger import Ledger, apply_events, surviving_blocks
+from chainpush.watcher.ranges import RangePlanner
+from chainpush.watcher.record import Record, StateRecord
 
 logger = logging.getLogger(__name__)
 

@@ -28,11 +28,11 @@ from typing import Any
 from eth_abi.abi import decode as abi_decode
 from eth_abi.exceptions import DecodingError
 
-from watcher.abi import ContractABI, parse_abi
-from watcher.decode import EventDecoder, RawLog, checksum
-from watcher.errors import ConfigError
-from watcher.factory import MAX_FILTER_ADDRESSES
-from watcher.record import EventRecord
+from chainpush.watcher.abi import ContractABI, parse_abi
+from chainpush.watcher.decode import EventDecoder, RawLog, checksum
+from chainpush.watcher.errors import ConfigError
+from chainpush.watcher.factory import MAX_FILTER_ADDRESSES
+from chainpush.watcher.record import EventRecord
 
 STANDARDS = ("erc20", "erc721", "erc1155")
 

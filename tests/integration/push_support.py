@@ -13,13 +13,13 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from push.collect import Collector
-from push.config import PushConfig, StoresConfig
-from push.dispatch import Dispatcher
-from push.node import PushNode
-from push.records import StoredMessage
-from push.retry import RetryPolicy
-from push.tokens import Claims, TokenConfig, issue
+from chainpush.push.collect import Collector
+from chainpush.push.config import PushConfig, StoresConfig
+from chainpush.push.dispatch import Dispatcher
+from chainpush.push.node import PushNode
+from chainpush.push.records import StoredMessage
+from chainpush.push.retry import RetryPolicy
+from chainpush.push.tokens import Claims, TokenConfig, issue
 
 ALICE = "0x5B38Da6a701c568545dCfcB03FcB875f56beddC4"
 BOB = "0xAb8483F64d9C6d1EcF9b849Ae677dD3315835cb2"
@@ -219,7 +219,7 @@ class ResilientClient:
             self.epoch = str(answer["epoch"])
 
     def _on_epoch(self, epoch: str | None) -> None:
-        from push.resume import stream_replaced
+        from chainpush.push.resume import stream_replaced
 
         if stream_replaced(self.epoch, epoch):
             self.last = 0  # a new stream: its offsets start again

@@ -31,11 +31,11 @@ from typing import Any
 
 import pytest
 
+from chainpush.watcher import compile as wc
+from chainpush.watcher.config import Config, load_config
+from chainpush.watcher.service import Watcher
 from tests.conftest import ROOT, Anvil
 from tests.integration import watch_support as ws
-from watcher import compile as wc
-from watcher.config import Config, load_config
-from watcher.service import Watcher
 
 pytestmark = pytest.mark.integration
 

@@ -156,9 +156,9 @@ async def test_page_survives_its_push_node_being_killed(
     reconnects to the other node, resumes with `since`, and shows every event exactly once."""
     from playwright.async_api import async_playwright, expect
 
-    from push.config import AuthServiceConfig
-    from push.tokens import TokenConfig
-    from push.web import AuthService
+    from chainpush.push.config import AuthServiceConfig
+    from chainpush.push.tokens import TokenConfig
+    from chainpush.push.web import AuthService
     from tests.integration.push_support import SECRET, collector_for, make_record, stores
     from tests.integration.test_push_failover import node_process
 
@@ -222,9 +222,9 @@ async def page_on(urls: list[str], unit: float,
     to ``topics``; yields (page, collector-less auth service)."""
     from playwright.async_api import async_playwright, expect
 
-    from push.config import AuthServiceConfig
-    from push.tokens import TokenConfig
-    from push.web import AuthService
+    from chainpush.push.config import AuthServiceConfig
+    from chainpush.push.tokens import TokenConfig
+    from chainpush.push.web import AuthService
     from tests.integration.push_support import SECRET
 
     auth = AuthService(AuthServiceConfig(port=0), tokens=TokenConfig(secret=SECRET),

@@ -17,8 +17,8 @@ import solcx.wrapper
 from packaging.version import Version
 
 from chainpush.cli import main
-from watcher import compile as wc
-from watcher.errors import CompileError
+from chainpush.watcher import compile as wc
+from chainpush.watcher.errors import CompileError
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ import pytest
 from web3 import Web3
 
 from chainpush import deploy, traffic
+from chainpush.watcher.node import Endpoint, connect
 from tests.conftest import ROOT, Anvil, start_test_anvil
-from watcher.node import Endpoint, connect
 
 pytestmark = pytest.mark.integration
 

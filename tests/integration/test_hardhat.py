@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from watcher import compile as wc
+from chainpush.watcher import compile as wc
 
 pytestmark = pytest.mark.integration
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from chainpush import procs
+from chainpush.watcher.errors import ChainMismatch, NodeUnreachable
+from chainpush.watcher.node import Endpoint, connect, connect_async, disconnect
 from tests.conftest import Anvil
-from watcher.errors import ChainMismatch, NodeUnreachable
-from watcher.node import Endpoint, connect, connect_async, disconnect
 
 pytestmark = pytest.mark.integration
 

@@ -37,9 +37,9 @@ async def browser_page(urls: list[str], topics: list[str], *,
     """A Chromium page on an auth service (dev login) whose page points at ``urls``."""
     from playwright.async_api import async_playwright
 
-    from push.config import AuthServiceConfig
-    from push.tokens import TokenConfig
-    from push.web import AuthService
+    from chainpush.push.config import AuthServiceConfig
+    from chainpush.push.tokens import TokenConfig
+    from chainpush.push.web import AuthService
     from tests.integration.push_support import SECRET
 
     auth = AuthService(AuthServiceConfig(port=0, token_ttl_s=token_ttl_s),

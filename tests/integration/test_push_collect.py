@@ -10,8 +10,8 @@ import pytest
 
 from chainpush import procs
 from chainpush.constants import EVENTS, MESSAGES, STREAMS
-from push.collect import Collector
-from push.retry import RetryPolicy
+from chainpush.push.collect import Collector
+from chainpush.push.retry import RetryPolicy
 from tests.integration.push_support import ALICE, BOB, RecordingDispatch, make_record
 
 pytestmark = pytest.mark.integration

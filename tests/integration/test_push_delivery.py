@@ -57,7 +57,7 @@ async def test_events_reach_clients_on_two_nodes(
 async def test_collector_with_its_own_dispatcher(
     mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float
 ) -> None:
-    from push.collect import Collector
+    from chainpush.push.collect import Collector
 
     cfg = stores(mongo_uri, redis_url, mongo_db_name)
     async with (

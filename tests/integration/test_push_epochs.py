@@ -11,8 +11,8 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from chainpush.constants import MESSAGES, STREAMS
-from push.collect import Collector
-from push.config import StoresConfig
+from chainpush.push.collect import Collector
+from chainpush.push.config import StoresConfig
 from tests.integration.push_support import (
     ALICE,
     BOB,

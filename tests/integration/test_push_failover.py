@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from chainpush import procs
-from push.collect import Collector
+from chainpush.push.collect import Collector
 from tests.integration.push_support import (
     SECRET,
     ResilientClient,

@@ -17,9 +17,9 @@ from pymongo import monitoring
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from push import wire
-from push.collect import Collector
-from push.node import PushNode
+from chainpush.push import wire
+from chainpush.push.collect import Collector
+from chainpush.push.node import PushNode
 from tests.integration.push_support import (
     Client,
     collector_for,

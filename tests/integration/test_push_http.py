@@ -13,9 +13,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from push.config import AuthServiceConfig
-from push.tokens import TokenConfig, verify
-from push.web import AuthService
+from chainpush.push.config import AuthServiceConfig
+from chainpush.push.tokens import TokenConfig, verify
+from chainpush.push.web import AuthService
 from tests.integration.push_support import SECRET, Client, push_node, stores, token
 
 pytestmark = pytest.mark.integration

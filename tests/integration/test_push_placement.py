@@ -10,10 +10,10 @@ import urllib.request
 import pytest
 
 from chainpush.constants import RedisNames
-from push.config import AuthServiceConfig
-from push.directory import NodeDirectory
-from push.placement import Node, order_for
-from push.web import AuthService
+from chainpush.push.config import AuthServiceConfig
+from chainpush.push.directory import NodeDirectory
+from chainpush.push.placement import Node, order_for
+from chainpush.push.web import AuthService
 from tests.integration.push_support import TOKENS, push_node, stores
 
 pytestmark = pytest.mark.integration

@@ -15,9 +15,9 @@ import pymongo
 import pytest
 
 from chainpush.constants import MESSAGES
-from push.config import AuthServiceConfig, PublishConfig, StoresConfig
-from push.node import PushNode
-from push.web import AuthService
+from chainpush.push.config import AuthServiceConfig, PublishConfig, StoresConfig
+from chainpush.push.node import PushNode
+from chainpush.push.web import AuthService
 from tests.integration.push_support import (
     SECRET,
     TOKENS,

@@ -12,10 +12,10 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from push import wire
-from push.collect import Collector
-from push.node import PushNode
-from push.tokens import TokenConfig
+from chainpush.push import wire
+from chainpush.push.collect import Collector
+from chainpush.push.node import PushNode
+from chainpush.push.tokens import TokenConfig
 from tests.integration.push_support import (
     SECRET,
     Client,

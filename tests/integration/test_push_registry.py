@@ -11,8 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from chainpush.constants import RedisNames
-from push.dispatch import Dispatcher, NodeLink
-from push.records import StoredMessage
+from chainpush.push.dispatch import Dispatcher, NodeLink
+from chainpush.push.records import StoredMessage
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from push.dispatch import Dispatcher
+from chainpush.push.dispatch import Dispatcher
 from tests.integration.push_support import SECRET
 
 pytestmark = pytest.mark.integration
@@ -216,8 +216,8 @@ async def test_collect_stores_and_the_node_survives_a_redis_answering_errors(
 async def test_collect_never_fails_because_dispatch_did(mongo_uri: str, mongo_db_name: str
                                                         ) -> None:
     """Any dispatch failure, not only Redis's: counted, the record stays stored."""
-    from push.collect import Collector
-    from push.records import StoredMessage
+    from chainpush.push.collect import Collector
+    from chainpush.push.records import StoredMessage
     from tests.integration.push_support import FAST, make_record
 
     class Broken:
@@ -251,10 +251,10 @@ async def test_a_string_that_looks_like_an_address_reaches_no_stranger(
     MetaMask gives addresses), gets the Message."""
     from eth_utils.address import to_checksum_address as checksum
 
+    from chainpush.watcher.config import load_config
+    from chainpush.watcher.service import Watcher
     from tests.integration import watch_support as ws
     from tests.integration.push_support import Client, collector_for, push_node, stores, token
-    from watcher.config import load_config
-    from watcher.service import Watcher
 
     url = anvil.http_url
     demo, _ = ws.deploy(url, "DemoToken")
@@ -331,10 +331,10 @@ async def test_rpc_api_keys_never_reach_the_logs(
     import logging
 
     from chainpush import procs
+    from chainpush.watcher.config import load_config
+    from chainpush.watcher.service import Watcher
+    from chainpush.watcher.sink import MongoSink
     from tests.integration import watch_support as ws
-    from watcher.config import load_config
-    from watcher.service import Watcher
-    from watcher.sink import MongoSink
 
     dead = f"http://127.0.0.1:{procs.free_port()}/?apikey=DEADKEY123"
     live = f"{anvil.http_url}/?apikey=LIVEKEY456"
@@ -389,7 +389,7 @@ async def test_bad_frames_are_not_info_lines_and_cannot_forge_any(
 
     forged = "contract:A\n2026-12-01 12:00:00,000 INFO push.node: conn 9: user admin connected"
     cfg = stores(mongo_uri, redis_url, mongo_db_name)
-    caplog.set_level(logging.DEBUG, logger="push")
+    caplog.set_level(logging.DEBUG, logger="chainpush.push")
     async with push_node(cfg, "n1", unit) as node, Client.connect(node.url, token()) as client:
         caplog.clear()
         bad = ["not json", '{"type": "nope"}', "[1]", '{"type": "subscribe"}',
@@ -468,7 +468,7 @@ async def test_4003_comes_at_expiry_plus_leeway_as_documented(
 
     from websockets.exceptions import ConnectionClosed
 
-    from push.tokens import Claims, TokenConfig, issue
+    from chainpush.push.tokens import Claims, TokenConfig, issue
     from tests.integration.push_support import Client, push_node, stores
 
     leeway = 1.0
@@ -495,10 +495,10 @@ async def test_the_watcher_survives_a_redis_answering_errors(
 ) -> None:
     """`chainpush watch` with its own Collector → Redis answering CLUSTERDOWN (once: MovedError
     at every restart): the watcher keeps following the chain and every record is stored."""
-    from push.collect import Collector
+    from chainpush.push.collect import Collector
+    from chainpush.watcher.config import load_config
+    from chainpush.watcher.service import Watcher
     from tests.integration import watch_support as ws
-    from watcher.config import load_config
-    from watcher.service import Watcher
 
     url = anvil.http_url
     demo, _ = ws.deploy(url, "DemoToken")

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from push import wire
-from push.node import PushNode
-from push.tokens import mint
+from chainpush.push import wire
+from chainpush.push.node import PushNode
+from chainpush.push.tokens import mint
 from tests.conftest import ROOT
 from tests.integration.push_support import SECRET, Client, push_node, stores
 

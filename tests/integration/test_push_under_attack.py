@@ -21,7 +21,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from chainpush import procs
-from push.config import StoresConfig
+from chainpush.push.config import StoresConfig
 from tests.integration.push_support import (
     SECRET,
     Client,

@@ -16,8 +16,8 @@ import pytest
 from redis.crc import key_slot
 
 from chainpush.constants import RedisNames
-from push.collect import Collector
-from push.node import PushNode
+from chainpush.push.collect import Collector
+from chainpush.push.node import PushNode
 from tests.integration.cluster_support import Cluster, redis_cluster
 from tests.integration.push_support import (
     ResilientClient,

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
+from chainpush.watcher.checkpoint import MongoCheckpoints
+from chainpush.watcher.config import Config, load_config
+from chainpush.watcher.service import Watcher
+from chainpush.watcher.sink import MongoSink
 from tests.conftest import Anvil
 from tests.integration import watch_support as ws
-from watcher.checkpoint import MongoCheckpoints
-from watcher.config import Config, load_config
-from watcher.service import Watcher
-from watcher.sink import MongoSink
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +96,7 @@ async def test_contract_added_later_is_backfilled_once_and_reorgs_retract_it(
     anvil: Anvil, mongo_uri: str, mongo_db_name: str, tmp_path: Path, unit: float,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="watcher")
+    caplog.set_level(logging.INFO, logger="chainpush.watcher")
     url = anvil.http_url
     a, a_block = ws.deploy(url, "DemoToken")
     b, b_block = ws.deploy(url, "DemoToken")
@@ -166,7 +166,7 @@ async def test_crash_during_catch_up_resumes_without_gap(
     anvil: Anvil, mongo_uri: str, mongo_db_name: str, tmp_path: Path, unit: float,
     caplog: pytest.LogCaptureFixture, where: str,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="watcher")
+    caplog.set_level(logging.INFO, logger="chainpush.watcher")
     url = anvil.http_url
     a, a_block = ws.deploy(url, "DemoToken")
     b, b_block = ws.deploy(url, "DemoToken")

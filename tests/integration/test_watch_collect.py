@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from chainpush.watcher.config import load_config
+from chainpush.watcher.service import Watcher
 from tests.conftest import Anvil
 from tests.integration import watch_support as ws
-from watcher.config import load_config
-from watcher.service import Watcher
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ def collections(mongo_uri: str, db: str) -> tuple[list[dict[str, Any]], list[dic
 async def test_records_flow_into_collect_through_a_reorg(
     anvil: Anvil, mongo_uri: str, mongo_db_name: str, tmp_path: Path, unit: float
 ) -> None:
-    push_collect = pytest.importorskip("push.collect")
+    push_collect = pytest.importorskip("chainpush.push.collect")
     url = anvil.http_url
     token, _ = ws.deploy(url, "DemoToken")
     calldemo, _ = ws.deploy(url, "CallDemo")

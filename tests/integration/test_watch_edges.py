@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
+from chainpush.watcher.bloom import LogBloom
+from chainpush.watcher.checkpoint import CheckpointError, MongoCheckpoints
+from chainpush.watcher.config import load_config
+from chainpush.watcher.service import Watcher
+from chainpush.watcher.sink import MongoSink
 from tests.conftest import Anvil
 from tests.integration import watch_support as ws
-from watcher.bloom import LogBloom
-from watcher.checkpoint import CheckpointError, MongoCheckpoints
-from watcher.config import load_config
-from watcher.service import Watcher
-from watcher.sink import MongoSink
 
 pytestmark = pytest.mark.integration
 

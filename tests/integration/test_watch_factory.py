@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
+from chainpush.watcher.abi import find_abi, load_abi
+from chainpush.watcher.config import load_config
+from chainpush.watcher.decode import checksum
+from chainpush.watcher.service import Watcher
+from chainpush.watcher.sink import MongoSink
 from tests.conftest import Anvil
 from tests.integration import watch_support as ws
-from watcher.abi import find_abi, load_abi
-from watcher.config import load_config
-from watcher.decode import checksum
-from watcher.service import Watcher
-from watcher.sink import MongoSink
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +72,7 @@ async def test_children_in_backfill_live_and_an_orphaned_creation_block(
     """topic-only: as with more children than an ``address`` filter takes (0 here), children's
     logs come from topic-only requests, filtered by the watcher."""
     if max_addresses is not None:
-        monkeypatch.setattr("watcher.stepper.MAX_FILTER_ADDRESSES", max_addresses)
+        monkeypatch.setattr("chainpush.watcher.stepper.MAX_FILTER_ADDRESSES", max_addresses)
     url = anvil.http_url
     factory, _ = ws.deploy(url, "DemoFactory")
     early, early_block = await asyncio.to_thread(create_pair, url, factory)

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from chainpush.watcher.config import load_config
+from chainpush.watcher.errors import ConfigError
+from chainpush.watcher.service import Watcher
+from chainpush.watcher.sink import MongoSink
 from tests.conftest import Anvil
 from tests.integration import watch_support as ws
-from watcher.config import load_config
-from watcher.errors import ConfigError
-from watcher.service import Watcher
-from watcher.sink import MongoSink
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +72,7 @@ async def test_dropped_subscription_leaves_no_gap(
     anvil: Anvil, mongo_uri: str, mongo_db_name: str, tmp_path: Path, unit: float,
     transport: str, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="watcher")
+    caplog.set_level(logging.INFO, logger="chainpush.watcher")
     url = anvil.http_url
     token, _ = ws.deploy(url, "DemoToken")
     n = await asyncio.to_thread(ws.mine_traffic, url, token, blocks=5, txs_per_block=2)

@@ -22,13 +22,13 @@ import pymongo
 import pytest
 
 from chainpush import procs
+from chainpush.watcher.checkpoint import MongoCheckpoints
+from chainpush.watcher.config import load_config
+from chainpush.watcher.lease import MongoLease
+from chainpush.watcher.service import Watcher
+from chainpush.watcher.sink import MongoSink
 from tests.conftest import Anvil
 from tests.integration import watch_support as ws
-from watcher.checkpoint import MongoCheckpoints
-from watcher.config import load_config
-from watcher.lease import MongoLease
-from watcher.service import Watcher
-from watcher.sink import MongoSink
 
 pytestmark = pytest.mark.integration
 
@@ -305,7 +305,7 @@ async def test_a_frozen_leaders_proposal_is_refused_by_the_fence(
     anvil: Anvil, mongo_uri: str, mongo_db_name: str, tmp_path: Path, unit: float,
     leased: bool, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="watcher.service")
+    caplog.set_level(logging.INFO, logger="chainpush.watcher.service")
     url = anvil.http_url
     token, _ = ws.deploy(url, "DemoToken")
     n = await asyncio.to_thread(ws.mine_traffic, url, token, blocks=3, txs_per_block=2)
@@ -382,7 +382,7 @@ async def test_a_deleted_lease_document_does_not_lock_the_watcher_out(
     watcher's generation 1 is refused by the checkpoint, and it takes the lease again *above*
     the fence (3), never reusing 2 (a paused holder of 2 could still write) nor being refused
     forever."""
-    caplog.set_level(logging.INFO, logger="watcher.service")
+    caplog.set_level(logging.INFO, logger="chainpush.watcher.service")
     url = anvil.http_url
     token, _ = ws.deploy(url, "DemoToken")
     await asyncio.to_thread(ws.mine_traffic, url, token, blocks=2, txs_per_block=2)

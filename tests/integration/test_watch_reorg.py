@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from chainpush.watcher.config import load_config
+from chainpush.watcher.service import Watcher
+from chainpush.watcher.sink import MongoSink
 from tests.conftest import Anvil
 from tests.integration import watch_support as ws
-from watcher.config import load_config
-from watcher.service import Watcher
-from watcher.sink import MongoSink
 
 pytestmark = pytest.mark.integration
 

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
+from chainpush.watcher.record import EventRecord
+from chainpush.watcher.sink import MongoSink
 from tests.integration import watch_support as ws
-from watcher.record import EventRecord
-from watcher.sink import MongoSink
 
 pytestmark = pytest.mark.integration
 

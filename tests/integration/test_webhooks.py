@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from chainpush import procs
-from push.collect import Collector
-from push.config import StoresConfig
-from push.metrics import Metrics
-from push.webhook_config import WebhookConfig, WebhooksServerConfig, WebhooksSettings
-from push.webhook_delivery import Deliverer
+from chainpush.push.collect import Collector
+from chainpush.push.config import StoresConfig
+from chainpush.push.metrics import Metrics
+from chainpush.push.webhook_config import WebhookConfig, WebhooksServerConfig, WebhooksSettings
+from chainpush.push.webhook_delivery import Deliverer
 from tests.integration.push_support import ALICE, BOB, FAST, make_record
 from tests.integration.webhook_support import (
     SECRET,

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from chainpush.watcher.checkpoint import CheckpointError, LeaseLost
+from chainpush.watcher.errors import RangeTooLarge, RateLimited, ReorgTooDeep, WatcherError
+from chainpush.watcher.sink import SinkError
+from chainpush.watcher.stepper import Accept, FetchRange, Load, Propose, Save, Steps, WaitHead
 from tests.sim.watcher_sim import Faults, Sim, SimFailure
-from watcher.checkpoint import CheckpointError, LeaseLost
-from watcher.errors import RangeTooLarge, RateLimited, ReorgTooDeep, WatcherError
-from watcher.sink import SinkError
-from watcher.stepper import Accept, FetchRange, Load, Propose, Save, Steps, WaitHead
 
 
 class LeaseSim(Sim):

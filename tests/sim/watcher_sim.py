@@ -46,14 +46,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from watcher.abi import find_abi, load_abi
-from watcher.binding import Bound
-from watcher.bloom import bloom_mask
-from watcher.calls import ViewCall
-from watcher.checkpoint import CheckpointError
-from watcher.config import WatchConfig
-from watcher.decode import ContractSpec, checksum
-from watcher.errors import (
+from chainpush.watcher.abi import find_abi, load_abi
+from chainpush.watcher.binding import Bound
+from chainpush.watcher.bloom import bloom_mask
+from chainpush.watcher.calls import ViewCall
+from chainpush.watcher.checkpoint import CheckpointError
+from chainpush.watcher.config import WatchConfig
+from chainpush.watcher.decode import ContractSpec, checksum
+from chainpush.watcher.errors import (
     NodeUnreachable,
     RangeTooLarge,
     RateLimited,
@@ -61,10 +61,10 @@ from watcher.errors import (
     RPCError,
     WatcherError,
 )
-from watcher.factory import Template
-from watcher.record import message_id
-from watcher.sink import SinkError
-from watcher.stepper import (
+from chainpush.watcher.factory import Template
+from chainpush.watcher.record import message_id
+from chainpush.watcher.sink import SinkError
+from chainpush.watcher.stepper import (
     Accept,
     Action,
     Backfilling,

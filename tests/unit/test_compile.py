@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from watcher import compile as wc
-from watcher.errors import CompileError, ConfigError, InvalidABI
+from chainpush.watcher import compile as wc
+from chainpush.watcher.errors import CompileError, ConfigError, InvalidABI
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "compile"
 VERSION = "0.8.37+commit.f401782d"

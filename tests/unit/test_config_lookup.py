@@ -11,7 +11,7 @@ import pytest
 
 from chainpush import project
 from chainpush.cli import main as chainpush_main
-from watcher.cli import resolve_config
+from chainpush.watcher.cli import resolve_config
 
 TOKEN = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from push import config as push_config
-from push.tokens import TokenConfig
-from watcher.config import Config
-from watcher.errors import ConfigError
+from chainpush.push import config as push_config
+from chainpush.push.tokens import TokenConfig
+from chainpush.watcher.config import Config
+from chainpush.watcher.errors import ConfigError
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 

@@ -12,9 +12,9 @@ import pytest
 
 from chainpush import init, procs, project
 from chainpush.cli import build_parser, main
-from push.config import load as load_push_settings
-from watcher.config import Config, load_config
-from watcher.errors import ConfigError
+from chainpush.push.config import load as load_push_settings
+from chainpush.watcher.config import Config, load_config
+from chainpush.watcher.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -232,7 +232,7 @@ def test_compile_writes_where_the_watcher_reads(
     assert "chainpush compile: contracts directory contracts does not exist" in \
         capsys.readouterr().err
     args = build_parser().parse_args(["compile"])
-    from watcher import compile as wc
+    from chainpush.watcher import compile as wc
 
     monkeypatch.setattr(wc, "write", lambda contracts, out, solc: [])
     assert wc.run(args) == 0

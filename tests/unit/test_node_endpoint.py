@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from watcher.errors import ConfigError
-from watcher.node import DEFAULT_RPC, Endpoint
+from chainpush.watcher.errors import ConfigError
+from chainpush.watcher.node import DEFAULT_RPC, Endpoint
 
 
 @pytest.mark.parametrize(

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from push.config import PushConfig, StoresConfig, load
-from push.errors import ConfigError
-from push.metrics import Metrics
-from push.ratelimit import TokenBucket
-from push.retry import RetryPolicy
-from push.tokens import DEV_SECRET
+from chainpush.push.config import PushConfig, StoresConfig, load
+from chainpush.push.errors import ConfigError
+from chainpush.push.metrics import Metrics
+from chainpush.push.ratelimit import TokenBucket
+from chainpush.push.retry import RetryPolicy
+from chainpush.push.tokens import DEV_SECRET
 
 SECRET = "z" * 40
 

@@ -9,8 +9,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from push.errors import ConfigError, MintError, TokenError
-from push.tokens import DEFAULT_TTL_S, DEV_SECRET, TokenConfig, mint, verify
+from chainpush.push.errors import ConfigError, MintError, TokenError
+from chainpush.push.tokens import DEFAULT_TTL_S, DEV_SECRET, TokenConfig, mint, verify
 
 SECRET = "s" * 40
 NOW = 1_800_000_000.0

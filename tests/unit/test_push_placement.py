@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from push.placement import Node, order_for
+from chainpush.push.placement import Node, order_for
 
 NODES = [Node(f"push-{i}", f"ws://10.0.0.{i}:8701/ws") for i in range(1, 6)]
 USERS = [f"user{n}" for n in range(2000)]

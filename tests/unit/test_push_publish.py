@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from push import wire
-from push.config import PublishConfig, load
-from push.errors import ConfigError, InvalidRecord
-from push.publish import PublishRefused, app_record, key_matches, parse_request
-from push.records import topics_of, validate
-from push.tokens import Claims
+from chainpush.push import wire
+from chainpush.push.config import PublishConfig, load
+from chainpush.push.errors import ConfigError, InvalidRecord
+from chainpush.push.publish import PublishRefused, app_record, key_matches, parse_request
+from chainpush.push.records import topics_of, validate
+from chainpush.push.tokens import Claims
 
 KEY = "k" * 40
 NOW = 1_800_000_000.5

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from push.config import StoresConfig
-from push.errors import ConfigError
-from push.redisio import RedisTarget
+from chainpush.push.config import StoresConfig
+from chainpush.push.errors import ConfigError
+from chainpush.push.redisio import RedisTarget
 
 
 @pytest.mark.parametrize(("url", "expected"), [

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from push import wire
-from push.errors import ProtocolError
-from push.records import StoredMessage
-from push.resume import Resume, resume_point, stream_replaced
+from chainpush.push import wire
+from chainpush.push.errors import ProtocolError
+from chainpush.push.records import StoredMessage
+from chainpush.push.resume import Resume, resume_point, stream_replaced
 
 
 def test_live_only_starts_at_the_head() -> None:
@@ -74,7 +74,7 @@ def test_subscribed_and_message_carry_the_epoch() -> None:
 def test_the_inbox_payload_carries_the_epoch() -> None:
     import json
 
-    from push.dispatch import decode_inbox, encode_inbox
+    from chainpush.push.dispatch import decode_inbox, encode_inbox
 
     msg = StoredMessage(topic="contract:A", offset=3, msg_id="x/pending", record={}, epoch="e1")
     assert decode_inbox(encode_inbox([msg], sent_at=1.5)) == (1.5, [msg])

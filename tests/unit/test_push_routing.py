@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from push.errors import InvalidRecord
-from push.records import StoredMessage, addresses, is_address, topics_of
-from push.routing import LIVE_VIEW_S, LiveNodes, plan, registry_changes, routes
-from watcher.record import message_id
+from chainpush.push.errors import InvalidRecord
+from chainpush.push.records import StoredMessage, addresses, is_address, topics_of
+from chainpush.push.routing import LIVE_VIEW_S, LiveNodes, plan, registry_changes, routes
+from chainpush.watcher.record import message_id
 
 A = "0x5B38Da6a701c568545dCfcB03FcB875f56beddC4"
 
@@ -59,8 +59,9 @@ def test_pure_core_imports_without_drivers() -> None:
     code = (
         "import sys\n"
         "for m in ('pymongo', 'redis', 'websockets', 'aiohttp', 'web3'): sys.modules[m] = None\n"
-        "import push.wire, push.tokens, push.subscription, push.routing, push.records\n"
-        "import push.metrics\n"
+        "import chainpush.push.wire, chainpush.push.tokens, chainpush.push.subscription\n"
+        "import chainpush.push.routing, chainpush.push.records, chainpush.push.metrics\n"
+        "import chainpush.push.session, chainpush.push.placement, chainpush.push.resume\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -95,7 +96,7 @@ def test_user_topics_come_only_from_address_paths() -> None:
 
 
 def test_normalise_topic_gives_user_topics_their_eip55_spelling() -> None:
-    from push.records import normalise_topic
+    from chainpush.push.records import normalise_topic
 
     assert normalise_topic(f"user:{B.lower()}") == f"user:{B}"
     assert normalise_topic(f"user:{B.upper().replace('0X', '0x')}") == f"user:{B}"
@@ -105,8 +106,8 @@ def test_normalise_topic_gives_user_topics_their_eip55_spelling() -> None:
 
 
 def test_subscribe_normalises_user_topics_and_refuses_non_addresses() -> None:
-    from push import wire
-    from push.errors import ProtocolError
+    from chainpush.push import wire
+    from chainpush.push.errors import ProtocolError
 
     frame = wire.parse_client_frame(f'{{"type": "subscribe", "topic": "user:{B.lower()}"}}')
     assert isinstance(frame, wire.Subscribe) and frame.topic == f"user:{B}"

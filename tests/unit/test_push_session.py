@@ -8,9 +8,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from push import wire
-from push.records import StoredMessage
-from push.session import (
+from chainpush.push import wire
+from chainpush.push.records import StoredMessage
+from chainpush.push.session import (
     Action,
     Admit,
     Close,
@@ -22,8 +22,8 @@ from push.session import (
     SessionConfig,
     SessionLimits,
 )
-from push.subscription import Filter
-from push.tokens import Claims, TokenConfig, issue
+from chainpush.push.subscription import Filter
+from chainpush.push.tokens import Claims, TokenConfig, issue
 
 SECRET = "s" * 40
 TOKENS = TokenConfig(secret=SECRET)
@@ -226,7 +226,7 @@ def test_any_sequence_leaves_a_documented_state(script: list[tuple[str, str | by
 
 
 def test_admission_caps_and_counts() -> None:
-    from push.ratelimit import Admission, AdmissionLimits
+    from chainpush.push.ratelimit import Admission, AdmissionLimits
 
     a = Admission(AdmissionLimits(max_connections=3, max_connections_per_ip=2,
                                   max_connections_per_user=1, connect_rate_per_ip_s=1.0,

@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from push.subscription import Cursor, Filter
+from chainpush.push.subscription import Cursor, Filter
 
 
 def test_live_in_order_and_duplicates() -> None:

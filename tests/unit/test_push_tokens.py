@@ -7,8 +7,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from push.errors import ConfigError, TokenError, TopicNotAllowed
-from push.tokens import DEV_SECRET, Claims, TokenConfig, TokenExpired, issue, verify
+from chainpush.push.errors import ConfigError, TokenError, TopicNotAllowed
+from chainpush.push.tokens import DEV_SECRET, Claims, TokenConfig, TokenExpired, issue, verify
 
 SECRET = "s" * 40
 NOW = 1_800_000_000.0
@@ -154,6 +154,6 @@ def test_token_config_repr_hides_the_keys() -> None:
     config = TokenConfig(secret=secret, private_key="-----BEGIN PRIVATE KEY-----abc")
     assert secret not in repr(config) and "PRIVATE KEY" not in repr(config)
     assert "HS256" in repr(config)
-    from push.config import Settings
+    from chainpush.push.config import Settings
 
     assert secret not in repr(Settings(tokens=config))

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from push import wire
-from push.errors import ProtocolError
-from push.records import StoredMessage, checksum
+from chainpush.push import wire
+from chainpush.push.errors import ProtocolError
+from chainpush.push.records import StoredMessage, checksum
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from push.workers import RestartPolicy, Supervisor
+from chainpush.push.workers import RestartPolicy, Supervisor
 
 
 def test_a_worker_that_lived_is_restarted_at_once_one_dying_young_backs_off_then_gives_up() -> None:

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from watcher import compile as wc
-from watcher.artifacts import ArtifactNotFound, find_artifact, read_artifact
-from watcher.binding import bind
-from watcher.config import Config, load_config
-from watcher.errors import ConfigError, InvalidABI
+from chainpush.watcher import compile as wc
+from chainpush.watcher.artifacts import ArtifactNotFound, find_artifact, read_artifact
+from chainpush.watcher.binding import bind
+from chainpush.watcher.config import Config, load_config
+from chainpush.watcher.errors import ConfigError, InvalidABI
 
 ROOT = Path(__file__).resolve().parents[2]
 OURS = json.loads((ROOT / "abi" / "DemoToken.json").read_text())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pymongo.errors import AutoReconnect, OperationFailure
 
-from watcher.checkpoint import CheckpointError, MongoCheckpoints
+from chainpush.watcher.checkpoint import CheckpointError, MongoCheckpoints
 
 URI = "mongodb://127.0.0.1:1/?directConnection=true"  # never contacted: ops are stand-ins
 

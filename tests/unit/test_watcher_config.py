@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from chainpush.cli import main as chainpush_main
-from watcher.binding import bind
-from watcher.cli import apply_env
-from watcher.config import load_config
-from watcher.errors import ConfigError, InvalidABI
+from chainpush.watcher.binding import bind
+from chainpush.watcher.cli import apply_env
+from chainpush.watcher.config import load_config
+from chainpush.watcher.errors import ConfigError, InvalidABI
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "0x5FbDB2315678afecb367f032d93F642f64180aa3"

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from watcher.cursor import BlockCursor, Finalized, Header, NewBlock, Reorg
-from watcher.errors import ReorgTooDeep
+from chainpush.watcher.cursor import BlockCursor, Finalized, Header, NewBlock, Reorg
+from chainpush.watcher.errors import ReorgTooDeep
 
 _salt = itertools.count()
 

@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from web3 import Web3
 
-from watcher.abi import EventABI, Param, find_abi, load_abi, parse_abi
-from watcher.decode import ContractSpec, LogDecoder, RawLog
-from watcher.errors import DecodeError, InvalidABI
+from chainpush.watcher.abi import EventABI, Param, find_abi, load_abi, parse_abi
+from chainpush.watcher.decode import ContractSpec, LogDecoder, RawLog
+from chainpush.watcher.errors import DecodeError, InvalidABI
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "watcher"
 ADDR = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -326,7 +326,7 @@ def test_address_paths_of_positional_tuples_and_indexed_dynamic_args() -> None:
 @given(event_logs())
 def test_every_address_path_leads_to_a_checksummed_address(case: tuple[EventABI, RawLog]
                                                            ) -> None:
-    from push.records import _at
+    from chainpush.push.records import _at
 
     rec = decoder().decode(case[1])
     assert rec is not None and rec.address_paths is not None
@@ -336,7 +336,7 @@ def test_every_address_path_leads_to_a_checksummed_address(case: tuple[EventABI,
 
 
 def test_records_round_trip_with_and_without_address_paths() -> None:
-    from watcher.record import record_from_dict
+    from chainpush.watcher.record import record_from_dict
 
     rec = decoder().decode(raw_log(PARSED.event("Transfer"), ["0x" + "11" * 20, "0x" + "22" * 20,
                                                               1]))

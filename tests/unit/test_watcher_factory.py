@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
+from chainpush.watcher.abi import find_abi, load_abi
+from chainpush.watcher.binding import Bound, bind
+from chainpush.watcher.config import Config
+from chainpush.watcher.decode import ContractSpec, checksum
+from chainpush.watcher.errors import ConfigError
+from chainpush.watcher.factory import Child, Children, Template
 from tests.sim.watcher_sim import CHAIN_ID, FAST, ROOT, Faults, Sim, directed
-from watcher.abi import find_abi, load_abi
-from watcher.binding import Bound, bind
-from watcher.config import Config
-from watcher.decode import ContractSpec, checksum
-from watcher.errors import ConfigError
-from watcher.factory import Child, Children, Template
 
 FACTORY_ABI = load_abi(find_abi(ROOT / "abi", "DemoFactory"))
 PAIR_ABI = load_abi(find_abi(ROOT / "abi", "DemoPair"))

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from watcher.checkpoint import LeaseLost, MemoryCheckpoints
-from watcher.config import WatchConfig
-from watcher.errors import ConfigError
-from watcher.lease import LeaseDoc, LeaseTimer, Take, Wait
+from chainpush.watcher.checkpoint import LeaseLost, MemoryCheckpoints
+from chainpush.watcher.config import WatchConfig
+from chainpush.watcher.errors import ConfigError
+from chainpush.watcher.lease import LeaseDoc, LeaseTimer, Take, Wait
 
 LEASE_S, RENEW_S = 3.0, 1.0
 

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chainpush.watcher.cursor import BlockCursor, Header
+from chainpush.watcher.ledger import Ledger, apply_events
+from chainpush.watcher.record import EventRecord, StateRecord
 from tests.unit.test_watcher_cursor import ModelChain
-from watcher.cursor import BlockCursor, Header
-from watcher.ledger import Ledger, apply_events
-from watcher.record import EventRecord, StateRecord
 
 
 def hdr(n: int, tag: str = "a") -> Header:

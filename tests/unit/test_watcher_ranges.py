@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from watcher.ranges import RangePlanner, classify, suggested_span
+from chainpush.watcher.ranges import RangePlanner, classify, suggested_span
 
 
 @pytest.mark.parametrize(
@@ -75,7 +75,7 @@ def test_plans_always_cover_forward_within_limits(max_range: int, outcomes: list
 
 
 def test_backfill_progress_reports_rate_and_eta_when_due() -> None:
-    from watcher.progress import BackfillProgress
+    from chainpush.watcher.progress import BackfillProgress
 
     now = [100.0]
     p = BackfillProgress(1, 1000, 5.0, clock=lambda: now[0])

@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
+from chainpush.watcher.bloom import LogBloom, bloom_mask, bloom_of
+from chainpush.watcher.checkpoint import CheckpointError
+from chainpush.watcher.cursor import Header
+from chainpush.watcher.ledger import Ledger
+from chainpush.watcher.record import EventRecord, message_id
+from chainpush.watcher.sink import SinkError
+from chainpush.watcher.stepper import Accept, Action, Call, Save
 from tests.sim.watcher_sim import FAST, OTHER, SLOW, Crash, Faults, directed
-from watcher.bloom import LogBloom, bloom_mask, bloom_of
-from watcher.checkpoint import CheckpointError
-from watcher.cursor import Header
-from watcher.ledger import Ledger
-from watcher.record import EventRecord, message_id
-from watcher.sink import SinkError
-from watcher.stepper import Accept, Action, Call, Save
 
 
 def test_restart_after_downtime_across_a_reorg_retracts_the_orphaned_tip() -> None:

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from eth_abi.abi import encode
 
-from watcher.abi import load_abi
-from watcher.decode import ContractSpec, LogDecoder, checksum
-from watcher.errors import ConfigError
-from watcher.wallets import (
+from chainpush.watcher.abi import load_abi
+from chainpush.watcher.decode import ContractSpec, LogDecoder, checksum
+from chainpush.watcher.errors import ConfigError
+from chainpush.watcher.wallets import (
     DECIMALS,
     SYMBOL,
     WalletActivity,

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from push.errors import ConfigError
-from push.webhook_config import parse, topic_matches
+from chainpush.push.errors import ConfigError
+from chainpush.push.webhook_config import parse, topic_matches
 
 SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from push.records import StoredMessage
-from push.webhooks import body_of, signed_headers
+from chainpush.push.records import StoredMessage
+from chainpush.push.webhooks import body_of, signed_headers
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "webhooks.md"
 SECRET = "whsec_" + base64.b64encode(b"d" * 32).decode()

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from push.records import StoredMessage
-from push.webhook_config import WebhookConfig
-from push.webhooks import (
+from chainpush.push.records import StoredMessage
+from chainpush.push.webhook_config import WebhookConfig
+from chainpush.push.webhooks import (
     Acked,
     Failure,
     Fetch,
@@ -239,7 +239,7 @@ def test_an_attempt_in_flight_when_the_stream_is_replaced_is_stale() -> None:
 
 
 def test_single_body_is_the_websocket_frame() -> None:
-    from push import wire
+    from chainpush.push import wire
 
     assert body_of([msg(3)]) == wire.message(msg(3))
     assert webhook_id("user:0xAb", 7, 7) == "user:0xAb:7"
