@@ -111,9 +111,15 @@ def build_wheel(work: Path, unit: float) -> Path:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
     # what the team's project needs from the package itself: the solc shim and the templates
-    assert {"watcher/tools/solc", "chainpush/templates/project/chainpush.toml",
-            "chainpush/templates/project/gitignore", "push/static/index.html",
-            "push/static/client/index.js", "push/static/client/index.d.ts"} <= names
+    assert {"chainpush/watcher/tools/solc", "chainpush/templates/project/chainpush.toml",
+            "chainpush/templates/project/gitignore", "chainpush/push/static/index.html",
+            "chainpush/push/static/client/index.js",
+            "chainpush/push/static/client/index.d.ts"} <= names
+    # one importable namespace: nothing installs as a top-level `watcher` or `push` (they
+    # would collide with other distributions, e.g. OpenStack's python-watcher)
+    tops = {n.split("/", 1)[0] for n in names}
+    assert tops == {"chainpush", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1]
+                    + ".dist-info"}, tops
     return wheel
 
 
@@ -178,7 +184,12 @@ def test_a_team_project_from_a_wheel(work: Path, unit: float) -> None:
     installed = install(work, build_wheel(work, unit), unit)
     where = subprocess.run(
         [str(installed.venv / "bin" / "python"), "-c",
-         "import chainpush, watcher, push; print(chainpush.__file__, watcher.__file__)"],
+         "import chainpush, chainpush.watcher.service, chainpush.push.node\n"
+         "print(chainpush.__file__, chainpush.watcher.service.__file__,"
+         " chainpush.push.node.__file__)\n"
+         "import importlib.util\n"
+         "assert importlib.util.find_spec('watcher') is None, 'a top-level watcher'\n"
+         "assert importlib.util.find_spec('push') is None, 'a top-level push'"],
         capture_output=True, text=True, env=installed.env, cwd=work, timeout=60 * unit,
     )
     assert where.returncode == 0, where.stderr
