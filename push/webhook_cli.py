@@ -21,11 +21,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from chainpush.project import find_config
 from chainpush.push.config import StoresConfig, load
 from chainpush.push.errors import ConfigError
 from chainpush.push.webhook_config import WebhooksSettings, parse
-
-DEFAULT_CONFIG = Path("chainpush.toml")
 
 
 def load_webhooks(path: Path | None) -> WebhooksSettings:
@@ -45,9 +44,9 @@ def load_webhooks(path: Path | None) -> WebhooksSettings:
 
 def read_settings(path: Path | None, *, mongo_uri: str | None = None,
                   database: str | None = None) -> tuple[WebhooksSettings, StoresConfig]:
-    """The webhooks and the stores of ``path`` (default ./chainpush.toml when present)."""
-    if path is None and DEFAULT_CONFIG.exists():
-        path = DEFAULT_CONFIG
+    """The webhooks and the stores of ``path`` (default: the project's chainpush.toml, in the
+    current directory or above, as every command finds it)."""
+    path = find_config(path)
     if path is not None and not path.exists():
         raise ConfigError(f"cannot read config {path}: no such file")
     stores = load(path, dev_mode=True, overrides={"stores": {
@@ -62,7 +61,8 @@ def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
         return value if top else argparse.SUPPRESS
 
     parser.add_argument("--config", type=Path, default=default(None),
-                        help="TOML config (default ./chainpush.toml if present)")
+                        help="TOML config (default: the nearest chainpush.toml in the current "
+                             "directory or above)")
     parser.add_argument("--mongo-uri", default=default(os.environ.get("CHAINPUSH_MONGO_URI")),
                         help="overrides [stores] mongo_uri (env CHAINPUSH_MONGO_URI)")
     parser.add_argument("--database", default=default(None), help="overrides [stores] database")
@@ -71,7 +71,17 @@ def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     hooks = subparsers.add_parser(
         "webhooks", help="deliver stored messages to [[webhooks]] (signed, in order)",
-        description="Without an action: run the deliverer for every [[webhooks]] entry.")
+        description="Deliver every stored message of the matching topics to each [[webhooks]] "
+                    "entry of chainpush.toml: signed per Standard Webhooks, in offset order per "
+                    "topic, at least once, cursors in MongoDB (docs/webhooks.md). Without an "
+                    "action: run the deliverer.",
+        epilog="examples:\n"
+               "  chainpush webhooks                          # run the deliverer\n"
+               "  chainpush webhooks status                   # active/paused, cursor vs head\n"
+               "  chainpush webhooks replay backend --since 40   # send again after offset 40\n"
+               "  chainpush webhooks resume backend           # after fixing the endpoint\n"
+               "  chainpush webhooks receive --secret whsec_… --port 8790   # a dev receiver",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(hooks, top=True)
     hooks.add_argument("--print-config", action="store_true",
                        help="print the checked configuration as JSON and exit")

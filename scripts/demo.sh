@@ -45,8 +45,21 @@ say "running watcher, collect, dispatch, two push nodes and the page"
 "$CP" run &
 run_pid=$!
 
-if [ -n "${DEMO_SECONDS:-}" ]; then
-  sleep "$DEMO_SECONDS"
-else
-  wait "$run_pid"
-fi
+# watch both: a demo that stops, or a traffic generator that crashed, says so (never silently)
+started=$SECONDS
+while kill -0 "$run_pid" 2>/dev/null; do
+  if [ -n "${traffic_pid:-}" ] && ! kill -0 "$traffic_pid" 2>/dev/null; then
+    wait "$traffic_pid" && code=0 || code=$?
+    say "the demo traffic generator stopped (exit code $code); its last lines:"
+    tail -n 15 .chainpush/dev/traffic.log >&2 || true
+    say "the page keeps running; restart traffic with: $PY scripts/traffic.py --interval 1"
+    traffic_pid=
+  fi
+  if [ -n "${DEMO_SECONDS:-}" ] && [ $((SECONDS - started)) -ge "$DEMO_SECONDS" ]; then
+    exit 0
+  fi
+  sleep 1
+done
+wait "$run_pid" && code=0 || code=$?
+say "chainpush run stopped (exit code $code)"
+exit "$code"

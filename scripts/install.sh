@@ -34,14 +34,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 py_stamp=$(stamp_of pyproject.toml)
 if [ "$(cat .venv/.chainpush-stamp 2>/dev/null)" != "$py_stamp" ]; then
-  say "installing Python packages into .venv"
+  say "installing Python packages into .venv (the first time: about a minute, quietly)"
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
   echo "$py_stamp" > .venv/.chainpush-stamp
 fi
 
 js_stamp=$(stamp_of package.json package-lock.json)
 if [ "$(cat node_modules/.chainpush-stamp 2>/dev/null)" != "$js_stamp" ]; then
-  say "installing Node packages (anvil, solc, hardhat)"
+  say "installing Node packages (anvil, solc, hardhat; the first time: about 20 s)"
   # `npm install`, not `npm ci`: the lock holds only the anvil binary package for the platform
   # it was made on (the registry mirror serves no other), which `npm ci` counts as out of sync.
   npm install --no-audit --no-fund --loglevel=error
