@@ -408,7 +408,7 @@ async def test_bad_frames_are_not_info_lines_and_cannot_forge_any(
         codes = [f["code"] for f in errors[:7]]
         assert codes == ["bad_json", "unknown_type", "bad_message", "bad_message",
                          "unknown_topic", "unknown_topic", "not_subscribed"]
-    mine = [r for r in caplog.records if r.name.startswith("push")]
+    mine = [r for r in caplog.records if r.name.startswith("chainpush.push")]
     assert not [r.getMessage() for r in mine
                 if r.levelno >= logging.INFO and "conn" in r.getMessage()
                 and "connected" not in r.getMessage() and "disconnected" not in r.getMessage()]
