@@ -107,7 +107,23 @@ class Endpoint:
         return text.replace(self.target, redact_url(self.target)) if self.kind != "ipc" else text
 
 
-class SyncWebSocketProvider(JSONBaseProvider):
+class _PersistentProvider(JSONBaseProvider):
+    """What the sync websocket and IPC providers share: one connection, ``close()``."""
+
+    def is_connected(self, show_traceback: bool = False) -> bool:
+        try:
+            self.make_request(RPCEndpoint("web3_clientVersion"), [])
+        except NodeUnreachable:
+            if show_traceback:
+                raise
+            return False
+        return True
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class SyncWebSocketProvider(_PersistentProvider):
     """A synchronous JSON-RPC provider over one websocket (web3 8 ships only an async one).
 
     Thread-safe: one request at a time on the connection; reconnects on the next call after the
@@ -154,22 +170,13 @@ class SyncWebSocketProvider(JSONBaseProvider):
                     f"{START_HINT}"
                 ) from exc
 
-    def is_connected(self, show_traceback: bool = False) -> bool:
-        try:
-            self.make_request(RPCEndpoint("web3_clientVersion"), [])
-        except NodeUnreachable:
-            if show_traceback:
-                raise
-            return False
-        return True
-
     def close(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
             conn.close()
 
 
-class SyncIPCProvider(JSONBaseProvider):
+class SyncIPCProvider(_PersistentProvider):
     """A synchronous JSON-RPC provider over one unix socket that can be closed.
 
     web3's ``IPCProvider`` keeps its socket open with no public way to close it; a process that
@@ -230,15 +237,6 @@ class SyncIPCProvider(JSONBaseProvider):
                     f"cannot reach node at ipc {self.path} ({type(exc).__name__}: {exc}); "
                     f"{START_HINT}"
                 ) from exc
-
-    def is_connected(self, show_traceback: bool = False) -> bool:
-        try:
-            self.make_request(RPCEndpoint("web3_clientVersion"), [])
-        except NodeUnreachable:
-            if show_traceback:
-                raise
-            return False
-        return True
 
     def close(self) -> None:
         if self._sock is not None:
