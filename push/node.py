@@ -410,7 +410,12 @@ class PushNode(AsyncResource):
         try:
             while True:
                 rows = await self.store.read_range(sub.topic, sub.cursor.next, limit=page)
-                out, step = conn.session.history(sub, rows, page=page)
+                # the subscription stays in repair while the page is written (with awaits): a
+                # live message arriving meanwhile is noted as missed and read with the next
+                # page, never written before this page's last row
+                out, step = conn.session.history(sub, rows, page=page, finish=False)
+                if step == "stale":
+                    return
                 for i, row in enumerate(out):
                     if i % REPAIR_BATCH == REPAIR_BATCH - 1:
                         await asyncio.sleep(0)  # let the loop serve everyone else
@@ -418,6 +423,8 @@ class PushNode(AsyncResource):
                         return
                     conn.send_text(wire.message(row))
                 self.metrics.inc("chainpush_history_out_total", len(out))
+                step = conn.session.finish_history(sub, full_page=len(rows) >= page,
+                                                   empty=not rows)
                 if step in ("done", "stale"):
                     return
                 await asyncio.sleep(REPAIR_PAUSE_S if step == "behind" else 0)

@@ -341,12 +341,17 @@ class Session:
 
     # --- history ---------------------------------------------------------------------------------
 
-    def history(self, sub: Subscription, rows: Sequence[StoredMessage], *, page: int
-                ) -> tuple[list[StoredMessage], Step]:
+    def history(self, sub: Subscription, rows: Sequence[StoredMessage], *, page: int,
+                finish: bool = True) -> tuple[list[StoredMessage], Step]:
         """One page read from ``sub.cursor.next`` (at most ``page`` rows): what to send, and
         what next: ``more`` (read the next page at once), ``behind`` (MongoDB has not caught up
         with what Redis announced: read again after a pause), ``done`` (live from now),
-        ``stale`` (the subscription was dropped meanwhile: stop)."""
+        ``stale`` (the subscription was dropped meanwhile: stop).
+
+        ``finish=False``: the subscription stays in repair (live messages are only noted as
+        missed) until :meth:`finish_history` — for a caller that writes the rows with awaits in
+        between, so that no live message is written before the page's last row (offsets must
+        reach the client strictly increasing); the step returned is then provisional."""
         if not sub.active:
             return [], "stale"
         cursor = sub.cursor
@@ -363,6 +368,16 @@ class Session:
             sub.epoch = sub.epoch or row.epoch  # the stream these offsets belong to
             if sub.filter.matches(row.record):
                 out.append(row)
-        if cursor.finish_page(full_page=len(rows) >= page):
-            return out, "done"
-        return out, "more" if rows else "behind"
+        if not finish:
+            return out, "more" if rows else "behind"
+        return out, self.finish_history(sub, full_page=len(rows) >= page, empty=not rows)
+
+    def finish_history(self, sub: Subscription, *, full_page: bool, empty: bool) -> Step:
+        """The page given to :meth:`history` (``finish=False``) has been written: ``done``
+        (live from now), or ``more`` / ``behind`` as :meth:`history` says; ``stale`` if the
+        subscription was dropped meanwhile."""
+        if not sub.active:
+            return "stale"
+        if sub.cursor.finish_page(full_page=full_page):
+            return "done"
+        return "behind" if empty else "more"

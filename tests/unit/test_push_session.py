@@ -91,6 +91,24 @@ def test_subscribe_fetch_ready_repair_history_live() -> None:
     assert sub.offer(msg("contract:A", 5)) == "repair"  # gap
 
 
+def test_a_page_being_written_keeps_live_messages_behind_it() -> None:
+    """The node writes a history page with awaits in between (it yields to other clients):
+    a live message arriving meanwhile must not be written before the page's last row (seen
+    under attack load: offsets 599, 601, 600 reached a client)."""
+    s = opened()
+    (fetch,) = subscribe(s, "contract:A", since=0)
+    sub = fetch.sub
+    s.subscribe_ready(sub, head=2)
+    out, _ = s.history(sub, [msg("contract:A", 1), msg("contract:A", 2)], page=10,
+                       finish=False)
+    assert [m.offset for m in out] == [1, 2]
+    assert sub.offer(msg("contract:A", 3)) == "skip"  # still in repair: noted, not sent
+    assert s.finish_history(sub, full_page=False, empty=False) == "more"  # read 3 next
+    out, step = s.history(sub, [msg("contract:A", 3)], page=10)
+    assert [m.offset for m in out] == [3] and step == "done"
+    assert sub.offer(msg("contract:A", 4)) == "send"
+
+
 def test_refusals_keep_the_connection_open() -> None:
     s = opened(max_subscriptions=1, contracts=frozenset({"A"}))
     assert sent(subscribe(s, "contract:Auktion"))[0]["code"] == "unknown_topic"
