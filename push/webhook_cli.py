@@ -24,7 +24,7 @@ from typing import Any
 from chainpush.project import find_config
 from chainpush.push.config import StoresConfig, load
 from chainpush.push.errors import ConfigError
-from chainpush.push.webhook_config import WebhooksSettings, parse
+from chainpush.push.webhook_config import WebhookConfig, WebhooksSettings, parse
 
 
 def load_webhooks(path: Path | None) -> WebhooksSettings:
@@ -124,6 +124,20 @@ def _checked(args: argparse.Namespace) -> tuple[WebhooksSettings, StoresConfig] 
         return read_settings(args.config, mongo_uri=args.mongo_uri, database=args.database)
     except ConfigError as exc:
         print(f"chainpush webhooks: {exc}", file=sys.stderr)
+        return None
+
+
+def _named(args: argparse.Namespace, action: str
+           ) -> tuple[WebhookConfig, StoresConfig] | None:
+    """The configuration, then the webhook named ``args.name``; errors printed, None then."""
+    checked = _checked(args)
+    if checked is None:
+        return None
+    settings, stores = checked
+    try:
+        return settings.get(args.name), stores
+    except ConfigError as exc:
+        print(f"chainpush webhooks {action}: {exc}", file=sys.stderr)
         return None
 
 
@@ -263,12 +277,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from chainpush.push.webhook_store import WebhookStore
 
-    checked = _checked(args)
-    if checked is None:
+    named = _named(args, "replay")
+    if named is None:
         return 2
-    settings, stores = checked
+    cfg, stores = named
     try:
-        cfg = settings.get(args.name)
         if args.since < 0:
             raise ConfigError(f"--since must be >= 0, got {args.since}")
         if args.topic is not None and not cfg.wants(args.topic):
@@ -295,15 +308,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from chainpush.push.webhook_store import WebhookStore
 
-    checked = _checked(args)
-    if checked is None:
+    named = _named(args, "resume")
+    if named is None:
         return 2
-    settings, stores = checked
-    try:
-        cfg = settings.get(args.name)
-    except ConfigError as exc:
-        print(f"chainpush webhooks resume: {exc}", file=sys.stderr)
-        return 2
+    cfg, stores = named
 
     async def resume() -> bool:
         async with WebhookStore(stores.mongo_uri, stores.database) as state:
