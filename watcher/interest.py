@@ -27,7 +27,7 @@ PAGE = 500
 
 
 class Interest(AsyncResource):
-    """``async with Interest(redis_url, RedisNames(ns)) as interest: await interest.topics("tx:")``."""
+    """``async with Interest(url, RedisNames(ns)) as interest: await interest.topics("tx:")``."""
 
     def __init__(self, redis_url: str, names: RedisNames, *, timeout_s: float = 2.0) -> None:
         self.names = names
