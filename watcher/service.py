@@ -37,6 +37,10 @@ import sys
 import time
 from typing import Any, Protocol
 
+import redis.exceptions
+
+from chainpush.constants import RedisNames
+from chainpush.logs import Throttle, client_text
 from chainpush.push.metrics import Metrics
 from chainpush.resource import AsyncResource, raise_if_cancelling
 from chainpush.watcher.binding import Bound, bind
@@ -52,6 +56,7 @@ from chainpush.watcher.errors import (
     RPCError,
     WatcherError,
 )
+from chainpush.watcher.interest import Interest
 from chainpush.watcher.lease import LeaseDoc, MongoLease
 from chainpush.watcher.node import Endpoint
 from chainpush.watcher.progress import BackfillProgress
@@ -63,6 +68,7 @@ from chainpush.watcher.stepper import (
     Backfilling,
     Call,
     FetchRange,
+    Interested,
     Load,
     Prefetch,
     Propose,
@@ -144,6 +150,8 @@ class Watcher(AsyncResource):
         self._stepper: Stepper | None = None
         self._task: asyncio.Task[None] | None = None
         self._rng = random.Random()
+        self._interest: Interest | None = None
+        self._throttle = Throttle(30.0)
 
     async def __aenter__(self) -> Watcher:
         stores, watch = self.config.stores, self.config.watch
@@ -169,6 +177,8 @@ class Watcher(AsyncResource):
                   "writes) refused by the fencing token: this watcher had lost the lease")
         m.counter("chainpush_watch_lease_transitions_total", "changes between leader and "
                   "standby")
+        m.counter("chainpush_watch_redis_errors_total", "failed reads of the subscribers' "
+                  "topics from the Redis registry (the last answer is kept)")
 
     def render_metrics(self) -> str:
         """``/metrics``: the Prometheus text of ``metrics``, the stats counters brought up to
@@ -212,6 +222,28 @@ class Watcher(AsyncResource):
         if self._own_checkpoints and self._checkpoints is not None:
             await self._checkpoints.aclose()
             self._checkpoints = None
+        interest, self._interest = self._interest, None
+        if interest is not None:
+            await interest.aclose()
+
+    async def interested(self, prefix: str) -> set[str] | None:
+        """The stepper's ``Interested``: topics under ``prefix`` with a live subscriber, from
+        the registry in ``[stores] redis_url`` (opened on first use); None while Redis cannot
+        answer (counted in ``chainpush_watch_redis_errors_total``, logged at most every 30 s)."""
+        stores = self.config.stores
+        if self._interest is None:
+            self._interest = Interest(stores.redis_url, RedisNames(stores.namespace))
+        try:
+            return await self._interest.topics(prefix)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise_if_cancelling()
+            self.metrics.inc("chainpush_watch_redis_errors_total")
+            held = self._throttle.ready("interest")
+            if held is not None:
+                logger.warning("reading the subscribers' %s topics from Redis failed (%s: %s); "
+                               "keeping the last set; %d similar lines held back", prefix,
+                               type(exc).__name__, client_text(exc), held)
+            return None
 
     def _key(self) -> str:
         assert self._stepper is not None
@@ -465,6 +497,8 @@ class _Performer:
         if isinstance(action, Backfilling):
             self._report(action)
             return None
+        if isinstance(action, Interested):
+            return await self._w.interested(action.prefix)
         raise AssertionError(f"unknown action {action!r}")
 
     async def _call(self, action: Call) -> list[Any]:

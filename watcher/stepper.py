@@ -164,8 +164,17 @@ class Backfilling:
     finished: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Interested:
+    """Which topics ``<prefix><suffix>`` have a live subscriber (``prefix``: ``"user:"``,
+    ``"tx:"``; docs/seams.md §4 *Interest*); send back the set of suffixes, or None when it
+    cannot be known now (no Redis, Redis away): the stepper keeps what it had."""
+
+    prefix: str
+
+
 Action = (Load | Call | FetchRange | Prefetch | Propose | Accept | Save | Subscribe | WaitHead
-          | Sleep | Backfilling)
+          | Sleep | Backfilling | Interested)
 Steps = Generator[Action, Any, Any]
 
 

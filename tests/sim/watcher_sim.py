@@ -70,6 +70,7 @@ from chainpush.watcher.stepper import (
     Backfilling,
     Call,
     FetchRange,
+    Interested,
     Load,
     Prefetch,
     Propose,
@@ -342,6 +343,8 @@ class Sim:
         #: children beyond this many are fetched by topic only (0: always)
         self.max_addresses = side.choice((500, 2, 0))
         self.bound = self._bound()
+        #: what the registry would answer per topic prefix (Interested): none by default
+        self.interest: dict[str, set[str]] = {}
         self.chain = Chain(rng)
         self.chain.factory = self.factory
         self.chain.mine(rng.choice((0, 1, w, 3 * w)))
@@ -542,6 +545,8 @@ class Sim:
             return None
         if isinstance(action, WaitHead):
             return None
+        if isinstance(action, Interested):
+            return set(self.interest.get(action.prefix, ()))
         if isinstance(action, Prefetch | Subscribe | Sleep | Backfilling):
             return None
         raise AssertionError(f"unknown action {action!r}")
