@@ -2,45 +2,63 @@
 
 Theory of operation
 -------------------
-For each record (docs/seams.md §1), in the order given:
+For each batch (docs/seams.md §1 records, in order), in a fixed number of round trips:
 
-1. ``events``: insert ``{_id: message id, ...record}``. A duplicate key means the message was
-   stored before (a replay, or a retry whose first attempt landed): not an error.
-2. For each topic of the record (:func:`push.records.topics_of`), a ``messages`` row
-   ``{topic, offset, msg_id, record}``. The offset is ``max(offset) + 1`` for the topic; the unique
-   index ``(topic, offset)`` arbitrates between concurrent writers (the loser re-reads the max and
-   tries again) and the unique index ``(topic, msg_id)`` makes a replay find the row it already
-   has, so a replay is re-dispatched with its original offset and never gets a new one. No counter
-   document exists that a crash could advance without a message: offsets stay gap-free.
-3. Only when every row of the record is stored, the stored messages go to dispatch. A dispatch
-   failure of any kind is counted and logged, never raised: the record is stored, and push nodes
-   reconcile against MongoDB (:meth:`Collector._dispatch`).
+1. ``events``: one unordered ``insert_many`` of ``{_id: message id, ...record, topics}``. A
+   duplicate key means the message was stored before (a replay, or a retry whose first attempt
+   landed): not an error, but the message is *replayed*: its rows and reservations are looked up
+   instead of assumed absent.
+2. Offsets, per (batch, topic): one compare-and-swap on the topic's ``streams`` document reserves
+   ``next+1 … next+k`` for the batch's new messages of the topic and binds each offset to its
+   message in the same write (:meth:`push.store.MessageStore.reserve`; docs/seams.md §2). A
+   writer that lost the race to another (matched nothing) reads the document again — and the
+   rows of its messages by ``_id``, since the other writer may have been replaying the same
+   record — and retries; no query ever scans ``messages``. A message already reserved (by this
+   collector before a crash, or by another one) is written at that offset.
+3. ``messages``: one unordered ``insert_many`` of every row of the batch at its offset.
+4. The stored messages go to dispatch (one publish per batch). A dispatch failure of any kind is
+   counted and logged, never raised: the record is stored, and push nodes reconcile against
+   MongoDB (:meth:`Collector._dispatch`).
+5. ``streams``: one ``bulk_write`` clears the batch's reservations and advances each ``head``.
 
-Epochs: before a topic's first row, its ``streams`` row is created with ``$setOnInsert``
-(:meth:`push.store.MessageStore.ensure_epoch`) and every row of the topic carries that epoch, so
-a wiped store starts each stream under a new one (docs/seams.md §2). Collect caches each topic's
-epoch and next offset for its lifetime: wipe or restore the store with the watcher stopped.
+Why nothing is lost or skipped: the events are stored before any offset is reserved, the
+reservation names its message, and a reservation is cleared only after its row is stored. A
+crash between 2 and 3 leaves *holes* (offsets reserved, rows missing) that readers wait at,
+never pass (:meth:`push.store.MessageStore.read_range`); they are filled by the watcher's replay
+from its checkpoint (which finds its messages reserved) or by the **repair**: every collector,
+at start and every ``repair_interval_s``, completes reservations older than ``repair_after_s``
+from the ``events`` document of their message (:meth:`Collector.repair`). A writer that was only
+slow writes the same row as the repair: harmless.
+
+Epochs: a topic's ``streams`` document is created (``$setOnInsert``) with a new epoch before its
+first reservation, and every row of the topic carries the epoch; the reservation matches on the
+epoch, so a stream replaced under a running collector (a wiped store) is noticed at the next
+batch. Collect caches each topic's (epoch, next) between batches: a hint only, the
+compare-and-swap is the arbiter.
 
 MongoDB slow or down: each step is retried with backoff until it succeeds (logged with the tries
 left); :meth:`Collector.accept` does not return meanwhile, which is the back-pressure the watcher
-sees. Nothing is dropped and nothing unstored is dispatched. A crash between steps is repaired by
-the replay the watcher does from its checkpoint: every step is idempotent.
+sees. Nothing is dropped and nothing unstored is dispatched; every step is idempotent.
 
 Within one Collector, ``accept`` calls are serialised (a lock) so offsets follow record order;
-several Collectors (processes) may write the same database safely.
+several Collectors (processes) may write the same database, and the same topics, at full speed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chainpush.constants import RedisNames
 from chainpush.logs import Throttle, client_text
 from chainpush.push.dispatch import ERROR_LOG_INTERVAL_S, Dispatcher
+from chainpush.push.errors import ConfigError, StoreUnavailable
 from chainpush.push.metrics import Metrics
 from chainpush.push.records import StoredMessage, topics_of
 from chainpush.push.retry import RetryPolicy
@@ -49,6 +67,10 @@ from chainpush.resource import AsyncResource
 from chainpush.watcher.record import message_id
 
 logger = logging.getLogger(__name__)
+
+#: rounds of compare-and-swap (or of rows refused) before collect gives up on a batch: another
+#: writer winning every round this many times means something else is wrong.
+MAX_ROUNDS = 1000
 
 
 class Dispatch(Protocol):
@@ -73,12 +95,26 @@ class Collector(AsyncResource):
         store: MessageStore | None = None, dispatch: Dispatch | None = None,
         retry: RetryPolicy | None = None, metrics: Metrics | None = None,
         redis_url: str | None = None, namespace: str = "cp",
+        repair_after_s: float = 5.0, repair_interval_s: float | None = 2.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        if repair_after_s <= 0:
+            raise ConfigError(f"repair_after_s must be > 0, got {repair_after_s}")
+        if repair_interval_s is not None and repair_interval_s <= 0:
+            raise ConfigError(f"repair_interval_s must be > 0 or None, got {repair_interval_s}")
+        #: a reservation this old (by the writers' clocks) is presumed abandoned: repaired
+        self.repair_after_s = repair_after_s
+        self.repair_interval_s = repair_interval_s
+        self._clock = clock
         self.metrics = metrics or Metrics()
         self.metrics.counter("chainpush_collect_records_total", "records accepted by collect")
         self.metrics.counter("chainpush_collect_replays_total", "records that were already stored")
         self.metrics.counter("chainpush_collect_messages_total", "(topic, message) rows stored")
         self.metrics.counter("chainpush_mongo_errors_total", "transient MongoDB errors (retried)")
+        self.metrics.counter("chainpush_collect_conflicts_total",
+                             "offset reservations lost to another writer (retried)")
+        self.metrics.counter("chainpush_collect_repaired_total",
+                             "reserved offsets filled by the repair (their writer died)")
         if store is None:
             if mongo_uri is None or database is None:
                 raise ValueError("Collector needs mongo_uri and database, or an open store")
@@ -99,18 +135,27 @@ class Collector(AsyncResource):
                              "dispatch failures after a record was stored (nodes reconcile)")
         self._throttle = Throttle(ERROR_LOG_INTERVAL_S)
         self._lock = asyncio.Lock()
-        #: next offset to try per topic: a hint only, the unique index is the arbiter.
-        self._next: dict[str, int] = {}
-        #: each topic's stream epoch, read (or created) once per topic.
-        self._epochs: dict[str, str] = {}
+        #: per topic, (epoch, next) as last seen: a hint, the compare-and-swap is the arbiter
+        self._cache: dict[str, tuple[str, int | None]] = {}
+        #: per topic without ``next`` yet: the rows' highest offset, where reservations start
+        self._start: dict[str, int] = {}
+        self._repair_task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Collector:
         if self._owns_store:
             await self.store.ensure_indexes()
+        if self.repair_interval_s is not None:
+            # at start (what a collector that died before us left) and then periodically
+            self._repair_task = asyncio.create_task(
+                self._repair_loop(self.repair_interval_s), name="collect-repair")
         return self
 
-
     async def aclose(self) -> None:
+        if self._repair_task is not None:
+            self._repair_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._repair_task
+            self._repair_task = None
         if self._owned_dispatch is not None:
             await self._owned_dispatch.aclose()
         if self._owns_store:
@@ -121,23 +166,45 @@ class Collector(AsyncResource):
         await asyncio.Event().wait()
 
     async def accept(self, batch: Sequence[dict[str, object]]) -> None:
-        """Store every record of ``batch`` in order, dispatching each once it is stored.
+        """Store every record of ``batch`` in order, then dispatch the stored messages.
 
         Raises :class:`push.errors.InvalidRecord` (before storing anything) if a record does not
         follow the seam; retries MongoDB errors until they succeed.
         """
         plans = [(record, message_id(record), topics_of(record)) for record in batch]
+        if not plans:
+            return
         async with self._lock:
+            self.metrics.inc("chainpush_collect_records_total", len(plans))
+            fresh = await self.store.insert_events(
+                [(msg_id, {**record, "topics": topics}) for record, msg_id, topics in plans])
+            replayed = {msg_id for (_, msg_id, _), new in zip(plans, fresh, strict=True)
+                        if not new}
+            if replayed:
+                self.metrics.inc("chainpush_collect_replays_total", len(replayed))
+                logger.debug("%d record(s) already stored: replaying their rows", len(replayed))
+            records = {msg_id: record for record, msg_id, _ in plans}
+            wanted: dict[str, list[str]] = {}
+            for _, msg_id, topics in plans:
+                for topic in topics:
+                    wanted.setdefault(topic, [])
+                    if msg_id not in wanted[topic]:
+                        wanted[topic].append(msg_id)
+            slots = await self._store_rows(wanted, records, replayed)
+            stored = [StoredMessage(topic=t, offset=slots[(t, m)].offset, msg_id=m,
+                                    record=record, epoch=slots[(t, m)].epoch)
+                      for record, m, topics in plans for t in topics]
+            if self.dispatch is not None:
+                await self._dispatch(self.dispatch, stored)
             heads: dict[str, int] = {}
-            for record, msg_id, topics in plans:
-                stored = await self._store_one(record, msg_id, topics)
-                for message in stored:
-                    heads[message.topic] = max(heads.get(message.topic, 0), message.offset)
-                if self.dispatch is not None:
-                    await self._dispatch(self.dispatch, stored)
-            # the batch's heads in ``streams``, for readers of many topics at once (reconcile,
-            # webhooks): one round trip per batch
-            await self.store.advance_heads(heads)
+            reserved: dict[str, list[int]] = {}
+            for (topic, _), slot in slots.items():
+                heads[topic] = max(heads.get(topic, 0), slot.offset)
+                if slot.reserved:
+                    reserved.setdefault(topic, []).append(slot.offset)
+            # the reservations are done with, and the heads for readers of many topics at once
+            # (reconcile, webhooks): one round trip per batch
+            await self.store.release(reserved, heads)
 
     async def _dispatch(self, dispatch: Dispatch, stored: list[StoredMessage]) -> None:
         """Hand stored messages to dispatch; never fail because of it.
@@ -158,64 +225,183 @@ class Collector(AsyncResource):
                     "lines held back", stored[0].msg_id if stored else "?", type(exc).__name__,
                     client_text(exc), held, exc_info=held == 0)
 
-    async def _store_one(
-        self, record: Mapping[str, Any], msg_id: str, topics: list[str]
-    ) -> list[StoredMessage]:
-        self.metrics.inc("chainpush_collect_records_total")
-        fresh = await self.store.store_event(msg_id, {**record, "topics": topics})
-        if not fresh:
-            self.metrics.inc("chainpush_collect_replays_total")
-            logger.debug("record %s already stored: replaying its rows", msg_id)
-        epochs = {topic: await self._epoch(topic) for topic in topics}
-        stored: dict[str, StoredMessage] = {}
-        if fresh and all(topic in self._next for topic in topics):
-            # the common case: a new record on known topics, all rows in one round trip; rows
-            # another writer got to first fall through to the one-by-one path below
-            rows = [StoredMessage(topic=t, offset=self._next[t], msg_id=msg_id, record=record,
-                                  epoch=epochs[t])
-                    for t in topics]
-            for row, result in zip(rows, await self.store.insert_messages(rows), strict=True):
-                if result == "inserted":
+    async def _store_rows(self, wanted: dict[str, list[str]],
+                          records: Mapping[str, Mapping[str, Any]], replayed: set[str]
+                          ) -> dict[tuple[str, str], Slot]:
+        """Give every (topic, message) of ``wanted`` an offset and store its row there."""
+        slots: dict[tuple[str, str], Slot] = {}
+        todo = wanted
+        suspect = set(replayed)
+        for _ in range(MAX_ROUNDS):
+            slots.update(await self._place(todo, suspect))
+            rows = [StoredMessage(topic=t, offset=slots[(t, m)].offset, msg_id=m,
+                                  record=records[m], epoch=slots[(t, m)].epoch)
+                    for t, msg_ids in todo.items() for m in msg_ids if not slots[(t, m)].stored]
+            again: dict[str, list[str]] = {}
+            for row, result in zip(rows, await self.store.insert_rows(rows), strict=True):
+                pair = (row.topic, row.msg_id)
+                if result == "stored":
                     self.metrics.inc("chainpush_collect_messages_total")
-                    self._next[row.topic] = row.offset + 1
-                    stored[row.topic] = row
+                    continue
+                # neither happens between collectors of this version; both mean rows written
+                # by hand or by an older collector running beside this one
+                if result == "elsewhere":
+                    position = await self.store.position_of(row.topic, row.msg_id)
+                    assert position is not None  # insert_rows just saw it
+                    logger.error("topic %r: %s is already stored at offset %d, so its "
+                                 "reserved offset %d stays empty (readers skip it)",
+                                 row.topic, row.msg_id, position[0], row.offset)
+                    slots[pair] = Slot(position[0], position[1], stored=True, reserved=False)
+                    await self.store.release({row.topic: [row.offset]}, {})
+                else:  # taken: the offset is filled by another message, reserve another one
+                    logger.error("topic %r: offset %d reserved for %s holds another message; "
+                                 "reserving again", row.topic, row.offset, row.msg_id)
+                    await self.store.release({row.topic: [row.offset]}, {})
+                    self._cache.pop(row.topic, None)
+                    del slots[pair]
+                    again.setdefault(row.topic, []).append(row.msg_id)
+                    suspect.add(row.msg_id)
+            if not again:
+                return slots
+            todo = again
+        raise StoreUnavailable(f"collect could not store the rows of {next(iter(records))} in "
+                               f"{MAX_ROUNDS} rounds (offsets taken by another writer each time)")
+
+    async def _place(self, wanted: dict[str, list[str]], suspect: set[str]
+                     ) -> dict[tuple[str, str], Slot]:
+        """The offset of every (topic, message) of ``wanted``: its row's, its reservation's, or
+        a new reservation's (docs/seams.md §2)."""
+        slots: dict[tuple[str, str], Slot] = {}
+        # a topic must be read first when its (epoch, next) is unknown, or when a message of it
+        # may already have a row or a reservation (a replay). A new message on a topic whose
+        # ``next`` was cached before its event was stored needs no read: anyone else handling
+        # the same message learnt of it after that, and its reservation would have moved
+        # ``next``, failing our compare-and-swap.
+        cold = [t for t, msg_ids in wanted.items()
+                if t not in self._cache or any(m in suspect for m in msg_ids)]
+        if cold:
+            slots.update(await self._read(cold, wanted, legacy=bool(suspect)))
+        for topic, msg_ids in wanted.items():
+            for _ in range(MAX_ROUNDS):
+                need = [m for m in msg_ids if (topic, m) not in slots]
+                if not need:
+                    break
+                epoch, base = self._cache[topic]
+                first = self._start[topic] if base is None else base
+                if await self.store.reserve(topic, epoch, base, need, start=first):
+                    for i, m in enumerate(need):
+                        slots[(topic, m)] = Slot(first + 1 + i, epoch, stored=False,
+                                                 reserved=True)
+                    self._cache[topic] = (epoch, first + len(need))
+                    break
+                # another writer moved ``next`` (or replaced the stream): read, then retry
+                self.metrics.inc("chainpush_collect_conflicts_total")
+                slots.update(await self._read([topic], {topic: need}, legacy=bool(suspect)))
+            else:
+                raise StoreUnavailable(f"collect could not reserve offsets of {topic!r} in "
+                                       f"{MAX_ROUNDS} tries (another writer each time)")
+        return slots
+
+    async def _read(self, topics: list[str], wanted: Mapping[str, Sequence[str]], *,
+                    legacy: bool) -> dict[tuple[str, str], Slot]:
+        """Read the ``streams`` documents of ``topics`` (creating missing ones), then the rows
+        of their wanted messages — in that order: a reservation is cleared only after its row
+        is stored, so a message found in neither has neither. Refreshes the cache."""
+        streams = await self.store.streams(topics)
+        missing = {t: new_epoch() for t in topics if t not in streams or
+                   streams[t].epoch is None}
+        if missing:
+            await self.store.ensure_streams(missing)
+            streams.update(await self.store.streams(list(missing)))
+        slots: dict[tuple[str, str], Slot] = {}
         for topic in topics:
-            if topic in stored:
+            stream = streams.get(topic)
+            if stream is None or stream.epoch is None:
+                raise StoreUnavailable(f"streams document of {topic!r} vanished while creating it")
+            for m in wanted[topic]:
+                offset = stream.offset_of(m)
+                if offset is not None:
+                    slots[(topic, m)] = Slot(offset, stream.epoch, stored=False, reserved=True)
+            self._cache[topic] = (stream.epoch, stream.next)
+            if stream.next is None:
+                # a new document (or one from before reservations): start after the rows
+                self._start[topic] = await self.store.max_offset(topic)
+        pairs = [(t, m) for t in topics for m in wanted[t]]
+        for pair, (offset, epoch) in (await self.store.rows_of(pairs, legacy=legacy)).items():
+            known = slots.get(pair)
+            slots[pair] = Slot(offset, epoch, stored=True,
+                               reserved=known is not None and known.offset == offset)
+        return slots
+
+    # --- repair --------------------------------------------------------------------------------
+
+    async def repair(self) -> int:
+        """Complete the reservations older than ``repair_after_s`` (their writer died between
+        reservation and rows) from the ``events`` documents of their messages; return how many
+        rows were written. Idempotent, and safe beside the writer if it was only slow."""
+        done = 0
+        now = self._clock()
+        for stream in await self.store.open_streams():
+            if not stream.reserved:
+                await self.store.recount(stream)
                 continue
-            position = None if fresh else await self.store.position_of(topic, msg_id)
-            if position is None:
-                position = await self._insert(topic, msg_id, record, epochs[topic])
-            stored[topic] = StoredMessage(topic=topic, offset=position[0], msg_id=msg_id,
-                                          record=record, epoch=position[1])
-        return [stored[topic] for topic in topics]
+            stale = stream.stale(now, self.repair_after_s)
+            if not stale or stream.epoch is None:
+                continue
+            events = await self.store.events(r.msg_id for r in stale)
+            rows = []
+            for r in stale:
+                doc = events.get(r.msg_id)
+                if doc is None:
+                    logger.error("topic %r: offset %d is reserved for %s, whose events document "
+                                 "is gone: it stays empty (readers skip it)", stream.topic,
+                                 r.offset, r.msg_id)
+                    continue
+                record = {k: v for k, v in doc.items() if k not in ("_id", "topics")}
+                rows.append(StoredMessage(topic=stream.topic, offset=r.offset, msg_id=r.msg_id,
+                                          record=record, epoch=stream.epoch))
+            results = await self.store.insert_rows(rows)
+            stored = [row for row, result in zip(rows, results, strict=True)
+                      if result == "stored"]
+            for row, result in zip(rows, results, strict=True):
+                if result != "stored":
+                    logger.error("topic %r: repair of offset %d for %s found it %s", row.topic,
+                                 row.offset, row.msg_id, result)
+            if stored:
+                logger.info("topic %r: repaired %d reserved offset(s) from %d (a writer died "
+                            "between reservation and rows)", stream.topic, len(stored),
+                            stored[0].offset)
+                if self.dispatch is not None:
+                    await self._dispatch(self.dispatch, stored)
+            self.metrics.inc("chainpush_collect_repaired_total", len(stored))
+            done += len(stored)
+            await self.store.release({stream.topic: [r.offset for r in stale]},
+                                     {stream.topic: max(r.offset for r in stored)} if stored
+                                     else {})
+        return done
 
-    async def _epoch(self, topic: str) -> str:
-        epoch = self._epochs.get(topic)
-        if epoch is None:
-            epoch = self._epochs[topic] = await self.store.ensure_epoch(topic, new_epoch())
-        return epoch
-
-    async def _insert(
-        self, topic: str, msg_id: str, record: Mapping[str, Any], epoch: str
-    ) -> tuple[int, str | None]:
-        offset = self._next.get(topic)
-        if offset is None:
-            offset = await self.store.max_offset(topic) + 1
+    async def _repair_loop(self, interval_s: float) -> None:
         while True:
-            result = await self.store.insert_message(
-                StoredMessage(topic=topic, offset=offset, msg_id=msg_id, record=record,
-                              epoch=epoch)
-            )
-            if result == "inserted":
-                self.metrics.inc("chainpush_collect_messages_total")
-                self._next[topic] = offset + 1
-                return offset, epoch
-            if result == "exists":
-                existing = await self.store.position_of(topic, msg_id)
-                if existing is not None:
-                    return existing
-            # another writer took this offset: start again from the true maximum
-            offset = await self.store.max_offset(topic) + 1
+            try:
+                await self.repair()
+            except Exception as exc:  # the next round tries again; never kill the collector
+                held = self._throttle.ready("repair")
+                if held is not None:
+                    logger.warning("repair of reserved offsets failed (%s: %s); next try in "
+                                   "%.1f s; %d similar lines held back", type(exc).__name__,
+                                   client_text(exc), interval_s, held)
+            await asyncio.sleep(interval_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """Where one (topic, message) goes: ``offset`` under ``epoch``; ``stored``: its row exists
+    already; ``reserved``: a reservation entry binds it (cleared once the row is stored)."""
+
+    offset: int
+    epoch: str | None
+    stored: bool
+    reserved: bool
 
 
 def new_epoch() -> str:

@@ -3,6 +3,13 @@
 Every operation is idempotent, so a retry after an ambiguous failure (the write may have landed)
 is safe: inserts that find their key already present report it instead of failing. Transient
 driver errors are retried with backoff (:mod:`push.retry`); callers are blocked meanwhile.
+
+Write concern: every write is ``w: "majority"`` (:data:`WRITE_CONCERN`), reads of history and
+heads are read concern ``majority`` (:data:`READ_CONCERN`): on a replica set an offset a client
+saw can then never be rolled back by an election and handed to another message
+(docs/scaling.md). A standalone ``mongod`` and nx-27017 accept both (nx-27017 ignores them).
+The writer's own reads of ``streams`` (offset reservations, :mod:`push.collect`) are primary
+reads with the default read concern: a compare-and-swap must see the latest ``next``.
 """
 
 from __future__ import annotations
@@ -14,9 +21,20 @@ from typing import Any, Literal
 
 import pymongo
 import pymongo.errors
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, WriteConcern
+from pymongo.read_concern import ReadConcern
 
 from chainpush.constants import EVENTS, MESSAGES, STREAMS
+from chainpush.push.offsets import (
+    Stream,
+    bindings,
+    capped_head,
+    first_hole,
+    key,
+    parse_stream,
+    readable,
+)
+from chainpush.push.offsets import row_id as make_row_id
 from chainpush.push.records import StoredMessage
 from chainpush.push.retry import RetryPolicy, retrying
 from chainpush.resource import AsyncResource
@@ -34,6 +52,17 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 )
 
 InsertResult = Literal["inserted", "offset_taken", "exists"]
+#: what :meth:`MessageStore.insert_rows` found for one row: stored now or before at this offset
+#: (``stored``), this message already stored at another offset (``elsewhere``), or another
+#: message holding the offset (``taken``).
+RowResult = Literal["stored", "elsewhere", "taken"]
+
+#: collect's writes wait for a majority of a replica set (a standalone answers at once):
+#: ``wtimeout`` bounds the wait, and a ``WTimeoutError`` is retried like any transient error
+#: (every write is idempotent).
+WRITE_CONCERN = WriteConcern(w="majority", wtimeout=10_000)
+#: history, heads and subscribe reads see only majority-committed rows (docs/scaling.md).
+READ_CONCERN = ReadConcern("majority")
 
 
 class MessageStore(AsyncResource):
@@ -48,9 +77,12 @@ class MessageStore(AsyncResource):
             socketTimeoutMS=timeout_ms * 5, retryWrites=False,
         )
         self._db = self._client[database]
-        self._events = self._db[EVENTS]
-        self._messages = self._db[MESSAGES]
-        self._streams = self._db[STREAMS]
+        self._events = self._db.get_collection(EVENTS, write_concern=WRITE_CONCERN)
+        self._messages = self._db.get_collection(MESSAGES, write_concern=WRITE_CONCERN)
+        self._streams = self._db.get_collection(STREAMS, write_concern=WRITE_CONCERN)
+        #: the readers' views (push nodes, webhooks): majority-committed data only
+        self._history = self._db.get_collection(MESSAGES, read_concern=READ_CONCERN)
+        self._heads = self._db.get_collection(STREAMS, read_concern=READ_CONCERN)
         self._retry = retry or RetryPolicy()
         self._on_error = on_error
 
@@ -90,140 +122,281 @@ class MessageStore(AsyncResource):
 
     async def store_event(self, msg_id: str, doc: Mapping[str, Any]) -> bool:
         """Insert ``doc`` under ``_id=msg_id``; True if new, False if it was already stored."""
+        return (await self.insert_events([(msg_id, doc)]))[0]
 
-        async def op() -> bool:
+    async def insert_events(self, docs: Sequence[tuple[str, Mapping[str, Any]]]) -> list[bool]:
+        """Insert each ``doc`` under ``_id=msg_id`` in one round trip (unordered): True where
+        it is new, False where it was stored before (a replay, or a retry whose first attempt
+        landed)."""
+        if not docs:
+            return []
+
+        async def op() -> list[bool]:
+            fresh = [True] * len(docs)
             try:
-                await self._events.insert_one({"_id": msg_id, **doc})
-            except pymongo.errors.DuplicateKeyError:
-                return False
-            return True
+                await self._events.insert_many([{"_id": m, **d} for m, d in docs],
+                                               ordered=False)
+            except pymongo.errors.BulkWriteError as exc:
+                for error in exc.details.get("writeErrors", []):
+                    if error.get("code") != 11000:
+                        raise
+                    fresh[error["index"]] = False
+            return fresh
 
-        return bool(await self._do(f"mongo insert event {msg_id}", op))
+        result: list[bool] = await self._do(f"mongo insert events of {docs[0][0]}", op)
+        return result
+
+    async def events(self, msg_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The ``events`` documents of ``msg_ids`` that exist (by ``_id``, one query)."""
+        wanted = list(dict.fromkeys(msg_ids))
+
+        async def op() -> dict[str, dict[str, Any]]:
+            return {str(d["_id"]): d async for d in self._events.find({"_id": {"$in": wanted}})}
+
+        result: dict[str, dict[str, Any]] = await self._do("mongo read events", op)
+        return result
 
     # --- streams -----------------------------------------------------------------------------
 
     async def ensure_epoch(self, topic: str, candidate: str) -> str:
-        """The epoch of ``topic``'s stream, created as ``candidate`` if the topic has none yet.
+        """The epoch of ``topic``'s stream, created as ``candidate`` if the topic has none yet."""
+        await self.ensure_streams({topic: candidate})
+        stream = (await self.streams([topic])).get(topic)
+        return candidate if stream is None or stream.epoch is None else stream.epoch
+
+    async def ensure_streams(self, candidates: Mapping[str, str]) -> None:
+        """Create the ``streams`` document of each topic that has none, with the candidate
+        epoch, in one round trip.
 
         Idempotent and safe between concurrent writers: ``$setOnInsert`` on ``_id`` = topic, so
-        exactly one candidate wins and everyone reads it back. (An upsert followed by a read,
-        not ``find_one_and_update``: nx-27017 ignores ``$setOnInsert`` there.)
+        exactly one candidate wins. (Upserts, not ``find_one_and_update``: nx-27017 ignores
+        ``$setOnInsert`` there.) A document without an epoch (written by hand?) gets one.
         """
+        if not candidates:
+            return
+        now = time.time()
 
-        async def op() -> str:
+        async def op() -> None:
             try:
-                await self._streams.update_one(
-                    {"_id": topic},
-                    {"$setOnInsert": {"epoch": candidate, "created_at": time.time()}},
-                    upsert=True,
-                )
-            except pymongo.errors.DuplicateKeyError:
-                pass  # two upserts raced (MongoDB may refuse the loser): the row exists now
-            row = await self._streams.find_one({"_id": topic}, {"epoch": 1})
-            if row is None or not isinstance(row.get("epoch"), str):
-                # a row without an epoch (written by hand?): give it one, the same way
-                logger.warning("streams row of %s has no epoch: setting one", topic)
-                await self._streams.update_one(
-                    {"_id": topic, "epoch": {"$exists": False}}, {"$set": {"epoch": candidate}},
-                    upsert=False)
-                row = await self._streams.find_one({"_id": topic}, {"epoch": 1}) or {}
-            return str(row.get("epoch", candidate))
+                await self._streams.bulk_write([
+                    pymongo.UpdateOne({"_id": t}, {"$setOnInsert": {"epoch": e, "created_at": now}},
+                                      upsert=True) for t, e in candidates.items()],
+                    ordered=False)
+            except pymongo.errors.BulkWriteError as exc:
+                # two upserts raced (MongoDB may refuse the loser): the document exists now
+                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                    raise
+            await self._streams.bulk_write([
+                pymongo.UpdateOne({"_id": t, "epoch": {"$exists": False}}, {"$set": {"epoch": e}})
+                for t, e in candidates.items()], ordered=False)
 
-        result: str = await self._do(f"mongo ensure epoch of {topic}", op)
+        await self._do(f"mongo ensure streams of {len(candidates)} topics", op)
+
+    async def streams(self, topics: Iterable[str]) -> dict[str, Stream]:
+        """The ``streams`` documents of ``topics`` that exist, in one query (the writer's
+        view: latest data, default read concern)."""
+        wanted = list(dict.fromkeys(topics))
+        if not wanted:
+            return {}
+
+        async def op() -> dict[str, Stream]:
+            return {str(d["_id"]): parse_stream(d)
+                    async for d in self._streams.find({"_id": {"$in": wanted}})}
+
+        result: dict[str, Stream] = await self._do("mongo read streams", op)
         return result
+
+    async def reserve(self, topic: str, epoch: str, base: int | None, msg_ids: Sequence[str],
+                      *, start: int = 0) -> bool:
+        """Reserve the offsets after ``base`` for ``msg_ids`` (in order) in one compare-and-swap
+        on ``topic``'s ``streams`` document: True if it landed, False if another writer moved
+        ``next`` first (or the document was replaced): read it again and retry.
+
+        ``base=None``: the document has no ``next`` yet (new, or written before reservations);
+        the reservation then starts after ``start`` (the rows' highest offset). The binding
+        msg_id → offset is written in the same update as the counter (docs/seams.md §2).
+        """
+        first = start if base is None else base
+        match: dict[str, Any] = {"_id": topic, "epoch": epoch,
+                                 "next": {"$exists": False} if base is None else base}
+        update = {"$set": {"next": first + len(msg_ids), **bindings(first, msg_ids, time.time())},
+                  "$inc": {"open": len(msg_ids)}}
+
+        async def op() -> bool:
+            return (await self._streams.update_one(match, update)).matched_count == 1
+
+        result: bool = await self._do(f"mongo reserve {len(msg_ids)} offsets of {topic}", op)
+        return result
+
+    async def release(self, reserved: Mapping[str, Sequence[int]],
+                      heads: Mapping[str, int]) -> None:
+        """Clear the reservations ``topic → offsets`` whose rows are stored, and advance each
+        topic's ``head`` (``$max``: never back), in one round trip.
+
+        Each clear is conditional on its entries (``$unset`` with ``$inc open -k`` only if all
+        are still there), so a second clear (a retry, the repair racing a slow writer) changes
+        nothing; if another clear got to some entries first, they are cleared one by one.
+        """
+        topics = list(dict.fromkeys([*reserved, *heads]))
+        if not topics:
+            return
+
+        def clear(topic: str, offsets: Sequence[int], head: int | None) -> pymongo.UpdateOne:
+            match: dict[str, Any] = {"_id": topic}
+            match.update({f"r.{key(o)}": {"$exists": True} for o in offsets})
+            update: dict[str, Any] = {}
+            if offsets:
+                update["$unset"] = {f"r.{key(o)}": "" for o in offsets}
+                update["$inc"] = {"open": -len(offsets)}
+            if head is not None:
+                update["$max"] = {"head": int(head)}
+            return pymongo.UpdateOne(match, update)
+
+        async def op() -> None:
+            ops = [clear(t, reserved.get(t, ()), heads.get(t)) for t in topics]
+            result = await self._streams.bulk_write(ops, ordered=False)
+            if result.matched_count == len(ops):
+                return
+            # some entries were cleared by someone else: one conditional clear per offset
+            singles = [clear(t, (o,), None) for t in topics for o in reserved.get(t, ())]
+            singles += [clear(t, (), h) for t, h in heads.items()]
+            await self._streams.bulk_write(singles, ordered=False)
+
+        await self._do(f"mongo release offsets of {len(topics)} topics", op)
+
+    async def open_streams(self) -> list[Stream]:
+        """The ``streams`` documents with open reservations (``open > 0``), for the repair."""
+
+        async def op() -> list[Stream]:
+            return [parse_stream(d) async for d in self._streams.find({"open": {"$gt": 0}})]
+
+        result: list[Stream] = await self._do("mongo read open reservations", op)
+        return result
+
+    async def recount(self, stream: Stream) -> None:
+        """Set ``open`` to the entries ``stream`` holds, if the document is unchanged since (a
+        counter that drifted, e.g. an entry removed by hand: the repair stops looking at it)."""
+        match = {"_id": stream.topic, "next": stream.next, "open": stream.open}
+
+        async def op() -> None:
+            await self._streams.update_one(match, {"$set": {"open": len(stream.reserved)}})
+
+        await self._do(f"mongo recount reservations of {stream.topic}", op)
 
     # --- messages ----------------------------------------------------------------------------
 
     async def position_of(self, topic: str, msg_id: str) -> tuple[int, str | None] | None:
         """``(offset, epoch)`` of the row ``msg_id`` already has under ``topic``, or None."""
+        return (await self.rows_of([(topic, msg_id)], legacy=True)).get((topic, msg_id))
 
-        async def op() -> tuple[int, str | None] | None:
-            row = await self._messages.find_one(
-                {"topic": topic, "msg_id": msg_id}, {"offset": 1, "epoch": 1})
-            return None if row is None else (int(row["offset"]), row.get("epoch"))
+    async def rows_of(self, pairs: Sequence[tuple[str, str]], *, legacy: bool = False
+                      ) -> dict[tuple[str, str], tuple[int, str | None]]:
+        """``(topic, msg_id) → (offset, epoch)`` of the rows that exist, by ``_id`` in one
+        query. ``legacy``: also look for rows stored before rows had that ``_id`` (by fields:
+        a scan on nx-27017), for the pairs not found."""
+        if not pairs:
+            return {}
+        ids = {make_row_id(t, m): (t, m) for t, m in pairs}
 
-        result: tuple[int, str | None] | None = await self._do(
-            f"mongo find {msg_id} in {topic}", op)
+        async def op() -> dict[tuple[str, str], tuple[int, str | None]]:
+            out = {ids[str(d["_id"])]: (int(d["offset"]), d.get("epoch")) async for d in
+                   self._messages.find({"_id": {"$in": list(ids)}}, {"offset": 1, "epoch": 1})}
+            missing = [p for p in ids.values() if p not in out]
+            if legacy and missing:
+                topics = sorted({t for t, _ in missing})
+                async for d in self._messages.find(
+                        {"topic": {"$in": topics}, "msg_id": {"$in": [m for _, m in missing]}},
+                        {"topic": 1, "msg_id": 1, "offset": 1, "epoch": 1}):
+                    pair = (str(d["topic"]), str(d["msg_id"]))
+                    if pair in ids.values():
+                        out.setdefault(pair, (int(d["offset"]), d.get("epoch")))
+            return out
+
+        result: dict[tuple[str, str], tuple[int, str | None]] = await self._do(
+            f"mongo find rows of {pairs[0][1]}", op)
+        return result
+
+    async def insert_rows(self, messages: Sequence[StoredMessage]) -> list[RowResult]:
+        """Insert the rows at their reserved offsets in one round trip (unordered); for each,
+        ``stored`` (now, or by an earlier attempt), ``elsewhere`` (this message already has
+        a row under the topic at another offset) or ``taken`` (another message holds it)."""
+        if not messages:
+            return []
+
+        async def op() -> list[RowResult]:
+            results: list[RowResult] = ["stored"] * len(messages)
+            try:
+                await self._messages.insert_many([_row(m) for m in messages], ordered=False)
+            except pymongo.errors.BulkWriteError as exc:
+                failed = []
+                for error in exc.details.get("writeErrors", []):
+                    if error.get("code") != 11000:
+                        raise
+                    failed.append(error["index"])
+                # which index refused? the rows decide; nx-27017 and mongod word the error
+                # differently, so ask rather than parse
+                found = await self.rows_of([(messages[i].topic, messages[i].msg_id)
+                                            for i in failed], legacy=True)
+                for i in failed:
+                    m = messages[i]
+                    where = found.get((m.topic, m.msg_id))
+                    results[i] = ("taken" if where is None else
+                                  "stored" if where[0] == m.offset else "elsewhere")
+            return results
+
+        result: list[RowResult] = await self._do(
+            f"mongo insert rows of {messages[0].msg_id}", op)
         return result
 
     async def head(self, topic: str) -> tuple[int, str | None]:
         """``(last offset, its epoch)`` of ``topic``: ``(0, None)`` when it has no message.
 
-        One indexed read: the epoch is the one stored with the last row, so a subscribe learns
-        the head and the stream's epoch together (docs/protocol.md §5, Epochs).
+        The epoch is the one stored with the last row, so a subscribe learns the head and the
+        stream's epoch together (docs/protocol.md §5, Epochs). The offset is capped below the
+        lowest pending hole (docs/seams.md §2), read from ``streams`` first.
         """
 
         async def op() -> tuple[int, str | None]:
-            row = await self._messages.find_one(
+            doc = await self._heads.find_one({"_id": topic}, {"next": 1, "r": 1, "epoch": 1})
+            row = await self._history.find_one(
                 {"topic": topic}, {"offset": 1, "epoch": 1},
                 sort=[("offset", pymongo.DESCENDING)],
             )
-            return (0, None) if row is None else (int(row["offset"]), row.get("epoch"))
+            if row is None:
+                return 0, None
+            stream = None if doc is None else parse_stream(doc)
+            return capped_head(int(row["offset"]), stream), row.get("epoch")
 
         result: tuple[int, str | None] = await self._do(f"mongo head of {topic}", op)
         return result
 
     async def max_offset(self, topic: str) -> int:
-        """The highest offset of ``topic`` (0 when empty)."""
-        return (await self.head(topic))[0]
+        """The highest offset of ``topic``'s rows (0 when empty)."""
 
-    async def insert_message(self, message: StoredMessage) -> InsertResult:
-        """Insert one (topic, offset) row; the unique indexes arbitrate between writers.
+        async def op() -> int:
+            row = await self._messages.find_one(
+                {"topic": topic}, {"offset": 1}, sort=[("offset", pymongo.DESCENDING)])
+            return 0 if row is None else int(row["offset"])
 
-        ``"offset_taken"``: another message holds that offset, pick the next one.
-        ``"exists"``: this message is already stored under the topic (a replay or a retry
-        whose first attempt landed); read its position with :meth:`position_of`.
-        """
-
-        async def op() -> InsertResult:
-            try:
-                await self._messages.insert_one(_row(message))
-            except pymongo.errors.DuplicateKeyError:
-                # which index refused? the message's own row decides; nx-27017 and mongod word
-                # the error differently, so ask rather than parse.
-                row = await self._messages.find_one(
-                    {"topic": message.topic, "msg_id": message.msg_id}, {"offset": 1}
-                )
-                return "offset_taken" if row is None else "exists"
-            return "inserted"
-
-        result: InsertResult = await self._do(
-            f"mongo insert {message.msg_id} into {message.topic}", op
-        )
-        return result
-
-    async def insert_messages(self, messages: Sequence[StoredMessage]) -> list[InsertResult]:
-        """:meth:`insert_message` for several rows in one round trip (unordered bulk insert)."""
-
-        async def op() -> list[InsertResult]:
-            results: list[InsertResult] = ["inserted"] * len(messages)
-            try:
-                await self._messages.insert_many([_row(m) for m in messages], ordered=False)
-            except pymongo.errors.BulkWriteError as exc:
-                for error in exc.details.get("writeErrors", []):
-                    if error.get("code") != 11000:
-                        raise
-                    m = messages[error["index"]]
-                    row = await self._messages.find_one(
-                        {"topic": m.topic, "msg_id": m.msg_id}, {"offset": 1})
-                    results[error["index"]] = "offset_taken" if row is None else "exists"
-            return results
-
-        first = messages[0].msg_id if messages else "nothing"
-        result: list[InsertResult] = await self._do(f"mongo insert rows of {first}", op)
+        result: int = await self._do(f"mongo max offset of {topic}", op)
         return result
 
     async def read_range(
         self, topic: str, first: int, last: int | None = None, *, limit: int = 500
     ) -> list[StoredMessage]:
         """Messages of ``topic`` with ``first <= offset <= last`` in offset order, at most
-        ``limit``."""
+        ``limit`` — the contiguous run from ``first``: the rows stop before a *pending* hole
+        (an offset reserved by a writer and not stored yet: read again later) and pass over a
+        *lost* one (docs/seams.md §2), which the caller sees as a gap and may log.
+
+        Contiguous rows cost one query; a hole costs a read of ``streams`` and the rows again
+        (after it: a reservation is cleared only once its row is stored)."""
         bounds: dict[str, int] = {"$gte": first}
         if last is not None:
             bounds["$lte"] = last
 
-        async def op() -> list[StoredMessage]:
-            cursor = self._messages.find({"topic": topic, "offset": bounds}).sort(
+        async def rows() -> list[StoredMessage]:
+            cursor = self._history.find({"topic": topic, "offset": bounds}).sort(
                 "offset", pymongo.ASCENDING
             ).limit(limit)
             return [
@@ -233,6 +406,15 @@ class MessageStore(AsyncResource):
                 )
                 async for row in cursor
             ]
+
+        async def op() -> list[StoredMessage]:
+            found = await rows()
+            if first_hole(first, [m.offset for m in found]) is None:
+                return found  # contiguous: nothing to judge
+            doc = await self._heads.find_one({"_id": topic}, {"next": 1, "r": 1, "epoch": 1})
+            stream = None if doc is None else parse_stream(doc)
+            found = await rows()
+            return found[:readable(first, [m.offset for m in found], stream)]
 
         result: list[StoredMessage] = await self._do(f"mongo read {topic} from {first}", op)
         return result
@@ -272,7 +454,7 @@ class MessageStore(AsyncResource):
             return {}
 
         async def op() -> list[dict[str, Any]]:
-            return await self._streams.find(
+            return await self._heads.find(
                 {"_id": {"$in": wanted}}, {"head": 1, "epoch": 1}).to_list(None)
 
         rows: list[dict[str, Any]] = await self._do("mongo heads", op)
@@ -296,5 +478,6 @@ class MessageStore(AsyncResource):
 
 
 def _row(message: StoredMessage) -> dict[str, Any]:
-    return {"topic": message.topic, "offset": message.offset, "msg_id": message.msg_id,
+    return {"_id": make_row_id(message.topic, message.msg_id), "topic": message.topic,
+            "offset": message.offset, "msg_id": message.msg_id,
             "epoch": message.epoch, "record": dict(message.record)}
