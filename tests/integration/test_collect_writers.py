@@ -23,6 +23,7 @@ from tests.integration.collect_worker import records
 from tests.integration.push_support import (
     FAST,
     Client,
+    RecordingDispatch,
     collector_for,
     push_node,
     stores,
@@ -162,9 +163,9 @@ async def test_repair_runs_by_itself_in_every_collector(
 ) -> None:
     """No replay, nobody calls repair(): an idle collector's own loop fills the hole."""
     await _killed_mid_batch(mongo_uri, mongo_db_name)
+    dispatch = RecordingDispatch()
     async with Collector(mongo_uri=mongo_uri, database=mongo_db_name, retry=FAST,
-                         repair_after_s=0.2, repair_interval_s=0.1) as collector, \
+                         dispatch=dispatch, repair_after_s=0.2, repair_interval_s=0.1), \
             asyncio.timeout(20 * unit):
-        while collector.metrics.counters["chainpush_collect_repaired_total"] < 30:  # 10 × 3
-            await asyncio.sleep(0.05)
+        await dispatch.wait_for(30)  # 10 records, 3 topics each: repaired and dispatched
     assert_gap_free(table(mongo_uri, mongo_db_name), records(0, 20, 4))
