@@ -63,7 +63,7 @@ from chainpush.push.metrics import Metrics
 from chainpush.push.records import StoredMessage, topics_of
 from chainpush.push.retry import RetryPolicy
 from chainpush.push.store import MessageStore
-from chainpush.resource import AsyncResource
+from chainpush.resource import AsyncResource, raise_if_cancelling
 from chainpush.watcher.record import message_id
 
 logger = logging.getLogger(__name__)
@@ -390,6 +390,7 @@ class Collector(AsyncResource):
                     logger.warning("repair of reserved offsets failed (%s: %s); next try in "
                                    "%.1f s; %d similar lines held back", type(exc).__name__,
                                    client_text(exc), interval_s, held)
+            raise_if_cancelling()  # pymongo's async layer can swallow a cancel (3.11)
             await asyncio.sleep(interval_s)
 
 
