@@ -62,7 +62,7 @@ from chainpush.push.errors import ConfigError, StoreUnavailable
 from chainpush.push.metrics import Metrics
 from chainpush.push.records import StoredMessage, topics_of
 from chainpush.push.retry import RetryPolicy
-from chainpush.push.store import MessageStore
+from chainpush.push.store import MessageStore, Reserve
 from chainpush.resource import AsyncResource, raise_if_cancelling
 from chainpush.watcher.record import message_id
 
@@ -176,13 +176,6 @@ class Collector(AsyncResource):
             return
         async with self._lock:
             self.metrics.inc("chainpush_collect_records_total", len(plans))
-            fresh = await self.store.insert_events(
-                [(msg_id, {**record, "topics": topics}) for record, msg_id, topics in plans])
-            replayed = {msg_id for (_, msg_id, _), new in zip(plans, fresh, strict=True)
-                        if not new}
-            if replayed:
-                self.metrics.inc("chainpush_collect_replays_total", len(replayed))
-                logger.debug("%d record(s) already stored: replaying their rows", len(replayed))
             records = {msg_id: record for record, msg_id, _ in plans}
             wanted: dict[str, list[str]] = {}
             for _, msg_id, topics in plans:
@@ -190,7 +183,21 @@ class Collector(AsyncResource):
                     wanted.setdefault(topic, [])
                     if msg_id not in wanted[topic]:
                         wanted[topic].append(msg_id)
-            slots = await self._store_rows(wanted, records, replayed)
+            # ``next`` of every topic, read *before* the events are stored: anyone else who
+            # handles one of these messages (a replay elsewhere) learns of it after, so its
+            # reservation moves ``next`` and fails our compare-and-swap — no new message needs
+            # a look for rows of its own (docs/seams.md §2)
+            slots = await self._read_streams(list(wanted), wanted)
+            fresh = await self.store.insert_events(
+                [(msg_id, {**record, "topics": topics}) for record, msg_id, topics in plans])
+            replayed = {msg_id for (_, msg_id, _), new in zip(plans, fresh, strict=True)
+                        if not new}
+            if replayed:
+                self.metrics.inc("chainpush_collect_replays_total", len(replayed))
+                logger.debug("%d record(s) already stored: replaying their rows", len(replayed))
+                await self._read_rows([(t, m) for t, ms in wanted.items() for m in ms
+                                       if m in replayed], slots, legacy=True)
+            slots = await self._store_rows(wanted, records, replayed, slots)
             stored = [StoredMessage(topic=t, offset=slots[(t, m)].offset, msg_id=m,
                                     record=record, epoch=slots[(t, m)].epoch)
                       for record, m, topics in plans for t in topics]
@@ -226,14 +233,14 @@ class Collector(AsyncResource):
                     client_text(exc), held, exc_info=held == 0)
 
     async def _store_rows(self, wanted: dict[str, list[str]],
-                          records: Mapping[str, Mapping[str, Any]], replayed: set[str]
-                          ) -> dict[tuple[str, str], Slot]:
-        """Give every (topic, message) of ``wanted`` an offset and store its row there."""
-        slots: dict[tuple[str, str], Slot] = {}
+                          records: Mapping[str, Mapping[str, Any]], replayed: set[str],
+                          slots: dict[tuple[str, str], Slot]) -> dict[tuple[str, str], Slot]:
+        """Give every (topic, message) of ``wanted`` an offset (``slots``: those known already)
+        and store its row there."""
         todo = wanted
         suspect = set(replayed)
         for _ in range(MAX_ROUNDS):
-            slots.update(await self._place(todo, suspect))
+            await self._place(todo, suspect, slots)
             rows = [StoredMessage(topic=t, offset=slots[(t, m)].offset, msg_id=m,
                                   record=records[m], epoch=slots[(t, m)].epoch)
                     for t, msg_ids in todo.items() for m in msg_ids if not slots[(t, m)].stored]
@@ -267,46 +274,53 @@ class Collector(AsyncResource):
         raise StoreUnavailable(f"collect could not store the rows of {next(iter(records))} in "
                                f"{MAX_ROUNDS} rounds (offsets taken by another writer each time)")
 
-    async def _place(self, wanted: dict[str, list[str]], suspect: set[str]
-                     ) -> dict[tuple[str, str], Slot]:
-        """The offset of every (topic, message) of ``wanted``: its row's, its reservation's, or
-        a new reservation's (docs/seams.md §2)."""
-        slots: dict[tuple[str, str], Slot] = {}
-        # a topic must be read first when its (epoch, next) is unknown, or when a message of it
-        # may already have a row or a reservation (a replay). A new message on a topic whose
-        # ``next`` was cached before its event was stored needs no read: anyone else handling
-        # the same message learnt of it after that, and its reservation would have moved
-        # ``next``, failing our compare-and-swap.
-        cold = [t for t, msg_ids in wanted.items()
-                if t not in self._cache or any(m in suspect for m in msg_ids)]
-        if cold:
-            slots.update(await self._read(cold, wanted, legacy=bool(suspect)))
-        for topic, msg_ids in wanted.items():
-            for _ in range(MAX_ROUNDS):
+    async def _place(self, wanted: dict[str, list[str]], suspect: set[str],
+                     slots: dict[tuple[str, str], Slot]) -> None:
+        """Add to ``slots`` the offset of every (topic, message) of ``wanted`` without one: a
+        new reservation's, or (after losing a race) the row's or reservation's another writer
+        made meanwhile (docs/seams.md §2)."""
+        cold = [t for t in wanted if t not in self._cache]
+        if cold:  # a topic forgotten after a refused row: read it (and the rows) again
+            await self._read(cold, wanted, slots, legacy=bool(suspect))
+        for _ in range(MAX_ROUNDS):
+            requests = []
+            for topic, msg_ids in wanted.items():
                 need = [m for m in msg_ids if (topic, m) not in slots]
-                if not need:
-                    break
-                epoch, base = self._cache[topic]
-                first = self._start[topic] if base is None else base
-                if await self.store.reserve(topic, epoch, base, need, start=first):
-                    for i, m in enumerate(need):
-                        slots[(topic, m)] = Slot(first + 1 + i, epoch, stored=False,
-                                                 reserved=True)
-                    self._cache[topic] = (epoch, first + len(need))
-                    break
-                # another writer moved ``next`` (or replaced the stream): read, then retry
-                self.metrics.inc("chainpush_collect_conflicts_total")
-                slots.update(await self._read([topic], {topic: need}, legacy=bool(suspect)))
-            else:
-                raise StoreUnavailable(f"collect could not reserve offsets of {topic!r} in "
-                                       f"{MAX_ROUNDS} tries (another writer each time)")
-        return slots
+                if need:
+                    epoch, base = self._cache[topic]
+                    requests.append(Reserve(topic, epoch, base, need,
+                                            self._start.get(topic, 0)))
+            if not requests:
+                return
+            landed = await self.store.reserve(requests)
+            if landed == len(requests):
+                for r in requests:
+                    first = r.start if r.base is None else r.base
+                    for i, m in enumerate(r.msg_ids):
+                        slots[(r.topic, m)] = Slot(first + 1 + i, r.epoch, stored=False,
+                                                   reserved=True)
+                    self._cache[r.topic] = (r.epoch, first + len(r.msg_ids))
+                return
+            # another writer moved some ``next`` (or replaced a stream): read them all again
+            # (the reservations that did land show our messages reserved), then retry the rest
+            self.metrics.inc("chainpush_collect_conflicts_total", len(requests) - landed)
+            await self._read([r.topic for r in requests], {r.topic: r.msg_ids for r in requests},
+                             slots, legacy=bool(suspect))
+        raise StoreUnavailable(f"collect could not reserve offsets of {sorted(wanted)} in "
+                               f"{MAX_ROUNDS} tries (another writer each time)")
 
-    async def _read(self, topics: list[str], wanted: Mapping[str, Sequence[str]], *,
-                    legacy: bool) -> dict[tuple[str, str], Slot]:
-        """Read the ``streams`` documents of ``topics`` (creating missing ones), then the rows
-        of their wanted messages — in that order: a reservation is cleared only after its row
-        is stored, so a message found in neither has neither. Refreshes the cache."""
+    async def _read(self, topics: list[str], wanted: Mapping[str, Sequence[str]],
+                    slots: dict[tuple[str, str], Slot], *, legacy: bool) -> None:
+        """Read the ``streams`` documents of ``topics``, then the rows of their wanted messages
+        — in that order: a reservation is cleared only after its row is stored, so a message
+        found in neither has neither. Adds what it finds to ``slots``; refreshes the cache."""
+        slots.update(await self._read_streams(topics, wanted))
+        await self._read_rows([(t, m) for t in topics for m in wanted[t]], slots, legacy=legacy)
+
+    async def _read_streams(self, topics: list[str], wanted: Mapping[str, Sequence[str]]
+                            ) -> dict[tuple[str, str], Slot]:
+        """Read (creating missing ones) the ``streams`` documents of ``topics``: refresh the
+        cache, and return the reservations they hold for the wanted messages."""
         streams = await self.store.streams(topics)
         missing = {t: new_epoch() for t in topics if t not in streams or
                    streams[t].epoch is None}
@@ -326,12 +340,16 @@ class Collector(AsyncResource):
             if stream.next is None:
                 # a new document (or one from before reservations): start after the rows
                 self._start[topic] = await self.store.max_offset(topic)
-        pairs = [(t, m) for t in topics for m in wanted[t]]
+        return slots
+
+    async def _read_rows(self, pairs: list[tuple[str, str]], slots: dict[tuple[str, str], Slot],
+                         *, legacy: bool) -> None:
+        """Add to ``slots`` the rows that exist of ``pairs`` (by ``_id``; ``legacy``: also rows
+        stored before rows had that ``_id``)."""
         for pair, (offset, epoch) in (await self.store.rows_of(pairs, legacy=legacy)).items():
             known = slots.get(pair)
             slots[pair] = Slot(offset, epoch, stored=True,
                                reserved=known is not None and known.offset == offset)
-        return slots
 
     # --- repair --------------------------------------------------------------------------------
 

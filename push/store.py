@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import pymongo
@@ -63,6 +64,17 @@ RowResult = Literal["stored", "elsewhere", "taken"]
 WRITE_CONCERN = WriteConcern(w="majority", wtimeout=10_000)
 #: history, heads and subscribe reads see only majority-committed rows (docs/scaling.md).
 READ_CONCERN = ReadConcern("majority")
+
+
+@dataclass(frozen=True, slots=True)
+class Reserve:
+    """One topic's part of :meth:`MessageStore.reserve`."""
+
+    topic: str
+    epoch: str
+    base: int | None
+    msg_ids: Sequence[str]
+    start: int = 0
 
 
 class MessageStore(AsyncResource):
@@ -206,26 +218,32 @@ class MessageStore(AsyncResource):
         result: dict[str, Stream] = await self._do("mongo read streams", op)
         return result
 
-    async def reserve(self, topic: str, epoch: str, base: int | None, msg_ids: Sequence[str],
-                      *, start: int = 0) -> bool:
-        """Reserve the offsets after ``base`` for ``msg_ids`` (in order) in one compare-and-swap
-        on ``topic``'s ``streams`` document: True if it landed, False if another writer moved
-        ``next`` first (or the document was replaced): read it again and retry.
+    async def reserve(self, requests: Sequence[Reserve]) -> int:
+        """Reserve offsets for several topics in one round trip: per :class:`Reserve`, the
+        offsets after ``base`` for ``msg_ids`` (in order), by a compare-and-swap on the topic's
+        ``streams`` document. Returns how many landed; when fewer than all, the caller reads
+        the documents again (its own landed ones show its messages reserved) and retries.
 
         ``base=None``: the document has no ``next`` yet (new, or written before reservations);
         the reservation then starts after ``start`` (the rows' highest offset). The binding
         msg_id → offset is written in the same update as the counter (docs/seams.md §2).
         """
-        first = start if base is None else base
-        match: dict[str, Any] = {"_id": topic, "epoch": epoch,
-                                 "next": {"$exists": False} if base is None else base}
-        update = {"$set": {"next": first + len(msg_ids), **bindings(first, msg_ids, time.time())},
-                  "$inc": {"open": len(msg_ids)}}
+        if not requests:
+            return 0
+        now = time.time()
+        ops = []
+        for r in requests:
+            first = r.start if r.base is None else r.base
+            match: dict[str, Any] = {"_id": r.topic, "epoch": r.epoch,
+                                     "next": {"$exists": False} if r.base is None else r.base}
+            ops.append(pymongo.UpdateOne(match, {
+                "$set": {"next": first + len(r.msg_ids), **bindings(first, r.msg_ids, now)},
+                "$inc": {"open": len(r.msg_ids)}}))
 
-        async def op() -> bool:
-            return (await self._streams.update_one(match, update)).matched_count == 1
+        async def op() -> int:
+            return int((await self._streams.bulk_write(ops, ordered=False)).matched_count)
 
-        result: bool = await self._do(f"mongo reserve {len(msg_ids)} offsets of {topic}", op)
+        result: int = await self._do(f"mongo reserve offsets of {len(requests)} topics", op)
         return result
 
     async def release(self, reserved: Mapping[str, Sequence[int]],
