@@ -99,7 +99,8 @@ async def max_plus_one(uri: str, db: str, batches: list[list[dict[str, Any]]]) -
 async def worker_main(args: argparse.Namespace) -> None:
     from chainpush.push.collect import Collector
 
-    todo = [record(n, args.wallets, args.disjoint) for n in range(args.first, args.first + args.records)]
+    todo = [record(n, args.wallets, args.disjoint)
+            for n in range(args.first, args.first + args.records)]
     batches = [todo[k:k + args.batch] for k in range(0, len(todo), args.batch)]
     conflicts = 0
     cpu0 = 0.0
@@ -128,6 +129,7 @@ async def worker_main(args: argparse.Namespace) -> None:
 def ensure_indexes(uri: str, db: str) -> None:
     import pymongo
 
+    client: pymongo.MongoClient[dict[str, Any]]
     with pymongo.MongoClient(uri) as client:
         for fields in (["topic", "offset"], ["topic", "msg_id"]):
             client[db]["messages"].create_index([(f, 1) for f in fields], unique=True)
@@ -137,6 +139,7 @@ def verify(uri: str, db: str, expected_rows: dict[str, int]) -> None:
     """Gap-free: every topic's offsets are 1..n, each message once, n as expected."""
     import pymongo
 
+    client: pymongo.MongoClient[dict[str, Any]]
     with pymongo.MongoClient(uri) as client:
         got: dict[str, list[tuple[int, str]]] = {}
         for row in client[db]["messages"].find({}, {"topic": 1, "offset": 1, "msg_id": 1}):
