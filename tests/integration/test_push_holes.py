@@ -69,3 +69,43 @@ async def test_readers_wait_at_a_pending_hole_and_pass_a_lost_one(
         await live.until(2)
         assert history.offsets(TOPIC) == [1, 2, 3, 4, 5]
         assert live.offsets(TOPIC) == [4, 5]
+
+
+async def test_the_webhook_deliverer_waits_at_a_pending_hole(
+    mongo_uri: str, mongo_db_name: str, unit: float
+) -> None:
+    """The deliverer polls ``streams.head`` (5) and reads 1..5: it sends 1..3, never 5 before
+    4, and sends 4 and 5 once 4 is stored."""
+    from chainpush.push.config import StoresConfig
+    from chainpush.push.webhook_config import WebhookConfig, WebhooksServerConfig, WebhooksSettings
+    from chainpush.push.webhook_delivery import Deliverer
+    from tests.integration.webhook_support import SECRET, Receiver
+
+    write(mongo_uri, mongo_db_name, [row(n) for n in (1, 2, 3, 5)],
+          {"$set": {"epoch": EPOCH, "next": 5, "head": 5, "open": 1,
+                    "r": {"o4": {"m": row(4)["msg_id"], "at": 1.0}}}})
+    receiver = Receiver()
+    await receiver.start()
+    hook = WebhookConfig(name="holes", url=receiver.url("holes"), secret=SECRET, topics=(TOPIC,),
+                         timeout_s=0.5, first_backoff_s=0.05, max_backoff_s=0.4)
+    settings = WebhooksSettings(webhooks=(hook,), server=WebhooksServerConfig(
+        poll_interval_s=0.1, discover_interval_s=0.3, port=0))
+    try:
+        async with Deliverer(settings, StoresConfig(mongo_uri=mongo_uri,
+                                                    database=mongo_db_name)) as deliverer:
+            task = asyncio.create_task(deliverer.run())
+            try:
+                await receiver.wait(lambda: receiver.acked("holes").get(TOPIC) == [1, 2, 3],
+                                    10 * unit, "1..3")
+                await asyncio.sleep(0.5 * unit)  # several polls and refetches at the hole
+                assert receiver.acked("holes").get(TOPIC) == [1, 2, 3]
+                write(mongo_uri, mongo_db_name, [row(4)],
+                      {"$unset": {"r.o4": ""}, "$inc": {"open": -1}})
+                await receiver.wait(
+                    lambda: receiver.acked("holes").get(TOPIC) == [1, 2, 3, 4, 5],
+                    10 * unit, "4 and 5 after the hole is filled")
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await receiver.stop()
