@@ -53,9 +53,12 @@ def table(mongo_uri: str, db: str) -> dict[str, list[tuple[int, str]]]:
 
 
 def open_reservations(mongo_uri: str, db: str, topic: str) -> dict[str, Any]:
+    """``streams.r`` of ``topic``; checks that the ``open`` counter agrees with it."""
     with pymongo.MongoClient(mongo_uri) as client:
         doc = client[db][STREAMS].find_one({"_id": topic}) or {}
-        return dict(doc.get("r") or {})
+        reserved = dict(doc.get("r") or {})
+        assert doc.get("open", 0) == len(reserved), doc
+        return reserved
 
 
 def assert_gap_free(got: dict[str, list[tuple[int, str]]], batch: list[dict[str, Any]]) -> None:
