@@ -123,10 +123,13 @@ def hole_kind(offset: int, stream: Stream | None) -> HoleKind:
     showed the hole, the rows then being read again (docs/seams.md §2: a reservation is cleared
     only once its row is stored, so an offset neither reserved then nor stored after is lost).
 
-    A stream without ``next`` predates reservations: its holes are lost. (Rows above ``next``
-    only exist in inconsistent data, e.g. ``messages`` restored without its ``streams``: their
-    holes count as lost too, rather than stall every reader forever.)"""
-    if stream is not None and offset in stream.reserved:
+    An offset above ``next`` was not handed out when ``streams`` was read: the rows read again
+    after it may already hold later reservations' rows, so it is pending (found by the
+    deterministic simulation, ``tests/unit/test_collect_sim.py``). A stream without ``next``
+    predates reservations: its holes are lost."""
+    if stream is None or stream.next is None:
+        return "lost"
+    if offset in stream.reserved or offset > stream.next:
         return "pending"
     return "lost"
 

@@ -62,6 +62,10 @@ def test_a_pending_hole_stops_every_reader_and_a_lost_one_is_passed() -> None:
     assert readable(1, [1, 2, 4, 5], lost) == 4
     # a stream from before reservations (no next) has no pending holes
     assert readable(1, [2], stream(None)) == 1
+    # an offset above next (as read) was not handed out then: its rows, read after, may be
+    # later reservations' — pending, never passed (the simulation's seed 150)
+    assert hole_kind(3, stream(2)) == "pending"
+    assert readable(1, [1, 2, 4], stream(2)) == 2
     assert readable(1, [1, 2, 3], pending) == 3 and first_hole(1, [1, 2, 3]) is None
 
 
