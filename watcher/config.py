@@ -163,6 +163,11 @@ class WatchConfig:
     lease_renew_s: float = 1.0
     #: serve ``/metrics`` and ``/healthz`` on 127.0.0.1:<port> (None: not served)
     metrics_port: int | None = None
+    #: follow the lifecycle of transactions someone subscribed to (``tx:<hash>``,
+    #: ``watcher.txs``): needs the push nodes' Redis registry (``[stores] redis_url``)
+    tx_lifecycle: bool = False
+    #: at most this many subscribed hashes followed at once (the rest wait for a place)
+    max_tracked_txs: int = 10_000
 
     @property
     def abi_dir(self) -> Path:
@@ -205,6 +210,13 @@ class WatchConfig:
                 f"[watch] lease_renew_s must be > 0 and at most [watch] lease_s / 2 "
                 f"({self.lease_s / 2:g}), got {self.lease_renew_s}"
             )
+        if not isinstance(self.tx_lifecycle, bool):
+            raise ConfigError(f"[watch] tx_lifecycle must be true or false, got "
+                              f"{self.tx_lifecycle!r}")
+        if isinstance(self.max_tracked_txs, bool) or not isinstance(
+                self.max_tracked_txs, int) or self.max_tracked_txs < 1:
+            raise ConfigError(f"[watch] max_tracked_txs must be an integer >= 1, got "
+                              f"{self.max_tracked_txs!r}")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigError(
                 f"[watch] metrics_port must be 0 … 65535 (0: any free port), got "
@@ -360,7 +372,7 @@ class Config:
                                 "reorg_window", "finality_depth", "finality", "abi_dir",
                                 "deployments", "ignition", "live_batch_blocks",
                                 "progress_interval_s", "lease_s", "lease_renew_s",
-                                "metrics_port"},
+                                "metrics_port", "tx_lifecycle", "max_tracked_txs"},
                     source, "[watch]")
         reorg_window = int(watch_raw.get("reorg_window", 64))
         lease_s = float(watch_raw.get("lease_s", 3.0))
@@ -385,6 +397,8 @@ class Config:
             lease_renew_s=float(watch_raw.get("lease_renew_s", lease_s / 3)),
             metrics_port=(int(watch_raw["metrics_port"]) if "metrics_port" in watch_raw
                           else None),
+            tx_lifecycle=watch_raw.get("tx_lifecycle", False),
+            max_tracked_txs=watch_raw.get("max_tracked_txs", 10_000),
         )
         contracts_raw = data.get("contracts", [])
         if not isinstance(contracts_raw, list):
@@ -529,6 +543,7 @@ rpc = "http://127.0.0.1:8545"
 name = "demo"
 abi_dir = "abi"
 deployments = "deployments"
+tx_lifecycle = true
 
 [[contracts]]
 name = "DemoToken"

@@ -60,6 +60,7 @@ from chainpush.watcher.factory import MAX_FILTER_ADDRESSES, Child, Children, dis
 from chainpush.watcher.ledger import Ledger, apply_events, surviving_blocks
 from chainpush.watcher.ranges import RangePlanner
 from chainpush.watcher.record import Record, StateRecord
+from chainpush.watcher.txs import TxTracker, Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -232,6 +233,8 @@ class Stepper:
         #: decodes the factories' logs for discovery only (its counts are not reported)
         self._discovery = LogDecoder(bound.chain_id,
                                      [s for s in bound.specs if s.name in factories])
+        #: transaction lifecycles (``watcher.txs``; restored from the checkpoint each session)
+        self.txs = TxTracker(bound.chain_id, max_tracked=watch.max_tracked_txs)
 
     # --- the session ---------------------------------------------------------------------------
 
@@ -266,7 +269,9 @@ class Stepper:
                     continue
                 yield from self._backfill(target)
                 continue
-            if not (yield from self._live_step(head)):
+            stepped = yield from self._live_step(head)
+            yield from self._track_txs()
+            if not stepped:
                 yield WaitHead(self.poll_interval_s)
 
     def _sess(self) -> _Session:
@@ -285,6 +290,10 @@ class Stepper:
             yield Accept(batch)
             yield Save(self.key, proposed)
             doc = proposed
+        # what the tracker knew when that state was proposed (nothing learnt since is lost:
+        # the node is asked again)
+        self.txs = TxTracker.from_doc((doc or {}).get("txs"), self.bound.chain_id,
+                                      max_tracked=self.watch.max_tracked_txs)
         if doc is not None and doc.get("cursor"):
             committed = {k: doc[k] for k in ("block_number", "block_hash", "cursor", "ledger",
                                              "chain_id", "name")}
@@ -294,6 +303,7 @@ class Stepper:
             committed["catchup"] = doc.get("catchup")
             committed["backfill_to"] = doc.get("backfill_to")
             committed["children"] = doc.get("children")
+            committed["txs"] = doc.get("txs")
             logger.info("resuming from checkpoint %s at block %d", self.key, doc["block_number"])
             self.committed = committed
             self._restore(committed)
@@ -338,12 +348,14 @@ class Stepper:
             "cursor": s.cursor.to_doc(), "ledger": s.ledger.to_doc(),
             "contracts": list(s.covered), "catchup": s.catchup, "backfill_to": s.backfill_to,
             "children": s.children.to_doc(),
+            "txs": self.txs.to_doc(),
         }
 
     def _commit(self, records: Sequence[Record], *, propose: bool) -> Steps:
         """Hand ``records`` to the sink, then store the checkpoint (see ``watcher.checkpoint``)."""
         s = self._sess()
         s.children.finalize(s.cursor.chain[0].number)  # at or below the anchor: final
+        self.txs.emitted(records)
         state = self._doc()
         batch: list[dict[str, Any]] = [dict(r.to_dict()) for r in records]
         if batch:
@@ -945,3 +957,96 @@ class Stepper:
                 block_timestamp=header.timestamp,
             ))
         return out
+
+    # --- transaction lifecycles (``watcher.txs``) ---------------------------------------------
+
+    def _track_txs(self) -> Steps:
+        """One step of the subscribed ``tx:`` hashes (``watcher.txs``): ask the node about
+        those whose fate the ledger does not hold, emit what changed (a commit of its own)."""
+        if not self.watch.tx_lifecycle:
+            return
+        self.txs.interest((yield Interested("tx:")))
+        hashes = self.txs.to_poll()
+        if not hashes:
+            return
+        s = self._sess()
+        chain = s.cursor.chain
+        anchor, tip = chain[0].number, chain[-1].number
+        canonical = {h.number: h.hash for h in chain[1:]}
+        answers = yield Call(self.txs.calls(hashes))
+        out: list[Record] = []
+        gone: list[str] = []
+        final: list[tuple[Verdict, list[dict[str, Any]]]] = []
+        for i, tx_hash in enumerate(hashes):
+            v = self.txs.seen(tx_hash, answers[2 * i], answers[2 * i + 1], anchor=anchor,
+                              tip=tip, canonical=canonical)
+            if v.what == "pending" and v.record is not None:
+                out.append(v.record)
+            elif v.what == "gone":
+                gone.append(tx_hash)
+            elif v.what == "mined" and v.final:
+                final.append((v, self._tx_events(v.receipt, None)))
+            elif v.what == "mined":
+                header = chain[v.block_number - anchor]
+                rec = self.txs.mined_record(v, timestamp=header.timestamp,
+                                            events=self._tx_events(v.receipt, header.timestamp))
+                out += s.ledger.adopt(header, [rec], tip)
+        if final:
+            # mined below the window (subscribed late): final at once, as backfilled records
+            blocks = yield Call(tuple(("eth_getBlockByHash", [v.block_hash, False])
+                                      for v, _ in final))
+            for (v, events), block in zip(final, blocks, strict=True):
+                stamp = int(block["timestamp"], 16) if block else None
+                out.append(self.txs.mined_record(v, timestamp=stamp, events=events)
+                           .with_status("confirmed")
+                           .with_incarnation(s.ledger.incarnation(v.block_hash)))
+        if gone:
+            out += yield from self._gone_txs(gone)
+        if out:
+            yield from self._commit(out, propose=True)
+
+    def _tx_events(self, receipt: Any, timestamp: int | None) -> list[dict[str, Any]]:
+        """The decoded events of watched contracts (factory children included) in a receipt."""
+        out: list[dict[str, Any]] = []
+        for lg in (receipt or {}).get("logs") or []:
+            try:
+                rec = self.decoder.decode(lg, timestamp if timestamp is not None else 0)
+            except WatcherError:
+                continue  # not a watched contract's (or not decodable): not one of ours
+            if rec is not None:
+                out.append({"contract": rec.contract, "address": rec.address,
+                            "event": rec.event, "args": rec.args, "log_index": rec.log_index})
+        return out
+
+    def _gone_txs(self, gone: list[str]) -> Generator[Action, Any, list[Record]]:
+        """Hashes the node knows nothing of: ``replaced`` / ``dropped`` once their sender's
+        nonce at ``latest`` is past theirs."""
+        known = [(h, *self.txs.sender_nonce(h)) for h in gone]
+        counts = yield Call(tuple(("eth_getTransactionCount", [sender, "latest"])
+                                  for _, sender, _ in known))
+        out: list[Record] = []
+        for (tx_hash, sender, nonce), count in zip(known, counts, strict=True):
+            if not self.txs.nonce_used(tx_hash, int(str(count), 16)):
+                continue
+            replaced_by = yield from self._nonce_user(sender, nonce)
+            logger.info("transaction %s: its nonce %d was used by %s", tx_hash, nonce,
+                        replaced_by or "a transaction outside the window")
+            out.append(self.txs.gone_record(tx_hash, replaced_by))
+        return out
+
+    def _nonce_user(self, sender: str, nonce: int) -> Generator[Action, Any, str | None]:
+        """The hash of ``sender``'s transaction of ``nonce`` in the blocks the cursor holds:
+        the first one after which the sender's count is past ``nonce`` (EIP-1898 block hashes);
+        None when it was used at or below the anchor."""
+        chain = self._sess().cursor.chain
+        counts = yield Call(tuple(("eth_getTransactionCount", [sender, {"blockHash": h.hash}])
+                                  for h in chain))
+        used = [i for i, c in enumerate(counts) if int(str(c), 16) > nonce]
+        if not used or used[0] == 0:
+            return None
+        (block,) = yield Call((("eth_getBlockByHash", [chain[used[0]].hash, True]),))
+        for tx in (block or {}).get("transactions") or []:
+            if (isinstance(tx, dict) and str(tx.get("from", "")).lower() == sender.lower()
+                    and int(str(tx.get("nonce", "0x0")), 16) == nonce):
+                return str(tx["hash"]).lower()
+        return None
