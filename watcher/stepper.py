@@ -59,7 +59,7 @@ from chainpush.watcher.errors import RangeTooLarge, RateLimited, RPCError, Watch
 from chainpush.watcher.factory import MAX_FILTER_ADDRESSES, Child, Children, discovered
 from chainpush.watcher.ledger import Ledger, apply_events, surviving_blocks
 from chainpush.watcher.ranges import RangePlanner
-from chainpush.watcher.record import Record, StateRecord
+from chainpush.watcher.record import EventRecord, Record, StateRecord
 from chainpush.watcher.txs import TxTracker, Verdict
 
 logger = logging.getLogger(__name__)
@@ -551,13 +551,13 @@ class Stepper:
         logger.info("catch-up of %s done: %d records", ", ".join(sorted(names)),
                     count["records"])
 
-    def _catch_up_records(self, records: Sequence[Record]) -> tuple[list[Record], bool]:
+    def _catch_up_records(self, records: Sequence[EventRecord]) -> tuple[list[Record], bool]:
         """What to emit for caught-up ``records``; True when the ledger took some."""
         s = self._sess()
         chain = s.cursor.chain
         anchor, tip = chain[0].number, chain[-1].number
         out: list[Record] = []
-        late: dict[int, list[Record]] = {}
+        late: dict[int, list[EventRecord]] = {}
         for rec in records:
             if rec.block_number <= anchor:
                 out.append(rec.with_status("confirmed").with_incarnation(
