@@ -1020,7 +1020,8 @@ class Stepper:
 
     def _gone_txs(self, gone: list[str]) -> Generator[Action, Any, list[Record]]:
         """Hashes the node knows nothing of: ``replaced`` / ``dropped`` once their sender's
-        nonce at ``latest`` is past theirs."""
+        nonce is used in the chain the cursor holds (``latest`` first: cheap, and most often
+        not yet)."""
         known = [(h, *self.txs.sender_nonce(h)) for h in gone]
         counts = yield Call(tuple(("eth_getTransactionCount", [sender, "latest"])
                                   for _, sender, _ in known))
@@ -1028,25 +1029,34 @@ class Stepper:
         for (tx_hash, sender, nonce), count in zip(known, counts, strict=True):
             if not self.txs.nonce_used(tx_hash, int(str(count), 16)):
                 continue
-            replaced_by = yield from self._nonce_user(sender, nonce)
+            found, replaced_by = yield from self._nonce_user(sender, nonce)
+            if not found:
+                continue  # used in a block the cursor has not reached: decided there
             logger.info("transaction %s: its nonce %d was used by %s", tx_hash, nonce,
-                        replaced_by or "a transaction outside the window")
+                        replaced_by or "a transaction below the window")
             out.append(self.txs.gone_record(tx_hash, replaced_by))
         return out
 
-    def _nonce_user(self, sender: str, nonce: int) -> Generator[Action, Any, str | None]:
-        """The hash of ``sender``'s transaction of ``nonce`` in the blocks the cursor holds:
-        the first one after which the sender's count is past ``nonce`` (EIP-1898 block hashes);
-        None when it was used at or below the anchor."""
+    def _nonce_user(self, sender: str, nonce: int
+                    ) -> Generator[Action, Any, tuple[bool, str | None]]:
+        """Whether ``sender``'s ``nonce`` is used in the blocks the cursor holds (its count at
+        the tip is past it, EIP-1898 block hashes), and by which transaction: the one of the
+        first held block after which the count is past ``nonce`` (None: at or below the
+        anchor). A held block the node no longer has (a reorg the next live step will see):
+        not decided."""
         chain = self._sess().cursor.chain
         counts = yield Call(tuple(("eth_getTransactionCount", [sender, {"blockHash": h.hash}])
-                                  for h in chain))
+                                  for h in chain), optional=True)
+        if counts is None:
+            return False, None
         used = [i for i, c in enumerate(counts) if int(str(c), 16) > nonce]
-        if not used or used[0] == 0:
-            return None
+        if not used:
+            return False, None
+        if used[0] == 0:
+            return True, None
         (block,) = yield Call((("eth_getBlockByHash", [chain[used[0]].hash, True]),))
         for tx in (block or {}).get("transactions") or []:
             if (isinstance(tx, dict) and str(tx.get("from", "")).lower() == sender.lower()
                     and int(str(tx.get("nonce", "0x0")), 16) == nonce):
-                return str(tx["hash"]).lower()
-        return None
+                return True, str(tx["hash"]).lower()
+        return True, None
