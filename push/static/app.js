@@ -4,6 +4,7 @@
 // package (clients/js), served at /static/client/.
 import { connect, RecordBook } from "./client/index.js";
 import { amountToken, formatUnits, leaves, shortAddress, valueNode } from "./format.js";
+import { TxCard } from "./txcard.js";
 
 const $ = (id) => document.getElementById(id);
 const MAX_CARDS = 500; // per list
@@ -12,6 +13,7 @@ let config = null;
 let book = null;
 let subscribed = 0; // topics the node confirmed on this connection
 let countdown = null;
+let txCard = null; // the "Transactions" card (txcard.js)
 
 // --- connection state and errors ------------------------------------------------------------
 
@@ -176,6 +178,7 @@ async function start(ev) {
     getToken: async () => (await login(user, wallet)).token,
   });
   client.on("state", showState);
+  txCard.start(client);
   client.on("subscribed", () => {
     subscribed += 1;
     if (client.state.state === "open") { $("state").textContent = "subscribed";
@@ -211,6 +214,7 @@ async function init() {
     showError("dev login is off on this server: tokens come from your backend (docs/push.md)");
   }
   $("login").addEventListener("submit", start);
+  txCard = new TxCard();
 }
 
 init();

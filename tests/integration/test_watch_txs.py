@@ -58,7 +58,8 @@ def send(url: str, *, sender: str = ws.OWNER, **tx: Any) -> str:
 async def stack(anvil: Anvil, mongo_uri: str, redis_url: str, mongo_db_name: str,
                 tmp_path: Path, unit: float) -> AsyncIterator[tuple[str, Any, Any]]:
     """DemoToken deployed, then the watcher (tx_lifecycle on, finality 2 blocks deep), collect
-    with dispatch and one push node, all on one registry namespace; automine off."""
+    with dispatch and one push node, all on one registry namespace; automine off. Yields
+    (DemoToken's address, the push node, the collector)."""
     url = anvil.http_url
     demo, _ = ws.deploy(url, "DemoToken")
     cfg = stores(mongo_uri, redis_url, mongo_db_name)
@@ -74,7 +75,7 @@ async def stack(anvil: Anvil, mongo_uri: str, redis_url: str, mongo_db_name: str
             Watcher(config, collector) as watcher:
         task = asyncio.create_task(watcher.run())
         try:
-            yield demo, node, task
+            yield demo, node, collector
         finally:
             if task.done():
                 task.result()  # the watcher's failure is the test's
@@ -89,7 +90,7 @@ async def test_pending_mined_confirmed_reverted_and_refused(
 ) -> None:
     url = anvil.http_url
     async with stack(anvil, mongo_uri, redis_url, mongo_db_name, tmp_path, unit) as (
-            demo, node, _task), Client.connect(node.url, token(topics=("tx:*",))) as client:
+            demo, node, _collector), Client.connect(node.url, token(topics=("tx:*",))) as client:
         data = ws.calldata("transfer(address,uint256)", ["address", "uint256"],
                            [ws.ACCOUNTS[1], 5 * 10**18])
         good = await asyncio.to_thread(send, url, to=demo, data=data)
@@ -141,7 +142,7 @@ async def test_a_reorg_removes_and_a_same_nonce_replacement_replaces(
 ) -> None:
     url = anvil.http_url
     async with stack(anvil, mongo_uri, redis_url, mongo_db_name, tmp_path, unit) as (
-            _demo, node, _task), Client.connect(node.url, token(topics=("tx:*",))) as client:
+            _demo, node, _collector), Client.connect(node.url, token(topics=("tx:*",))) as client:
         sender = ws.ACCOUNTS[1]
         nonce = int(await asyncio.to_thread(ws.rpc, url, "eth_getTransactionCount",
                                             [sender, "latest"]), 16)
