@@ -115,6 +115,7 @@ class AuthServiceConfig:
     host: str = "127.0.0.1"
     port: int = 8700
     token_ttl_s: int = 3600
+    #: a tx: topic is granted only by a ``tx:`` pattern (push.tokens): none by default
     dev_topics: tuple[str, ...] = ("contract:*", "state:*")
     push_urls: tuple[str, ...] = ()
 
@@ -205,6 +206,9 @@ def _section(cls: type[Any], raw: dict[str, Any], section: str, **extra: Any) ->
 _TOKEN_KEYS = {"algorithm", "secret", "public_key", "private_key", "issuer", "audience",
                "leeway_s"}
 _AUTH_KEYS = {"host", "port", "token_ttl_s", "dev_topics", "push_urls"}
+#: what the dev login grants with no config file (the built-in demo, as the watcher's
+#: DEMO_CONFIG): the transaction card's hashes and their announcements too (docs/push.md)
+DEMO_DEV_TOPICS = ("contract:*", "state:*", "tx:*", "app:demo-txs")
 
 
 def _with_contracts(raw: dict[str, Any]) -> dict[str, Any]:
@@ -257,6 +261,8 @@ def load(path: Path | None, *, dev_mode: bool | None, dev_default: bool = False,
     dev = explicit if explicit is not None else dev_default
     token_raw = {k: v for k, v in auth_raw.items() if k in _TOKEN_KEYS}
     service_raw = {k: v for k, v in auth_raw.items() if k in _AUTH_KEYS}
+    if path is None:
+        service_raw.setdefault("dev_topics", DEMO_DEV_TOPICS)
     unknown = set(auth_raw) - _TOKEN_KEYS - _AUTH_KEYS
     if unknown:
         raise ConfigError(f"unknown setting(s) in [auth]: {', '.join(sorted(unknown))}")

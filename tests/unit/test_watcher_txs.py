@@ -4,6 +4,7 @@ and the push side's rules for ``tx:`` topics (records, wire, tokens)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -196,3 +197,27 @@ def test_only_a_tx_pattern_grants_a_tx_topic() -> None:
     assert grants("tx:0xaa*")
     assert not grants(f"tx:{B}")
     assert check_pattern("tx:0x" + "AA" * 32) == f"tx:{A}"
+
+
+def test_only_the_built_in_demo_dev_token_grants_tx_topics(tmp_path: Path) -> None:
+    from chainpush.push.config import load
+
+    demo = load(None, dev_mode=True).auth.dev_topics
+    assert "tx:*" in demo and "app:demo-txs" in demo
+    configured = tmp_path / "chainpush.toml"
+    configured.write_text("[auth]\nport = 8700\n")
+    assert load(configured, dev_mode=True).auth.dev_topics == ("contract:*", "state:*")
+    configured.write_text('[auth]\ndev_topics = ["tx:*"]\n')
+    assert load(configured, dev_mode=True).auth.dev_topics == ("tx:*",)
+
+
+def test_watch_config_keys_are_validated() -> None:
+    from chainpush.watcher.config import ConfigError, WatchConfig
+
+    assert WatchConfig().tx_lifecycle is False and WatchConfig().max_tracked_txs == 10_000
+    with pytest.raises(ConfigError, match=r"\[watch\] max_tracked_txs must be an integer >= 1, "
+                                          "got 0"):
+        WatchConfig(max_tracked_txs=0)
+    with pytest.raises(ConfigError, match=r"\[watch\] tx_lifecycle must be true or false, "
+                                          "got 'yes'"):
+        WatchConfig(tx_lifecycle="yes")  # type: ignore[arg-type]
