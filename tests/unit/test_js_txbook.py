@@ -11,8 +11,7 @@ H = "0x" + "ab" * 32
 
 
 def test_tx_book_follows_a_lifecycle_and_ignores_replays(tmp_path: Path) -> None:
-    r = run(tmp_path, r"""
-const H = "%s";
+    r = run(tmp_path, f"const H = \"{H}\";\n" + r"""
 const pool = (n) => ({ kind: "tx", id: "1:tx:" + H, tx_hash: H, event: "pending",
                        status: "pending", incarnation: n });
 const mined = (b, status) => ({ kind: "tx", id: "1:" + b + ":tx:" + H, tx_hash: H,
@@ -28,7 +27,7 @@ out.words = [m.txStage({ event: "replaced", status: "confirmed" }),
              m.txStage({ event: "dropped", status: "confirmed", stage: "dropped" })];
 for (const h of ["0x1", "0x2"]) book.apply({ ...pool(0), tx_hash: h, id: "1:tx:" + h });
 out.evicted = book.get(H) === undefined;
-""" % H)
+""")
     assert r["steps"] == [["pending", True], ["mined", True], ["removed", True],
                           ["pending", True], ["pending", False], ["mined", True],
                           ["confirmed", True]]
@@ -39,8 +38,7 @@ out.evicted = book.get(H) === undefined;
 
 
 def test_grants_and_tx_topic_keys(tmp_path: Path) -> None:
-    r = run(tmp_path, r"""
-const H = "%s";
+    r = run(tmp_path, f"const H = \"{H}\";\n" + r"""
 out.grants = [[["*"], "tx:" + H], [["tx:*"], "tx:" + H], [["t*"], "tx:" + H],
               [["tx:" + H], "tx:" + H], [["*"], "app:demo-txs"], [["app:*"], "app:demo-txs"],
               [[], "app:demo-txs"], [undefined, "contract:A"]]
@@ -58,7 +56,7 @@ ws.recv({ type: "subscribed", topic: "tx:" + H, since: 0, head: 1 });
 ws.recv(msg("tx:" + H, 1, "p"));
 out.got = got;
 out.topics = states.filter((s) => s.state === "open").map((s) => s.topics);
-""" % H)
+""")
     assert r["grants"] == [False, True, False, True, True, True, False, False]
     assert r["key"] == "tx:" + H
     assert r["got"] == [1]  # the node's lower-case topic reaches the upper-case subscription
