@@ -20,6 +20,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+from chainpush.push.config import DEMO_DEV_TOPICS
 from chainpush.watcher.config import DEMO_CONFIG
 
 WEBHOOK = """
@@ -29,6 +30,12 @@ url = "{url}"
 secret = "{secret}"
 topics = ["contract:DemoToken", "contract:DemoPair", "app:*"]
 """
+#: the page's dev login: its Transactions card follows tx:<hash> topics and the hashes
+#: announced on app:demo-txs (a tx: topic is granted only by a tx: pattern, docs/push.md)
+AUTH = """
+[auth]
+dev_topics = [{topics}]
+"""
 
 
 def render(*, root: Path, webhook_url: str, secret: str) -> str:
@@ -36,6 +43,7 @@ def render(*, root: Path, webhook_url: str, secret: str) -> str:
     text = DEMO_CONFIG.replace('abi_dir = "abi"', f'abi_dir = "{root / "abi"}"').replace(
         'deployments = "deployments"', f'deployments = "{root / "deployments"}"')
     text += WEBHOOK.format(url=webhook_url, secret=secret)
+    text += AUTH.format(topics=", ".join(f'"{t}"' for t in DEMO_DEV_TOPICS))
     tomllib.loads(text)  # what is written parses
     return text
 

@@ -61,12 +61,14 @@ export class TxCard {
 
   announced(record) {
     const hash = record && record.event === "tx.sent" && record.data && record.data.hash;
-    if (typeof hash === "string" && HASH.test(hash)) this.follow(hash.toLowerCase());
+    const what = typeof record.data.what === "string" ? record.data.what.slice(0, 80) : "";
+    if (typeof hash === "string" && HASH.test(hash)) this.follow(hash.toLowerCase(), what);
   }
 
-  follow(hash) {
+  /** Follow ``hash`` (lower case); ``what``: a label for its row (the announcement's). */
+  follow(hash, what = "") {
     if (!this.client || this.follows.has(hash)) return;
-    row(hash);
+    row(hash, what);
     this.follows.set(hash, this.client.subscribe("tx:" + hash, { since: 0 },
       (msg) => this.show(msg)));
     while (this.follows.size > MAX_TXS) {
@@ -95,14 +97,14 @@ function findRow(hash) {
   return $("txs").querySelector('.tx[data-hash="' + CSS.escape(hash) + '"]');
 }
 
-function row(hash) {
+function row(hash, what = "") {
   const li = document.createElement("li");
   li.className = "event tx stage-waiting";
   li.dataset.hash = hash;
   li.dataset.stage = "waiting";
   li.innerHTML = '<div class="card-head"><span class="name"></span>' +
     '<span class="status"></span></div><div class="args"></div><div class="meta"></div>';
-  li.querySelector(".name").textContent = "tx " + shortAddress(hash);
+  li.querySelector(".name").textContent = "tx " + shortAddress(hash) + (what ? " " + what : "");
   li.querySelector(".name").title = hash;
   li.querySelector(".status").textContent = "waiting for the node";
   $("txs").prepend(li);

@@ -72,10 +72,13 @@ async def test_the_transactions_card_shows_each_lifecycle(
         good = await asyncio.to_thread(send, url, to=demo, data=data)
         # the announcement the demo's traffic generator publishes (docs/push.md)
         await collector.accept([app_record(topic="app:demo-txs", client_id=f"tx-{good}",
-                                           event="tx.sent", data={"hash": good},
+                                           event="tx.sent",
+                                           data={"hash": good, "what": "DemoToken.transfer"},
                                            now=time.time())])
         row = page.locator(f'#txs .tx[data-hash="{good}"]')
         await expect(row).to_have_attribute("data-stage", "pending", timeout=timeout)
+        await expect(row.locator(".name")).to_have_text(
+            f"tx {good[:6]}…{good[-5:]} DemoToken.transfer")
         await row.evaluate("el => { el.mark = 'same'; }")
         await asyncio.to_thread(ws.rpc, url, "evm_mine")
         await expect(row).to_have_attribute("data-stage", "mined", timeout=timeout)

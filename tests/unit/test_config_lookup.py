@@ -93,3 +93,8 @@ def test_the_demo_config_file_is_the_built_in_one_plus_a_webhook(tmp_path: Path)
     (hook,) = load_webhooks(path).webhooks
     assert hook.name == "demo-receiver" and hook.url == "http://127.0.0.1:8790/hooks"
     assert hook.secret.startswith("whsec_")
+    from chainpush.push.config import load as load_push
+
+    # the page's dev token follows transactions and their announcements (issue 13.3)
+    dev_topics = load_push(path, dev_mode=True).auth.dev_topics
+    assert "tx:*" in dev_topics and "app:demo-txs" in dev_topics
