@@ -54,12 +54,10 @@ def send(url: str, *, sender: str = ws.OWNER, **tx: Any) -> str:
     return str(ws.rpc(url, "eth_sendTransaction", [req]))
 
 
-@contextlib.asynccontextmanager
-async def stack(anvil: Anvil, mongo_uri: str, redis_url: str, mongo_db_name: str,
-                tmp_path: Path, unit: float) -> AsyncIterator[tuple[str, Any, Any]]:
-    """DemoToken deployed, then the watcher (tx_lifecycle on, finality 2 blocks deep), collect
-    with dispatch and one push node, all on one registry namespace; automine off. Yields
-    (DemoToken's address, the push node, the collector)."""
+def setup(anvil: Anvil, mongo_uri: str, redis_url: str, mongo_db_name: str,
+                tmp_path: Path) -> tuple[str, Any, Any]:
+    """DemoToken deployed; the watcher's config (tx_lifecycle on, finality 2 blocks deep) and
+    the stores on one registry namespace; automine off. (DemoToken, stores, watch config)."""
     url = anvil.http_url
     demo, _ = ws.deploy(url, "DemoToken")
     cfg = stores(mongo_uri, redis_url, mongo_db_name)
@@ -69,19 +67,35 @@ async def stack(anvil: Anvil, mongo_uri: str, redis_url: str, mongo_db_name: str
                            name="txs", reorg_window=8, finality_depth=2, tx_lifecycle=True)
     path.write_text(path.read_text().replace(
         "[stores]\n", f'[stores]\nredis_url = "{redis_url}"\nnamespace = "{cfg.namespace}"\n'))
-    config = load_config(path)
-    await asyncio.to_thread(ws.rpc, url, "evm_setAutomine", [False])
-    async with collector_for(cfg) as collector, push_node(cfg, "n1", unit) as node, \
-            Watcher(config, collector) as watcher:
+    ws.rpc(url, "evm_setAutomine", [False])
+    return demo, cfg, load_config(path)
+
+
+@contextlib.asynccontextmanager
+async def watching(config: Any, collector: Any) -> AsyncIterator[None]:
+    """A watcher running into ``collector``; its failure is the test's."""
+    async with Watcher(config, collector) as watcher:
         task = asyncio.create_task(watcher.run())
         try:
-            yield demo, node, collector
+            yield
         finally:
             if task.done():
-                task.result()  # the watcher's failure is the test's
+                task.result()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+@contextlib.asynccontextmanager
+async def stack(anvil: Anvil, mongo_uri: str, redis_url: str, mongo_db_name: str,
+                tmp_path: Path, unit: float) -> AsyncIterator[tuple[str, Any, Any]]:
+    """:func:`setup`, then the watcher, collect with dispatch and one push node. Yields
+    (DemoToken's address, the push node, the collector)."""
+    demo, cfg, config = await asyncio.to_thread(setup, anvil, mongo_uri, redis_url,
+                                                mongo_db_name, tmp_path)
+    async with collector_for(cfg) as collector, push_node(cfg, "n1", unit) as node, \
+            watching(config, collector):
+        yield demo, node, collector
 
 
 async def test_pending_mined_confirmed_reverted_and_refused(
@@ -184,3 +198,53 @@ async def test_a_reorg_removes_and_a_same_nonce_replacement_replaces(
         gone = last(client, old)
         assert (gone["replaced_by"], gone["status"], gone["nonce"]) == (new, "confirmed",
                                                                         nonce + 1)
+
+
+async def test_a_restart_loses_no_transition_and_repeats_none(
+    anvil: Anvil, mongo_uri: str, redis_url: str, mongo_db_name: str, tmp_path: Path,
+    unit: float,
+) -> None:
+    """The tracker's state is in the checkpoint: with the watcher stopped while two followed
+    transactions are pending, one is mined and the other replaced (same nonce, higher fees);
+    after the restart the first is `mined` then `confirmed`, the second `replaced` — which
+    only the sender and nonce remembered from before can tell, since the node no longer knows
+    it — and no `pending` is stored twice."""
+    import pymongo
+
+    url = anvil.http_url
+    _demo, cfg, config = await asyncio.to_thread(setup, anvil, mongo_uri, redis_url,
+                                                 mongo_db_name, tmp_path)
+    async with collector_for(cfg) as collector, push_node(cfg, "n1", unit) as node, \
+            Client.connect(node.url, token(topics=("tx:*",))) as client:
+        h = await asyncio.to_thread(send, url, to=ws.ACCOUNTS[2], value="0x5", gas=hex(21_000))
+        low = {"to": ws.ACCOUNTS[2], "value": "0x6", "gas": hex(21_000), "nonce": "0x0",
+               "maxFeePerGas": hex(3 * GWEI), "maxPriorityFeePerGas": hex(GWEI)}
+        old = await asyncio.to_thread(send, url, sender=STRANGER, **low)
+        for tx_hash in (h, old):
+            assert (await client.subscribe(f"tx:{tx_hash}", since=0))["type"] == "subscribed"
+        async with watching(config, collector):
+            await until(client, "pending", lambda: stages(client, h) == ["pending"]
+                        and stages(client, old) == ["pending"], 20 * unit)
+        # while no watcher runs: the replacement takes the nonce, both are mined
+        new = await asyncio.to_thread(send, url, sender=STRANGER, **{
+            **low, "maxFeePerGas": hex(30 * GWEI), "maxPriorityFeePerGas": hex(10 * GWEI)})
+        await asyncio.to_thread(ws.rpc, url, "evm_mine")
+        async with watching(config, collector):
+            await until(client, "mined and replaced", lambda: stages(client, h) == [
+                "pending", "mined"] and stages(client, old) == ["pending", "replaced"],
+                20 * unit)
+            assert last(client, old)["replaced_by"] == new
+            await asyncio.to_thread(ws.rpc, url, "anvil_mine", ["0x2"])
+            await until(client, "confirmed", lambda: stages(client, h) == [
+                "pending", "mined", "confirmed"], 20 * unit)
+        msgs = [m for m in client.messages if m["topic"] == f"tx:{h}"]
+        assert [m["offset"] for m in msgs] == [1, 2, 3]
+    db: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(mongo_uri)
+    try:
+        ids = sorted(d["_id"] for d in db[mongo_db_name]["events"].find({"tx_hash": h,
+                                                                         "kind": "tx"}))
+    finally:
+        db.close()
+    block = msgs[1]["record"]["block_hash"]
+    assert ids == sorted([f"31337:tx:{h}/pending", f"31337:{block}:tx:{h}/pending",
+                          f"31337:{block}:tx:{h}/confirmed"])
