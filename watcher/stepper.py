@@ -992,11 +992,18 @@ class Stepper:
                                             events=self._tx_events(v.receipt, header.timestamp))
                 out += s.ledger.adopt(header, [rec], tip)
         if final:
-            # mined below the window (subscribed late): final at once, as backfilled records
-            blocks = yield Call(tuple(("eth_getBlockByHash", [v.block_hash, False])
+            # mined below the window (subscribed late): final at once, as backfilled records —
+            # once the block at that height is the receipt's (a node behind a load balancer
+            # may serve a receipt of a block it no longer has as canonical)
+            blocks = yield Call(tuple(("eth_getBlockByNumber", [hex(v.block_number), False])
                                       for v, _ in final))
             for (v, events), block in zip(final, blocks, strict=True):
-                stamp = int(block["timestamp"], 16) if block else None
+                if not block or str(block.get("hash", "")).lower() != v.block_hash:
+                    logger.info("transaction %s: its receipt's block %d %s is not canonical "
+                                "on the node; asking again", v.tx_hash, v.block_number,
+                                v.block_hash)
+                    continue
+                stamp = int(block["timestamp"], 16)
                 out.append(self.txs.mined_record(v, timestamp=stamp, events=events)
                            .with_status("confirmed")
                            .with_incarnation(s.ledger.incarnation(v.block_hash)))

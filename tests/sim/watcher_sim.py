@@ -42,7 +42,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,7 @@ from chainpush.watcher.stepper import (
 ROOT = Path(__file__).resolve().parents[2]
 TRANSFER = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 CHAIN_ID = 31337
+SENDER = "0x" + "5e" * 20  # every transaction's sender in the model
 FAST = "0x" + "aa" * 20  # K = 0
 SLOW = "0x" + "bb" * 20  # K > 0
 OTHER = "0x" + "cc" * 20  # not watched
@@ -342,6 +343,11 @@ class Sim:
         self.factory = side.random() < 0.3
         #: children beyond this many are fetched by topic only (0: always)
         self.max_addresses = side.choice((500, 2, 0))
+        #: transaction lifecycles: clients subscribe to tx:<hash> of mined transactions (the
+        #: model has no pool: a transaction is in one block, gone when that block is orphaned)
+        self.txs = random.Random(seed * 104729 + 7).random() < 0.3
+        if self.txs:
+            self.watch = replace(self.watch, tx_lifecycle=True)
         self.bound = self._bound()
         #: what the registry would answer per topic prefix (Interested): none by default
         self.interest: dict[str, set[str]] = {}
@@ -407,11 +413,24 @@ class Sim:
         c.fork(self.rng.randint(lo, c.head - 1))
 
     def _world_moves(self, chaos: bool) -> None:
+        if self.txs:
+            self._subscribers()
         r = self.rng.random()
         if r < 0.15:
             self.chain.mine()
         elif chaos and r < 0.18:
             self._fork(2 * self.window)
+
+    def _subscribers(self) -> None:
+        """Clients come and go on tx:<hash> of transactions in recent blocks (canonical now)."""
+        rng, c = self.rng, self.chain
+        wanted = self.interest.setdefault("tx:", set())
+        if rng.random() < 0.05 and c.head > 0:
+            block = c.blocks[c.canon[rng.randint(max(1, c.head - 2 * self.window), c.head)]]
+            if block.logs:
+                wanted.add(rng.choice(block.logs)["transactionHash"])
+        if wanted and rng.random() < 0.01:
+            wanted.discard(rng.choice(sorted(wanted)))
 
     def _downtime(self) -> None:
         for _ in range(self.rng.choice((0, 1, 2, self.window, self.window + 1, 3 * self.window))):
@@ -461,7 +480,18 @@ class Sim:
             return {**b.header(), "transactions": [lg["transactionHash"] for lg in b.logs]}
         if method == "eth_getTransactionReceipt":
             lg = c.txs.get(params[0])
-            return {"transactionHash": params[0], "logs": [_copy(lg)]} if lg else None
+            # (also for a transaction of an orphaned block: a provider behind a balancer may)
+            return {"transactionHash": params[0], "logs": [_copy(lg)],
+                    "blockHash": lg["blockHash"], "blockNumber": lg["blockNumber"],
+                    "status": "0x1", "gasUsed": "0x5208", "from": SENDER} if lg else None
+        if method == "eth_getTransactionByHash":
+            lg = c.txs.get(params[0])
+            if lg is None or c.at(int(lg["blockNumber"], 16)) is not c.blocks[lg["blockHash"]]:
+                return None  # its block was orphaned: gone (the model has no pool)
+            return {"hash": params[0], "from": SENDER, "to": lg["address"], "nonce": "0x1",
+                    "blockHash": lg["blockHash"], "blockNumber": lg["blockNumber"]}
+        if method == "eth_getTransactionCount":
+            return "0x0"  # the model's senders never use a nonce again: nothing is replaced
         if method == "eth_getLogs":
             flt = params[0]
             addresses = {a.lower() for a in flt.get("address", [])}
@@ -556,7 +586,7 @@ class Sim:
         ks = {"Slow": self.k, "Late": self.late_k}
         lag = self.finality_lag if self.watch.finality == "tag" else None
         for rec in batch:
-            k = ks.get(rec["contract"], 0)
+            k = ks.get(rec.get("contract", ""), 0)
             if rec["status"] != "confirmed" or not k:
                 continue
             need = min(k, lag) if lag is not None else k
@@ -715,19 +745,43 @@ class Sim:
                     int(last["args"]["value"]) != c.supply(last["block_hash"])):
                 problems.append(f"{rid}: value {last['args']['value']}, the block's is "
                                 f"{c.supply(last['block_hash'])}")
-            if last["block_hash"] not in canonical and last["status"] != "removed":
+            if last.get("block_hash") is not None and last["block_hash"] not in canonical and (
+                    last["status"] != "removed"):
                 problems.append(f"{rid} (orphaned block {last['block_number']}): final message "
                                 f"{message_id(last)}, want removed")
+        problems += self._check_txs(final)
         if problems:
             more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
             raise SimFailure("; ".join(problems[:5]) + more)
+
+    def _check_txs(self, final: dict[str, dict[str, Any]]) -> list[str]:
+        """Each followed transaction of a canonical (final) block ends ``confirmed`` in that
+        block; one of an orphaned block ends with nothing live (the generic check: its mined
+        records are ``removed``)."""
+        c, problems = self.chain, []
+        for h in sorted(self.interest.get("tx:", ())):
+            lg = c.txs[h]
+            mine = [self.store.docs[m] for m in self.store.order
+                    if self.store.docs[m].get("kind") == "tx"
+                    and self.store.docs[m]["tx_hash"] == h]
+            canonical = c.at(int(lg["blockNumber"], 16)) is c.blocks[lg["blockHash"]]
+            if not canonical:
+                continue
+            last = final.get(f"{CHAIN_ID}:{lg['blockHash']}:tx:{h}")
+            if last is None or last["status"] != "confirmed" or (
+                    mine and mine[-1] is not last):
+                problems.append(f"tx {h} (canonical block {int(lg['blockNumber'], 16)}): last "
+                                f"stored {[message_id(r) for r in mine[-2:]]}, want its mined "
+                                "record confirmed")
+        return problems
 
     def summary(self) -> str:
         return (f"window {self.window} K {self.k} late {self.late} finality {self.watch.finality} "
                 f"{self.watch.finality_depth} lag {self.finality_lag} "
                 f"head {self.chain.head} reorgs {self.chain.reorgs} flip-flops "
                 f"{self.chain.flipflops} crashes {self.crashes} failures {self.failures} "
-                f"actions {self.actions} messages {len(self.store.order)}")
+                f"actions {self.actions} messages {len(self.store.order)}"
+                f"{' txs ' + str(len(self.interest.get('tx:', ()))) if self.txs else ''}")
 
 
 def directed(*, window: int, k: int, finality_depth: int) -> Sim:
