@@ -171,6 +171,9 @@ class Watcher(AsyncResource):
                 lambda: float(self.lease_generation or 0))
         m.gauge("chainpush_watch_tip", "the committed tip block number (-1: none yet)",
                 lambda: float(-1 if self.tip is None else self.tip))
+        m.gauge("chainpush_watch_tracked_txs", "transactions followed now (tx:<hash> with a "
+                "subscriber, not final yet; [watch] max_tracked_txs)",
+                lambda: float(len(self._stepper.txs.tracked)) if self._stepper else 0.0)
         for name, what in _STAT_COUNTERS.items():
             m.counter(f"chainpush_watch_{name}_total", f"{what} by this process")
         m.counter("chainpush_watch_fenced_writes_total", "writes (lease renewals, checkpoint "

@@ -72,12 +72,12 @@ def setup(anvil: Anvil, mongo_uri: str, redis_url: str, mongo_db_name: str,
 
 
 @contextlib.asynccontextmanager
-async def watching(config: Any, collector: Any) -> AsyncIterator[None]:
+async def watching(config: Any, collector: Any) -> AsyncIterator[Watcher]:
     """A watcher running into ``collector``; its failure is the test's."""
     async with Watcher(config, collector) as watcher:
         task = asyncio.create_task(watcher.run())
         try:
-            yield
+            yield watcher
         finally:
             if task.done():
                 task.result()
@@ -222,18 +222,21 @@ async def test_a_restart_loses_no_transition_and_repeats_none(
         old = await asyncio.to_thread(send, url, sender=STRANGER, **low)
         for tx_hash in (h, old):
             assert (await client.subscribe(f"tx:{tx_hash}", since=0))["type"] == "subscribed"
-        async with watching(config, collector):
+        async with watching(config, collector) as watcher:
             await until(client, "pending", lambda: stages(client, h) == ["pending"]
                         and stages(client, old) == ["pending"], 20 * unit)
+            assert "chainpush_watch_tracked_txs 2" in watcher.render_metrics().splitlines()
         # while no watcher runs: the replacement takes the nonce, both are mined
         new = await asyncio.to_thread(send, url, sender=STRANGER, **{
             **low, "maxFeePerGas": hex(30 * GWEI), "maxPriorityFeePerGas": hex(10 * GWEI)})
         await asyncio.to_thread(ws.rpc, url, "evm_mine")
-        async with watching(config, collector):
+        async with watching(config, collector) as watcher:
             await until(client, "mined and replaced", lambda: stages(client, h) == [
                 "pending", "mined"] and stages(client, old) == ["pending", "replaced"],
                 20 * unit)
             assert last(client, old)["replaced_by"] == new
+            # h is still followed (the ledger holds its mined record), old is final
+            assert "chainpush_watch_tracked_txs 1" in watcher.render_metrics().splitlines()
             await asyncio.to_thread(ws.rpc, url, "anvil_mine", ["0x2"])
             await until(client, "confirmed", lambda: stages(client, h) == [
                 "pending", "mined", "confirmed"], 20 * unit)
