@@ -978,8 +978,12 @@ class Stepper:
         gone: list[str] = []
         final: list[tuple[Verdict, list[dict[str, Any]]]] = []
         for i, tx_hash in enumerate(hashes):
-            v = self.txs.seen(tx_hash, answers[2 * i], answers[2 * i + 1], anchor=anchor,
-                              tip=tip, canonical=canonical)
+            try:
+                v = self.txs.seen(tx_hash, answers[2 * i], answers[2 * i + 1], anchor=anchor,
+                                  tip=tip, canonical=canonical)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                raise RPCError(f"the node's answer about transaction {tx_hash} is malformed: "
+                               f"{exc!r:.120}", method="eth_getTransactionReceipt") from exc
             if v.what == "pending" and v.record is not None:
                 out.append(v.record)
             elif v.what == "gone":
@@ -1034,7 +1038,7 @@ class Stepper:
                                   for _, sender, _ in known))
         out: list[Record] = []
         for (tx_hash, sender, nonce), count in zip(known, counts, strict=True):
-            if not self.txs.nonce_used(tx_hash, int(str(count), 16)):
+            if not self.txs.nonce_used(tx_hash, _quantity(count, sender)):
                 continue
             found, replaced_by = yield from self._nonce_user(sender, nonce)
             if not found:
@@ -1056,7 +1060,7 @@ class Stepper:
                                   for h in chain), optional=True)
         if counts is None:
             return False, None
-        used = [i for i, c in enumerate(counts) if int(str(c), 16) > nonce]
+        used = [i for i, c in enumerate(counts) if _quantity(c, sender) > nonce]
         if not used:
             return False, None
         if used[0] == 0:
@@ -1067,3 +1071,12 @@ class Stepper:
                     and int(str(tx.get("nonce", "0x0")), 16) == nonce):
                 return True, str(tx["hash"]).lower()
         return True, None
+
+
+def _quantity(value: object, sender: str) -> int:
+    """An ``eth_getTransactionCount`` answer (a hex quantity), or ``RPCError``."""
+    try:
+        return int(str(value), 16)
+    except ValueError:
+        raise RPCError(f"eth_getTransactionCount of {sender} answered {value!r:.60}, not a "
+                       "hex quantity", method="eth_getTransactionCount") from None

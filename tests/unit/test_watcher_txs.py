@@ -221,3 +221,38 @@ def test_watch_config_keys_are_validated() -> None:
     with pytest.raises(ConfigError, match=r"\[watch\] tx_lifecycle must be true or false, "
                                           "got 'yes'"):
         WatchConfig(tx_lifecycle="yes")  # type: ignore[arg-type]
+
+
+def test_a_malformed_answer_is_an_rpc_error_naming_the_transaction() -> None:
+    """Through the stepper (the simulation's node, directed): a receipt whose blockNumber is
+    not hex ends the session with an RPCError (a new session retries), never a bare
+    ValueError out of the generator, which would stop the watcher."""
+    from dataclasses import replace
+
+    from tests.sim.watcher_sim import FAST, SimFailure, directed
+
+    sim = directed(window=4, k=1, finality_depth=2)
+    sim.watch = replace(sim.watch, tx_lifecycle=True)
+    sim.stepper = sim._new_stepper()
+    sim.chain.mine(2, logs_of=(FAST,))
+    block = sim.chain.blocks[sim.chain.canon[2]]
+    tx_hash = block.logs[0]["transactionHash"]
+    sim.interest["tx:"] = {tx_hash}
+    answer = sim._answer
+
+    def node(method: str, params: list[object], f: object) -> object:
+        got = answer(method, params, f)  # type: ignore[arg-type]
+        if method == "eth_getTransactionReceipt" and isinstance(got, dict):
+            return {**got, "blockNumber": "two"}
+        return got
+
+    sim._answer = node  # type: ignore[method-assign]
+    with pytest.raises(SimFailure, match="did not catch up"):
+        sim.catch_up()  # every session ends at the malformed receipt
+    assert sim.failures > 0
+    assert not [m for m in sim.store.order if sim.store.docs[m].get("kind") == "tx"]
+    sim._answer = answer  # type: ignore[method-assign]
+    sim.catch_up()
+    (mined,) = [sim.store.docs[m] for m in sim.store.order
+                if sim.store.docs[m].get("kind") == "tx"]
+    assert (mined["stage"], mined["block_hash"]) == ("mined", block.hash)
