@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from chainpush.watcher.binding import Bound
@@ -59,8 +59,8 @@ from chainpush.watcher.errors import RangeTooLarge, RateLimited, RPCError, Watch
 from chainpush.watcher.factory import MAX_FILTER_ADDRESSES, Child, Children, discovered
 from chainpush.watcher.ledger import Ledger, apply_events, surviving_blocks
 from chainpush.watcher.ranges import RangePlanner
-from chainpush.watcher.record import EventRecord, Record, StateRecord
-from chainpush.watcher.txs import TxTracker, Verdict
+from chainpush.watcher.record import EventRecord, Record, StateRecord, TxRecord
+from chainpush.watcher.txs import TxTracker
 
 logger = logging.getLogger(__name__)
 
@@ -976,11 +976,16 @@ class Stepper:
         answers = yield Call(self.txs.calls(hashes))
         out: list[Record] = []
         gone: list[str] = []
-        final: list[tuple[Verdict, list[dict[str, Any]]]] = []
+        final: list[TxRecord] = []
         for i, tx_hash in enumerate(hashes):
             try:
                 v = self.txs.seen(tx_hash, answers[2 * i], answers[2 * i + 1], anchor=anchor,
                                   tip=tip, canonical=canonical)
+                header = chain[v.block_number - anchor] if (
+                    v.what == "mined" and not v.final) else None
+                stamp = header.timestamp if header is not None else None
+                rec = self.txs.mined_record(v, timestamp=stamp, events=self._tx_events(
+                    v.receipt, stamp)) if v.what == "mined" else None
             except (ValueError, TypeError, KeyError, AttributeError) as exc:
                 raise RPCError(f"the node's answer about transaction {tx_hash} is malformed: "
                                f"{exc!r:.120}", method="eth_getTransactionReceipt") from exc
@@ -988,29 +993,25 @@ class Stepper:
                 out.append(v.record)
             elif v.what == "gone":
                 gone.append(tx_hash)
-            elif v.what == "mined" and v.final:
-                final.append((v, self._tx_events(v.receipt, None)))
-            elif v.what == "mined":
-                header = chain[v.block_number - anchor]
-                rec = self.txs.mined_record(v, timestamp=header.timestamp,
-                                            events=self._tx_events(v.receipt, header.timestamp))
+            elif rec is not None and header is None:
+                final.append(rec)
+            elif rec is not None and header is not None:
                 out += s.ledger.adopt(header, [rec], tip)
         if final:
             # mined below the window (subscribed late): final at once, as backfilled records —
             # once the block at that height is the receipt's (a node behind a load balancer
             # may serve a receipt of a block it no longer has as canonical)
-            blocks = yield Call(tuple(("eth_getBlockByNumber", [hex(v.block_number), False])
-                                      for v, _ in final))
-            for (v, events), block in zip(final, blocks, strict=True):
-                if not block or str(block.get("hash", "")).lower() != v.block_hash:
-                    logger.info("transaction %s: its receipt's block %d %s is not canonical "
-                                "on the node; asking again", v.tx_hash, v.block_number,
-                                v.block_hash)
+            blocks = yield Call(tuple(("eth_getBlockByNumber", [hex(r.block_number or 0), False])
+                                      for r in final))
+            for rec, block in zip(final, blocks, strict=True):
+                if not block or str(block.get("hash", "")).lower() != rec.block_hash:
+                    logger.debug("transaction %s: its receipt's block %s %s is not canonical "
+                                "on the node; asking again", rec.tx_hash, rec.block_number,
+                                rec.block_hash)
                     continue
-                stamp = int(block["timestamp"], 16)
-                out.append(self.txs.mined_record(v, timestamp=stamp, events=events)
+                out.append(replace(rec, block_timestamp=int(block["timestamp"], 16))
                            .with_status("confirmed")
-                           .with_incarnation(s.ledger.incarnation(v.block_hash)))
+                           .with_incarnation(s.ledger.incarnation(str(rec.block_hash))))
         if gone:
             out += yield from self._gone_txs(gone)
         if out:
