@@ -51,6 +51,8 @@ examples:
   chainpush watch --config chainpush.toml --sink mongo    # records → `events` only
   chainpush watch --check-config                    # check ABIs, names, addresses, the node
   chainpush watch --print-config                    # the resolved configuration as JSON
+  chainpush watch --config base.toml                # a second chain: its own file, same [stores]
+  chainpush watch --claims                          # contract names and the chain of each
   CHAINPUSH_WS=ws://127.0.0.1:8545 chainpush watch  # another node endpoint
 
 environment: CHAINPUSH_WATCH_CONFIG (config path), CHAINPUSH_MONGO_URI, CHAINPUSH_REDIS_URL,
@@ -75,6 +77,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                       help="validate the configuration (ABIs, names; then each [node] "
                            "endpoint's chain id against [node] chain_id and the addresses' "
                            "code) and exit")
+    mode.add_argument("--claims", action="store_true",
+                      help="list the contract names claimed in [stores]'s database (one chain "
+                           "each: docs/watcher.md, Several chains) and exit")
+    mode.add_argument("--release-claim", metavar="NAME", default=None,
+                      help="release the claim of contract name NAME (a chain that no longer "
+                           "watches it) and exit")
     parser.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                         help="serve /metrics (Prometheus) and /healthz on 127.0.0.1:PORT "
                              "(default: [watch] metrics_port; unset: not served)")
@@ -147,6 +155,26 @@ async def _check(config: Config, say: Callable[[str], None]) -> None:
     finally:
         for rpc, _ in live:
             await rpc.aclose()
+
+
+async def _claims(config: Config, release: str | None) -> int:
+    """``--claims`` / ``--release-claim NAME``."""
+    from chainpush.watcher.claims import MongoClaims
+
+    stores = config.stores
+    async with MongoClaims(stores.mongo_uri, stores.database) as claims:
+        if release is not None:
+            if not await claims.release(release):
+                print(f"chainpush watch: no claim of {release!r} in "
+                      f"{stores.database}.contracts (see: chainpush watch --claims)",
+                      file=sys.stderr)
+                return 1
+            print(f"released {release}: the next watcher to claim it owns it")
+            return 0
+        for doc in await claims.list():
+            print(f"{doc['_id']}\tchain {doc.get('chain_id')}\t{doc.get('watch')}\t"
+                  f"{','.join(doc.get('addresses') or []) or '-'}\t{doc.get('source', '')}")
+    return 0
 
 
 def _sink_kind(requested: str | None) -> str:
@@ -249,6 +277,8 @@ def main(args: argparse.Namespace) -> int:
         if args.print_config:
             print(json.dumps(config.describe(), indent=2))
             return 0
+        if args.claims or args.release_claim is not None:
+            return asyncio.run(_claims(config, args.release_claim))
         if args.check_config:
             asyncio.run(_check(config, lambda line: print(line, flush=True)))
             print("config ok")

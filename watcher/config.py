@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -582,3 +582,31 @@ def read_deployments(path: Path, chain_id: int, source: str) -> dict[str, dict[s
             f"the node serves {chain_id}"
         )
     return dict(doc["contracts"])
+
+
+def check_several(configs: Sequence[Config]) -> None:
+    """Several watch configs run in one process (``chainpush run --config A --config B``): one
+    watcher per chain. Refuses what would clash before anything starts (``docs/watcher.md``,
+    Several chains): a contract name in two files (names are unique per deployment: topics are
+    not qualified by chain), and two files of one chain (the same ``[node] chain_id``) with the
+    same ``[watch] name`` (one lease: the second would wait as a standby forever). Across
+    processes the watchers' claims in MongoDB check the names (``watcher.claims``)."""
+    owner: dict[str, Config] = {}
+    for config in configs:
+        for c in config.contracts:
+            first = owner.setdefault(c.name, config)
+            if first is not config:
+                raise ConfigError(
+                    f"{config.source}: [[contracts]] {c.name} is also in {first.source}: "
+                    f"contract names are unique per deployment (topic contract:{c.name} carries "
+                    f"one chain); rename one (name = \"{c.name}_<chain>\", abi = \"{c.abi}\")")
+    keys: dict[tuple[int, str], Config] = {}
+    for config in configs:
+        if config.node.chain_id is None:
+            continue
+        first = keys.setdefault((config.node.chain_id, config.watch.name), config)
+        if first is not config:
+            raise ConfigError(
+                f"{config.source}: [watch] name {config.watch.name!r} on chain "
+                f"{config.node.chain_id} is also {first.source}'s: one lease and checkpoint "
+                f"per (chain, name); merge the two files or give one another [watch] name")
