@@ -4,6 +4,8 @@
     chainpush watch --config chainpush.toml --sink mongo    # records → `events` only
     chainpush watch --config chainpush.toml --print-config  # resolved configuration as JSON
     chainpush watch --config chainpush.toml --check-config  # validate (and reach the node)
+    chainpush watch --claims                # contract names claimed, and the chain of each
+    chainpush watch --release-claim NAME    # free a name a chain no longer watches
 
 Without ``--config`` it reads the project's ``chainpush.toml``: in the current directory or the
 nearest one above (``chainpush.project.find_config``); without one, it watches the demo
