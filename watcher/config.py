@@ -538,6 +538,13 @@ name = "CallDemo"
 [[contracts.state]]
 function = "get"
 on = ["ValueChanged"]
+
+[[contracts]]
+name = "DemoFactory"
+
+[[contracts]]
+name = "DemoPair"                       # every pair DemoFactory creates, from its creation block
+factory = {contract = "DemoFactory", event = "PairCreated", arg = "pair"}
 """
 
 
