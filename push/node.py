@@ -92,8 +92,10 @@ class PushNode(AsyncResource):
     def __init__(
         self, config: PushConfig, *, tokens: TokenConfig, stores: StoresConfig,
         metrics: Metrics | None = None, clock: Callable[[], float] = time.time,
+        claims_refresh_s: float = CLAIMS_REFRESH_S,
     ) -> None:
         self.config = config
+        self.claims_refresh_s = claims_refresh_s
         self.tokens = tokens
         self.stores = stores
         self.names = RedisNames(stores.namespace)
@@ -548,7 +550,7 @@ class PushNode(AsyncResource):
 
     async def _claims_loop(self) -> None:
         while True:
-            await asyncio.sleep(CLAIMS_REFRESH_S)
+            await asyncio.sleep(self.claims_refresh_s)
             await self._read_claims()
 
 

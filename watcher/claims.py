@@ -92,9 +92,9 @@ class MongoClaims:
     MongoDB errors become ``CheckpointError`` (retryable: the watcher's session is retried);
     a name held by another chain is a ``ConfigError`` (fatal)."""
 
-    def __init__(self, mongo_uri: str, database: str) -> None:
+    def __init__(self, mongo_uri: str, database: str, *, timeout_s: float = 5.0) -> None:
         self._client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            mongo_uri, serverSelectionTimeoutMS=5000)
+            mongo_uri, serverSelectionTimeoutMS=int(timeout_s * 1000))
         self.database = database
         self._coll = self._client[database][CONTRACTS]
 
@@ -149,6 +149,17 @@ class MongoClaims:
             # released (and perhaps claimed by another chain) since the read: decide again
         raise CheckpointError(f"claiming contract name {claim.name} in {self.database}."
                               f"{CONTRACTS}: it changed under {CLAIM_TRIES} tries in a row")
+
+    async def conflicts(self, claims: Sequence[Claim]) -> list[str]:
+        """What :meth:`claim` would refuse, without writing (``--check-config``)."""
+        try:
+            held = {d["_id"]: d async for d in self._coll.find(
+                {"_id": {"$in": [c.name for c in claims]}})}
+        except PyMongoError as exc:
+            raise CheckpointError(f"reading {self.database}.{CONTRACTS} failed: {exc}") from exc
+        found = (conflict(c, held[c.name], database=self.database) for c in claims
+                 if c.name in held)
+        return [message for message in found if message is not None]
 
     async def names(self) -> set[str]:
         """Every claimed name (what the push nodes accept for ``contract:``/``state:``)."""

@@ -154,6 +154,7 @@ async def _check(config: Config, say: Callable[[str], None]) -> None:
                 raise ConfigError(f"{config.source}: [[contracts]] {spec.name}.address "
                                   f"{spec.address}: no contract code there on chain {chain_id}")
             say(f"{spec.name} at {spec.address} on chain {chain_id}: code present")
+        await _check_claims(config, bound, say)
     finally:
         for rpc, _ in live:
             await rpc.aclose()
@@ -177,6 +178,24 @@ async def _claims(config: Config, release: str | None) -> int:
             print(f"{doc['_id']}\tchain {doc.get('chain_id')}\t{doc.get('watch')}\t"
                   f"{','.join(doc.get('addresses') or []) or '-'}\t{doc.get('source', '')}")
     return 0
+
+
+async def _check_claims(config: Config, bound: Any, say: Callable[[str], None]) -> None:
+    """The names against those other chains claimed in ``[stores]`` (docs/watcher.md, Several
+    chains): a clash is a ``ConfigError``; MongoDB unreachable is said, not an error."""
+    from chainpush.watcher.checkpoint import CheckpointError
+    from chainpush.watcher.claims import MongoClaims, claims_of
+
+    stores = config.stores
+    try:
+        async with MongoClaims(stores.mongo_uri, stores.database, timeout_s=2.0) as claims:
+            clashes = await claims.conflicts(claims_of(config, bound))
+    except CheckpointError as exc:
+        say(f"contract names not checked against other chains' claims ({exc})")
+        return
+    if clashes:
+        raise ConfigError(clashes[0])
+    say(f"contract names: none claimed by another chain in {stores.database}.contracts")
 
 
 def _sink_kind(requested: str | None) -> str:

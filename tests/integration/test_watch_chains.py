@@ -203,6 +203,10 @@ def test_a_name_claimed_by_another_chain_is_refused_at_startup(
     try:
         first.wait_leading(unit)
         exe = ROOT / ".venv" / "bin" / "chainpush"
+        checked = subprocess.run([str(exe), "watch", "--config", str(clash), "--check-config"],
+                                 capture_output=True, text=True, timeout=60 * unit)
+        assert checked.returncode == 2, (checked.stdout, checked.stderr)
+        assert f"already used on chain {DEV}" in checked.stderr, checked.stderr
         second = subprocess.run([str(exe), "watch", "--config", str(clash), "--sink", "mongo"],
                                 capture_output=True, text=True, timeout=60 * unit)
         assert second.returncode == 2, second.stderr[-3000:]
@@ -286,3 +290,28 @@ async def test_the_page_shows_each_records_chain(
                                                      timeout=timeout)
                 await expect(card.locator(".chain")).to_have_text(label)
                 await expect(card.locator(".chain")).to_be_visible()
+
+
+async def test_a_push_node_serves_a_name_claimed_after_it_started(
+    mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float,
+) -> None:
+    """A watcher of another chain started after the push node: its names are served within one
+    refresh of the claims (``claims_refresh_s``), without restarting the node."""
+    from chainpush.push.node import PushNode
+    from chainpush.watcher.claims import Claim, MongoClaims
+    from tests.integration.push_support import TOKENS, Client, node_config, stores, token
+
+    cfg = stores(mongo_uri, redis_url, mongo_db_name)
+    config = node_config("chains-late", unit, contracts=("DemoToken",))
+
+    async with PushNode(config, tokens=TOKENS, stores=cfg, claims_refresh_s=0.2 * unit) as node, \
+            Client.connect(node.url, token("alice")) as client:
+        refused = await client.subscribe("contract:DemoToken_base", since=0)
+        assert refused["type"] == "error" and refused["code"] == "unknown_topic", refused
+        async with MongoClaims(mongo_uri, mongo_db_name) as claims:
+            await claims.claim([Claim(name="DemoToken_base", chain_id=BASE,
+                                      watch=f"{BASE}:shop")])
+        await ws.await_for(lambda: "DemoToken_base" in (node.contract_names or set()),
+                           10 * unit, "the node to read the new claim")
+        answer = await client.subscribe("contract:DemoToken_base", since=0)
+        assert answer["type"] == "subscribed", answer
