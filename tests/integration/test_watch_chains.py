@@ -315,3 +315,73 @@ async def test_a_push_node_serves_a_name_claimed_after_it_started(
                            10 * unit, "the node to read the new claim")
         answer = await client.subscribe("contract:DemoToken_base", since=0)
         assert answer["type"] == "subscribed", answer
+
+
+def test_run_with_two_configs_runs_a_watcher_per_chain(
+    two_anvils: tuple[Anvil, Anvil], mongo_uri: str, redis_url: str, mongo_db_name: str,
+    unit: float, tmp_path: Path,
+) -> None:
+    """``chainpush run --config dev.toml --config base.toml``: one watcher (and lease) per
+    file in one process; its push nodes serve both chains' topics."""
+    import urllib.request
+
+    from websockets.sync.client import connect
+
+    from tests.integration.test_browser import node_urls, page_url
+
+    dev, base = two_anvils
+    dev_token, _ = ws.deploy(dev.http_url, "DemoToken")
+    base_token, _ = ws.deploy(base.http_url, "DemoToken")
+    transfer(dev.http_url, dev_token, 11)
+    transfer(base.http_url, base_token, 22)
+    common = {"mongo_uri": mongo_uri, "database": mongo_db_name, "redis_url": redis_url,
+              "namespace": "run2"}
+    dev_file = chain_config(tmp_path / "dev.toml", dev, DEV,
+                            [{"name": "DemoToken", "address": dev_token}], **common)
+    dev_file.write_text(dev_file.read_text() + "\n[push]\nport = 0\nheartbeat_s = 1.0\n"
+                        "node_ttl_s = 3.0\nreconcile_s = 0.5\n\n[auth]\nport = 0\n")
+    base_file = chain_config(tmp_path / "base.toml", base, BASE,
+                             [{"name": "DemoToken_base", "abi": "DemoToken",
+                               "address": base_token}], **common)
+    log = tmp_path / "run.log"
+    argv = [str(ROOT / ".venv" / "bin" / "chainpush"), "run", "--config", str(dev_file),
+            "--config", str(base_file)]
+    server = procs.spawn("chainpush-run", argv, log, "", lambda: page_url(log) is not None,
+                         timeout_s=30 * unit)
+    try:
+        url = page_url(log)
+        assert url is not None
+        ws.wait_for(lambda: {d["_id"] for d in docs(mongo_uri, mongo_db_name, "leases")}
+                    == {f"{DEV}:shop", f"{BASE}:shop"}, 30 * unit, "a lease per chain")
+        body = json.dumps({"user": "alice", "wallets": [WALLET]}).encode()
+        req = urllib.request.Request(url + "/auth/login", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5 * unit) as resp:
+            tok = json.loads(resp.read())["token"]
+        with connect(node_urls(log)[0], open_timeout=5 * unit) as client:
+            client.send(json.dumps({"type": "auth", "token": tok}))
+            assert json.loads(client.recv(timeout=5 * unit))["type"] == "welcome"
+            seen: set[tuple[str, int, str]] = set()
+
+            def frame(timeout_s: float) -> dict[str, Any]:
+                got: dict[str, Any] = json.loads(client.recv(timeout=timeout_s))
+                if got["type"] == "message":
+                    seen.add((got["topic"], got["record"]["chain_id"],
+                              got["record"]["args"]["value"]))
+                return got
+
+            for topic in (f"user:{WALLET}", "contract:DemoToken_base"):
+                client.send(json.dumps({"type": "subscribe", "topic": topic, "since": 0}))
+                answer = frame(5 * unit)
+                while answer["type"] == "message":  # the first topic's history may come first
+                    answer = frame(5 * unit)
+                assert answer["type"] == "subscribed", answer
+            want = {(f"user:{WALLET}", DEV, "11"), (f"user:{WALLET}", BASE, "22"),
+                    ("contract:DemoToken_base", BASE, "22")}
+            while not want <= seen:
+                frame(15 * unit)
+    except BaseException:
+        print(log.read_text()[-4000:])
+        raise
+    finally:
+        server.stop()
