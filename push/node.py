@@ -75,6 +75,8 @@ SUBSCRIBE_TIMEOUT_S = 5.0
 #: how often the contract names watchers claimed (``watcher.claims``) are read again: a
 #: watcher of another chain started after this node is served within this long
 CLAIMS_REFRESH_S = 5.0
+#: how long one read of the claims may wait for MongoDB (the first delays the node's start)
+CLAIMS_TIMEOUT_S = 2.0
 #: subscribes that read their head (Redis registration + MongoDB) at the same time.
 SUBSCRIBE_CONCURRENCY = 8
 #: pause before re-reading when a repair found MongoDB behind what Redis announced.
@@ -536,7 +538,8 @@ class PushNode(AsyncResource):
 
         assert self.contract_names is not None
         try:
-            async with MongoClaims(self.stores.mongo_uri, self.stores.database) as claims:
+            async with MongoClaims(self.stores.mongo_uri, self.stores.database,
+                                   timeout_s=CLAIMS_TIMEOUT_S) as claims:
                 names = await claims.names()
         except CheckpointError as exc:
             logger.warning("%s; serving the %d contract names known so far", exc,

@@ -93,8 +93,11 @@ class MongoClaims:
     a name held by another chain is a ``ConfigError`` (fatal)."""
 
     def __init__(self, mongo_uri: str, database: str, *, timeout_s: float = 5.0) -> None:
-        self._client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            mongo_uri, serverSelectionTimeoutMS=int(timeout_s * 1000))
+        try:
+            self._client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+                mongo_uri, serverSelectionTimeoutMS=int(timeout_s * 1000))
+        except PyMongoError as exc:  # an unparsable URI, a missing DNS SRV record
+            raise CheckpointError(f"[stores] mongo_uri: {exc}") from exc
         self.database = database
         self._coll = self._client[database][CONTRACTS]
 

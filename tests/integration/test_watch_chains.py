@@ -385,3 +385,35 @@ def test_run_with_two_configs_runs_a_watcher_per_chain(
         raise
     finally:
         server.stop()
+
+
+async def test_claims_are_idempotent_per_chain_and_follow_the_config(
+    mongo_uri: str, mongo_db_name: str,
+) -> None:
+    """On the real store: a restart (the same claims) and another ``[watch] name`` of the same
+    chain claim again without error; a name dropped from a watcher's config is released at its
+    next start; another chain is refused and nothing of its claim is written."""
+    from chainpush.watcher.claims import Claim, MongoClaims
+    from chainpush.watcher.errors import ConfigError
+
+    def claim(name: str, chain_id: int = DEV, watch: str = "shop") -> Claim:
+        return Claim(name=name, chain_id=chain_id, watch=f"{chain_id}:{watch}",
+                     source=f"{watch}.toml")
+
+    async with MongoClaims(mongo_uri, mongo_db_name) as claims:
+        await claims.claim([claim("A"), claim("B")])
+        await claims.claim([claim("A"), claim("B")])  # a restart, or a standby
+        await claims.claim([claim("B", watch="other")])  # same chain, another watcher
+        assert await claims.names() == {"A", "B"}
+        await claims.claim([claim("A")])  # "shop" no longer watches B ("other" wrote it last)
+        assert await claims.names() == {"A", "B"}
+        await claims.claim([claim("C", watch="other")])  # "other" dropped B: released
+        assert await claims.names() == {"A", "C"}
+        with pytest.raises(ConfigError, match=r"base\.toml: \[\[contracts\]\] A: the name is "
+                                              r"already used on chain 31337"):
+            await claims.claim([claim("A", chain_id=BASE, watch="base")])
+        held = {d["_id"]: d["chain_id"] for d in await claims.list()}
+        assert held == {"A": DEV, "C": DEV}
+        assert await claims.release("A") and not await claims.release("A")
+        await claims.claim([claim("A", chain_id=BASE, watch="base")])
+        assert {d["_id"]: d["chain_id"] for d in await claims.list()} == {"A": BASE, "C": DEV}
