@@ -3,7 +3,8 @@
 // topic; one value per state key that never goes backwards. The client is the @chainpush/client
 // package (clients/js), served at /static/client/.
 import { connect, RecordBook } from "./client/index.js";
-import { amountToken, chainLabel, formatUnits, leaves, shortAddress, valueNode } from "./format.js";
+import { amountToken, chainLabel, formatUnits, leaves, shortAddress, valueNode }
+  from "./format.js";
 
 const $ = (id) => document.getElementById(id);
 const MAX_CARDS = 500; // per list
