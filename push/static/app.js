@@ -77,8 +77,8 @@ function newCard(list, id) {
   card.className = "event";
   card.dataset.id = id;
   card.innerHTML = '<div class="card-head"><span class="name"></span>' +
-    '<span class="chain"></span><span class="status"></span></div><div class="args"></div>' +
-    '<div class="meta"></div>';
+    '<span class="tags"><span class="chain"></span><span class="status"></span></span></div>' +
+    '<div class="args"></div><div class="meta"></div>';
   list.prepend(card);
   while (list.children.length > MAX_CARDS) list.lastElementChild.remove();
   return card;

@@ -262,7 +262,7 @@ def test_run_refuses_two_files_naming_one_contract(tmp_path: Path, mongo_uri: st
 
 
 async def test_the_page_shows_each_records_chain(
-    mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float,
+    mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float, tmp_path: Path,
 ) -> None:
     from playwright.async_api import expect
 
@@ -290,6 +290,10 @@ async def test_the_page_shows_each_records_chain(
                                                      timeout=timeout)
                 await expect(card.locator(".chain")).to_have_text(label)
                 await expect(card.locator(".chain")).to_be_visible()
+        await page.set_viewport_size({"width": 390, "height": 844})
+        await page.screenshot(path=str(tmp_path / "chains-390.png"), full_page=True)
+        assert await page.evaluate(
+            "() => document.documentElement.scrollWidth - window.innerWidth") <= 0
 
 
 async def test_a_push_node_serves_a_name_claimed_after_it_started(
