@@ -1,0 +1,207 @@
+"""Wallet activity in the stepper (``[watch] wallet_activity``, docs/watcher.md §Wallet
+activity), directed cases in the simulation's model world (the random runs with wallet activity
+are part of ``test_watcher_sim.py``)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from chainpush.watcher.decode import checksum
+from chainpush.watcher.stepper import Action, Call, Interested, Save
+from tests.sim.watcher_sim import FAST, OTHER, RECIPIENT, SENDER, Sim, directed
+
+TOKEN = {"standard": "erc20", "symbol": "OTH", "decimals": 18}
+
+
+def wallet_sim(*, wallets: set[str] | None = None, window: int = 4) -> Sim:
+    """A quiet world whose watcher has ``wallet_activity = ["erc20"]``; ``wallets`` have a
+    subscriber (default: the sender of every transfer)."""
+    sim = directed(window=window, k=2, finality_depth=2)
+    sim.watch = replace(sim.watch, wallet_activity=("erc20",))
+    sim.wallet_activity = True
+    sim.interest["user:"] = {checksum(w) for w in (wallets if wallets is not None else {SENDER})}
+    sim.stepper = sim._new_stepper()
+    return sim
+
+
+def erc20(sim: Sim, block: int, *, branch: list[str] | None = None) -> list[dict[str, Any]]:
+    """The stored ``erc20`` messages of the unwatched contract's first log in ``block``."""
+    b = sim.chain.blocks[(branch or sim.chain.canon)[block]]
+    lg = next(lg for lg in b.logs if lg["address"] == OTHER)
+    rid = f"31337:{b.hash}:{int(lg['logIndex'], 16)}:erc20"
+    return [sim.store.docs[m] for m in sim.store.order if sim.store.docs[m]["id"] == rid]
+
+
+def statuses(messages: list[dict[str, Any]]) -> list[str]:
+    return [m["status"] for m in messages]
+
+
+def test_a_transfer_from_a_subscribed_wallet_is_recorded_with_its_token() -> None:
+    sim = wallet_sim()
+    sim.chain.mine(6, logs_of=(OTHER,))
+    sim.catch_up()
+    got = erc20(sim, 6)
+    assert statuses(got) == ["pending"]
+    assert statuses(erc20(sim, 3)) == ["pending", "confirmed"]
+    rec = got[0]
+    assert rec["contract"] == "erc20" and rec["address"] == checksum(OTHER)
+    assert rec["event"] == "Transfer" and rec["args"]["from"] == checksum(SENDER)
+    assert rec["address_paths"] == ["from", "to"]  # routed to user:<from> and user:<to>
+    assert rec["token"] == TOKEN
+    sim.check()
+
+
+def test_the_token_metadata_is_read_once() -> None:
+    sim = wallet_sim()
+    calls: list[str] = []
+
+    def inject(action: Action) -> None:
+        if isinstance(action, Call):
+            calls.extend(p[0]["data"] for m, p in action.calls if m == "eth_call")
+
+    sim.inject = inject
+    sim.chain.mine(5, logs_of=(OTHER, OTHER))
+    sim.catch_up()
+    sim.stepper = sim._new_stepper()  # a restart: the cache comes back from the checkpoint
+    sim.chain.mine(3, logs_of=(OTHER,))
+    sim.catch_up()
+    assert sorted(calls) == ["0x313ce567", "0x95d89b41"]  # decimals(), symbol(): once each
+    assert all(m["token"] == TOKEN for m in sim.store.docs.values())
+    assert sim.checkpoints[sim.stepper.key]["tokens"] == [[checksum(OTHER), "erc20", "OTH", 18]]
+
+
+def test_a_wallet_without_a_subscriber_gets_nothing() -> None:
+    sim = wallet_sim(wallets={"0x" + "77" * 20})
+    sim.chain.mine(5, logs_of=(OTHER,))
+    sim.catch_up()
+    assert sim.store.docs == {}
+
+
+def test_a_transfer_of_a_configured_contract_is_recorded_once() -> None:
+    sim = wallet_sim()
+    sim.chain.mine(5, logs_of=(FAST, OTHER))
+    sim.catch_up()
+    contracts = sorted({d["contract"] for d in sim.store.docs.values()})
+    assert contracts == ["Fast", "erc20"]
+    assert all(d["address"] == checksum(OTHER) for d in sim.store.docs.values()
+               if d["contract"] == "erc20")
+    assert sim.messages(5, FAST) == ["pending"]
+    sim.check()
+
+
+def test_a_reorg_retracts_a_wallet_activity_record() -> None:
+    sim = wallet_sim()
+    sim.chain.mine(6, logs_of=(OTHER,))
+    sim.catch_up()
+    orphan = list(sim.chain.canon)
+    sim.chain.fork(5, logs_of=(OTHER,))
+    sim.catch_up()
+    assert statuses(erc20(sim, 6, branch=orphan)) == ["pending", "removed"]
+    assert statuses(erc20(sim, 6)) == ["pending"]
+    sim.check()
+
+
+def test_activity_is_recorded_from_the_first_subscription_on() -> None:
+    sim = wallet_sim(wallets=set())
+    sim.chain.mine(3, logs_of=(OTHER,))
+    sim.catch_up()
+    sim.interest["user:"] = {checksum(SENDER)}
+    sim.chain.mine(2, logs_of=(OTHER,))
+    sim.catch_up()
+    assert [statuses(erc20(sim, n)) for n in range(1, 6)] == [[], [], [], ["pending"],
+                                                               ["pending"]]
+
+
+def test_redis_away_keeps_the_last_set_across_a_restart() -> None:
+    sim = wallet_sim()
+    sim.chain.mine(2, logs_of=(OTHER,))
+    sim.catch_up()
+    assert sim.checkpoints[sim.stepper.key]["wallets"] == [checksum(SENDER)]
+    sim.interest = {}  # (unused below: Redis is away)
+    original = sim._perform
+
+    def perform(action: Action, f: Any) -> Any:
+        return None if isinstance(action, Interested) else original(action, f)
+
+    sim._perform = perform  # type: ignore[method-assign]
+    sim.stepper = sim._new_stepper()  # restarted while Redis is away
+    sim.chain.mine(2, logs_of=(OTHER,))
+    sim.catch_up()
+    assert statuses(erc20(sim, 4)) == ["pending"]
+
+
+def test_backfill_records_wallet_activity_confirmed() -> None:
+    """Down while more than the window was mined: the blocks are read by ranges."""
+    sim = wallet_sim()
+    sim.chain.mine(1, logs_of=(OTHER,))
+    sim.catch_up()
+    sim.stepper = sim._new_stepper()
+    sim.chain.mine(12, logs_of=(OTHER,))
+    ranges: list[dict[str, object]] = []
+
+    def inject(action: Action) -> None:
+        flt = getattr(action, "log_filter", None)
+        if flt is not None and "address" not in flt:
+            ranges.append(flt)
+
+    sim.inject = inject
+    sim.catch_up()
+    assert ranges  # the wallet filters, by ranges
+    assert statuses(erc20(sim, 5)) == ["confirmed"]
+    assert statuses(erc20(sim, 13)) == ["pending"]
+    sim.check()
+
+
+def test_many_wallets_are_fetched_by_topic_and_selected_here() -> None:
+    sim = wallet_sim(wallets={SENDER, RECIPIENT, "0x" + "77" * 20})
+    sim.stepper.max_filter_addresses = 2
+    seen: list[Any] = []
+
+    def inject(action: Action) -> None:
+        if isinstance(action, Call):
+            seen.extend(p[0]["topics"] for m, p in action.calls
+                        if m == "eth_getLogs" and "address" not in p[0])
+
+    sim.inject = inject
+    sim.chain.mine(4, logs_of=(FAST, OTHER))
+    sim.catch_up()
+    assert seen and all(len(t) == 1 for t in seen)  # topic0 only
+    assert statuses(erc20(sim, 4)) == ["pending"]
+    assert {d["contract"] for d in sim.store.docs.values()} == {"Fast", "erc20"}
+    sim.check()
+
+
+def test_a_reverting_metadata_call_gives_null_fields() -> None:
+    sim = wallet_sim()
+    original = sim._answer
+
+    def answer(method: str, params: list[Any], f: Any) -> Any:
+        if method == "eth_call":
+            from chainpush.watcher.errors import RPCError
+            raise RPCError("execution reverted", method=method)
+        return original(method, params, f)
+
+    sim._answer = answer  # type: ignore[method-assign]
+    sim.chain.mine(2, logs_of=(OTHER,))
+    sim.catch_up()
+    assert erc20(sim, 2)[0]["token"] == {"standard": "erc20", "symbol": None,
+                                         "decimals": None}
+
+
+def test_the_checkpoint_holds_the_wallets_in_force_with_each_step() -> None:
+    sim = wallet_sim()
+    saved: list[list[str]] = []
+
+    def inject(action: Action) -> None:
+        if isinstance(action, Save):
+            saved.append(action.state["wallets"])
+
+    sim.inject = inject
+    sim.chain.mine(1, logs_of=(OTHER,))
+    sim.catch_up()
+    sim.interest["user:"] = {checksum(SENDER), checksum(RECIPIENT)}
+    sim.chain.mine(1, logs_of=(OTHER,))
+    sim.catch_up()
+    assert saved[0] == [checksum(SENDER)]
+    assert saved[-1] == sorted([checksum(SENDER), checksum(RECIPIENT)])
