@@ -36,6 +36,12 @@ fetch are read by a request of their own (by address, or by topic once there are
 ``max_filter_addresses``); a reorg un-discovers the children of the blocks it orphans before the
 new branch is read. The child set is part of the committed state (``children``).
 
+Wallet activity (``watcher.wallets``, ``[watch] wallet_activity``): every pass of the loop asks
+``Interested("user:")`` for the wallets with a subscriber (None: keep the set in force, which is
+part of the committed state, ``wallets``); live steps and backfill chunks fetch those wallets'
+standard transfers of any contract with filters of their own, skip configured contracts' and
+children's logs, and read each new token's ``symbol()``/``decimals()`` once (``tokens``).
+
 Invariants (checked by the simulation at the end of every run): every canonical log has exactly
 one live final message; every record emitted for a block that left the canonical chain has a
 ``removed`` after it; nothing confirmed that is not canonical; each message id stored once —
@@ -982,6 +988,11 @@ class Stepper:
             self.bound = replace(self.bound, confirmations={
                 **dict.fromkeys(watch.wallet_activity, watch.confirmations),
                 **self.bound.confirmations})
+
+    @property
+    def wallets_in_force(self) -> int:
+        """How many wallets' activity the current session follows (0 without one)."""
+        return 0 if self._s is None else len(self._s.wallets)
 
     def _wallets_doc(self) -> dict[str, Any]:
         """The checkpoint's part: the wallets in force and the token metadata read (compact:

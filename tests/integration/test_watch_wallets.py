@@ -226,6 +226,7 @@ async def test_redis_away_keeps_the_last_set_of_wallets_across_a_restart(
             after = await asyncio.to_thread(transfer, url, plain, WALLET, 3)
             await caught_up()
             assert watcher.metrics.counters["chainpush_watch_redis_errors_total"] >= 1
+            assert "chainpush_watch_wallets 1\n" in watcher.render_metrics()
     finally:
         server.stop()
     docs = await asyncio.to_thread(ws.stored_docs, mongo_uri, mongo_db_name)
