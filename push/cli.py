@@ -318,21 +318,38 @@ def cmd_push(args: argparse.Namespace) -> int:
     cfg = settings.push
     if cfg.workers > 1 and args.worker is None:
         return _supervise(cfg.workers)
+    metrics_port = cfg.metrics_port
     if args.worker is not None:
-        # one of the workers: its own node id (registry entry, inbox), the host's public URL
+        # one of the workers: its own node id (registry entry, inbox), the host's public URL,
+        # its own scrape port
         cfg = dataclasses.replace(cfg, node_id=f"{cfg.node_id}-{args.worker}",
                                   public_url=cfg.public_url or cfg.url)
+        if metrics_port is not None:
+            metrics_port += args.worker
 
     async def serve() -> None:
+        from chainpush.scrape import serve_scrape
+
         async with contextlib.AsyncExitStack() as stack:
             suggestion = _free_near(cfg.host, cfg.port)
             async with _listening(f"push node {cfg.node_id}", cfg.host, cfg.port,
                                   f"chainpush push --port {suggestion}   # or [push] port"):
                 node = await stack.enter_async_context(
                     PushNode(cfg, tokens=settings.tokens, stores=settings.stores))
+            async with _listening(f"push node {cfg.node_id} metrics", "127.0.0.1",
+                                  metrics_port or 0, "[push] metrics_port = "
+                                  f"{_free_near('127.0.0.1', metrics_port or 0, cfg.workers)}"):
+                await stack.enter_async_context(serve_scrape(
+                    node.metrics.render, lambda: _node_health(node), metrics_port,
+                    setting="[push] metrics_port"))
             await node.run()
 
     return _run_reporting("push", serve)
+
+
+def _node_health(node: Any) -> tuple[int, Any]:
+    health = node.health()
+    return (200 if health["redis"] else 503), health
 
 
 def _supervise(workers: int) -> int:

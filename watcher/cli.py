@@ -160,37 +160,14 @@ async def serve_metrics(watcher: Any, port: int | None) -> AsyncIterator[int | N
     """``/metrics`` (Prometheus text: leader 0|1, lease generation, blocks, records, reorgs,
     fenced writes) and ``/healthz`` (JSON) of ``watcher`` on 127.0.0.1:``port`` (0: a free
     port; None: nothing served). Yields the port."""
-    if port is None:
-        yield None
-        return
-    from aiohttp import web
+    from chainpush.scrape import ScrapePortError, serve_scrape
 
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(text=watcher.render_metrics(),
-                            content_type="text/plain", charset="utf-8")
-
-    async def healthz(_: web.Request) -> web.Response:
-        return web.json_response(watcher.health())
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
     try:
-        site = web.TCPSite(runner, "127.0.0.1", port)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise ConfigError(f"[watch] metrics_port {port}: cannot listen on 127.0.0.1 "
-                              f"({exc})") from exc
-        bound = port
-        for sock in runner.addresses:
-            bound = int(sock[1])
-        logger.info("metrics on http://127.0.0.1:%d/metrics", bound)
-        yield bound
-    finally:
-        await runner.cleanup()
+        async with serve_scrape(watcher.render_metrics, lambda: (200, watcher.health()), port,
+                                setting="[watch] metrics_port") as bound:
+            yield bound
+    except ScrapePortError as exc:
+        raise ConfigError(str(exc.strerror)) from exc
 
 
 async def _run(config: Config, sink_kind: str) -> None:

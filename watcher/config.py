@@ -560,6 +560,13 @@ name = "CallDemo"
 [[contracts.state]]
 function = "get"
 on = ["ValueChanged"]
+
+[[contracts]]
+name = "DemoFactory"
+
+[[contracts]]
+name = "DemoPair"                       # every pair DemoFactory creates, from its creation block
+factory = {contract = "DemoFactory", event = "PairCreated", arg = "pair"}
 """
 
 
