@@ -1105,11 +1105,15 @@ class Stepper:
 
     def _read_token(self, rec: EventRecord) -> Generator[Action, Any, TokenInfo]:
         """``symbol()`` / ``decimals()`` of ``rec``'s token at its block, one optional call
-        each (a revert answers None for that field, for good)."""
+        each; an error there (a revert, or state a non-archive node pruned: a backfill of old
+        blocks) is asked again at ``latest``, and a second error gives None for good."""
         answers: dict[str, str | None] = {}
         for selector in metadata_calls(rec.contract):
-            got = yield Call((("eth_call", [{"to": rec.address, "data": selector},
-                                            {"blockHash": rec.block_hash}]),), optional=True)
+            call = {"to": rec.address, "data": selector}
+            got = yield Call((("eth_call", [call, {"blockHash": rec.block_hash}]),),
+                             optional=True)
+            if got is None:
+                got = yield Call((("eth_call", [call, "latest"]),), optional=True)
             answers[selector] = None if got is None else got[0]
         info = token_info(rec.contract, answers)
         logger.info("token %s (%s): symbol %r, decimals %s", rec.address, rec.contract,

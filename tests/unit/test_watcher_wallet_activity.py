@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from chainpush.watcher.decode import checksum
+from chainpush.watcher.errors import RPCError
 from chainpush.watcher.stepper import Action, Call, Interested, Save
 from tests.sim.watcher_sim import FAST, OTHER, RECIPIENT, SENDER, Sim, directed
 
@@ -178,7 +179,6 @@ def test_a_reverting_metadata_call_gives_null_fields() -> None:
 
     def answer(method: str, params: list[Any], f: Any) -> Any:
         if method == "eth_call":
-            from chainpush.watcher.errors import RPCError
             raise RPCError("execution reverted", method=method)
         return original(method, params, f)
 
@@ -205,3 +205,25 @@ def test_the_checkpoint_holds_the_wallets_in_force_with_each_step() -> None:
     sim.catch_up()
     assert saved[0] == [checksum(SENDER)]
     assert saved[-1] == sorted([checksum(SENDER), checksum(RECIPIENT)])
+
+
+def test_metadata_missing_at_the_block_is_read_at_latest() -> None:
+    """A node without the state of the record's block (non-archive, old backfill): the call is
+    asked again at ``latest``."""
+    sim = wallet_sim()
+    original = sim._answer
+    asked: list[object] = []
+
+    def answer(method: str, params: list[Any], f: Any) -> Any:
+        if method == "eth_call":
+            asked.append(params[1])
+            if params[1] != "latest":
+                raise RPCError("missing trie node", method=method)
+            return original(method, [params[0], {"blockHash": sim.chain.canon[-1]}], f)
+        return original(method, params, f)
+
+    sim._answer = answer  # type: ignore[method-assign]
+    sim.chain.mine(2, logs_of=(OTHER,))
+    sim.catch_up()
+    assert erc20(sim, 2)[0]["token"] == TOKEN
+    assert asked.count("latest") == 2  # symbol() and decimals(), once each
