@@ -5,10 +5,14 @@ are part of ``test_watcher_sim.py``)."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from chainpush.watcher.config import Config
 from chainpush.watcher.decode import checksum
-from chainpush.watcher.errors import RPCError
+from chainpush.watcher.errors import ConfigError, RPCError
 from chainpush.watcher.stepper import Action, Call, Interested, Save
 from tests.sim.watcher_sim import FAST, OTHER, RECIPIENT, SENDER, Sim, directed
 
@@ -227,3 +231,38 @@ def test_metadata_missing_at_the_block_is_read_at_latest() -> None:
     sim.catch_up()
     assert erc20(sim, 2)[0]["token"] == TOKEN
     assert asked.count("latest") == 2  # symbol() and decimals(), once each
+
+
+# --- [watch] wallet_activity -------------------------------------------------------------------
+
+def _config(watch: dict[str, Any], name: str = "Token") -> Config:
+    return Config.from_mapping(
+        {"watch": watch, "contracts": [{"name": name, "address": "0x" + "12" * 20}]},
+        source="t.toml", base=Path("/"))
+
+
+def test_the_key_takes_a_list_of_the_standards() -> None:
+    assert _config({"wallet_activity": ["erc721", "erc20"]}).watch.wallet_activity == (
+        "erc721", "erc20")
+    assert _config({}).watch.wallet_activity == ()
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (["erc20", "erc777"], "t.toml: [watch] wallet_activity: unknown standard(s) 'erc777' "
+                          "(expected some of: erc20, erc721, erc1155)"),
+    ("erc20", "t.toml: [watch] wallet_activity must be a list of some of 'erc20', 'erc721', "
+              "'erc1155', got 'erc20'"),
+    (["erc20", "erc20"], "t.toml: [watch] wallet_activity: a standard is listed twice"),
+])
+def test_a_bad_value_is_refused_naming_the_key_and_the_choices(value: object,
+                                                               message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        _config({"wallet_activity": value})
+    assert str(info.value).startswith(message)
+
+
+def test_a_contract_named_like_a_standard_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"\[\[contracts\]\] name 'erc20' is taken by "
+                                          r"\[watch\] wallet_activity"):
+        _config({"wallet_activity": ["erc20"]}, name="erc20")
+    assert _config({"wallet_activity": ["erc721"]}, name="erc20").contracts[0].name == "erc20"
