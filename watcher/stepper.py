@@ -71,12 +71,16 @@ from chainpush.watcher.wallets import (
     WalletActivity,
     is_wallet,
     metadata_calls,
+    pad,
     token_info,
 )
 
 logger = logging.getLogger(__name__)
 
 BACKOFF_BASE_S = 0.2
+#: token metadata kept (wallet activity; in the checkpoint, ~70 bytes each): airdropped spam
+#: tokens must not grow the checkpoint without bound; a token that left is read again
+MAX_TOKENS = 10_000
 BACKOFF_MAX_S = 15.0
 
 RpcCall = tuple[str, list[Any]]
@@ -670,7 +674,7 @@ class Stepper:
                                 child.hash)
         survivors = surviving_blocks(events)
         logs_by_block, values = yield from self._live_fetch(list(survivors.values()), blooms)
-        wallet = yield from self._wallet_live(list(survivors.values()))
+        wallet = yield from self._wallet_live(list(survivors.values()), blooms)
         decoder = self.decoder
 
         def records_of(header: Header) -> list[Record]:
@@ -983,6 +987,7 @@ class Stepper:
             if watch.wallet_activity else None)
         #: token metadata read in this process (a failed session does not read it again)
         self._tokens: dict[tuple[str, str], TokenInfo] = {}
+        self._bloom_of_wallets: tuple[frozenset[str], LogBloom] | None = None
         if watch.wallet_activity:
             # records of the standards are confirmed like a contract's: `[watch] confirmations`
             self.bound = replace(self.bound, confirmations={
@@ -1002,7 +1007,7 @@ class Stepper:
         s = self._sess()
         return {"wallets": sorted(s.wallets),
                 "tokens": [[address, standard, info.symbol, info.decimals]
-                           for (standard, address), info in sorted(s.tokens.items())]}
+                           for (standard, address), info in s.tokens.items()]}
 
     def _restore_wallets(self, committed: dict[str, Any]) -> None:
         s = self._sess()
@@ -1032,11 +1037,15 @@ class Stepper:
         self.wallets.max_addresses = self.max_filter_addresses
         return self.wallets.filters(self._sess().wallets)
 
-    def _wallet_live(self, headers: list[Header]
+    def _wallet_live(self, headers: list[Header], blooms: dict[str, str | None]
                      ) -> Generator[Action, Any, dict[str, list[EventRecord]]]:
         """The wallet-activity records of ``headers`` (logs by block hash, every filter in one
-        batch), per block hash."""
+        batch), per block hash. A block whose ``logsBloom`` proves it holds no standard
+        transfer from or to a wallet in force is not asked (most blocks, for few wallets)."""
         filters = self._wallet_filters()
+        if filters:
+            bloom = self._wallet_bloom()
+            headers = [h for h in headers if bloom.may_match(blooms.get(h.hash))]
         if not filters or not headers:
             return {}
         pairs = [(h, flt) for flt in filters for h in headers]
@@ -1054,6 +1063,15 @@ class Stepper:
         for rec in recs:
             out.setdefault(rec.block_hash, []).append(rec)
         return out
+
+    def _wallet_bloom(self) -> LogBloom:
+        """The bloom check of the wallets in force (as topics) and the standards' topic0s."""
+        wa, s = self.wallets, self._sess()
+        assert wa is not None
+        if self._bloom_of_wallets is None or self._bloom_of_wallets[0] is not s.wallets:
+            self._bloom_of_wallets = (s.wallets, LogBloom([pad(w) for w in s.wallets],
+                                                          wa.topic0s()))
+        return self._bloom_of_wallets[1]
 
     def _wallet_range(self, span: tuple[int, int]) -> Generator[Action, Any, list[RawLog]]:
         """The logs of blocks ``span`` that the wallet filters find (by ranges)."""
@@ -1096,11 +1114,21 @@ class Stepper:
                 continue
             self.decoder.stats.decoded += 1
             out.append(rec)
+        found: dict[tuple[str, str], TokenInfo] = {}
         for rec in out:
             key = (rec.contract, rec.address)
-            if key not in s.tokens:
-                s.tokens[key] = self._tokens[key] = yield from self._read_token(rec)
-        return [replace(rec, token=s.tokens[(rec.contract, rec.address)].to_dict())
+            if key not in found:
+                info = s.tokens.get(key)
+                if info is None:
+                    info = self._tokens[key] = yield from self._read_token(rec)
+                found[key] = info
+        for key, info in found.items():  # the most recent last: the oldest leave first
+            s.tokens.pop(key, None)
+            s.tokens[key] = info
+        for cache in (s.tokens, self._tokens):
+            while len(cache) > MAX_TOKENS:
+                del cache[next(iter(cache))]
+        return [replace(rec, token=found[(rec.contract, rec.address)].to_dict())
                 for rec in out]
 
     def _read_token(self, rec: EventRecord) -> Generator[Action, Any, TokenInfo]:

@@ -112,6 +112,10 @@ class WalletActivity:
                 self._shapes[(ev.topic0, ev.topic_count)] = _Shape(
                     std, EventDecoder.compile(std, ev), positions)
 
+    def topic0s(self) -> list[str]:
+        """The topic0s of the enabled standards' transfer events."""
+        return sorted({topic0 for topic0, _ in self._shapes})
+
     def filters(self, wallets: Collection[str]) -> list[dict[str, object]]:
         """The ``eth_getLogs`` filters (no ``address``: any contract) of transfers from or to
         ``wallets`` (topic0 only beyond ``max_addresses`` wallets: ``select`` filters)."""

@@ -14,7 +14,7 @@ from chainpush.watcher.config import Config
 from chainpush.watcher.decode import checksum
 from chainpush.watcher.errors import ConfigError, RPCError
 from chainpush.watcher.stepper import Action, Call, Interested, Save
-from tests.sim.watcher_sim import FAST, OTHER, RECIPIENT, SENDER, Sim, directed
+from tests.sim.watcher_sim import FAST, OTHER, RECIPIENT, SENDER, SLOW, Sim, directed
 
 TOKEN = {"standard": "erc20", "symbol": "OTH", "decimals": 18}
 
@@ -81,6 +81,25 @@ def test_a_wallet_without_a_subscriber_gets_nothing() -> None:
     sim.chain.mine(5, logs_of=(OTHER,))
     sim.catch_up()
     assert sim.store.docs == {}
+
+
+def test_a_block_whose_bloom_has_no_wallet_transfer_is_not_asked() -> None:
+    sim = wallet_sim(wallets={"0x" + "77" * 20})
+    asked: list[str] = []
+
+    def inject(action: Action) -> None:
+        if isinstance(action, Call):
+            asked.extend(p[0]["blockHash"] for m, p in action.calls
+                         if m == "eth_getLogs" and "address" not in p[0])
+
+    sim.inject = inject
+    sim.chain.mine(5, logs_of=(OTHER,))
+    sim.catch_up()
+    assert asked == []
+    sim.interest["user:"] = {checksum(SENDER)}
+    sim.chain.mine(1, logs_of=(OTHER,))
+    sim.catch_up()
+    assert set(asked) == {sim.chain.canon[6]}
 
 
 def test_a_transfer_of_a_configured_contract_is_recorded_once() -> None:
@@ -266,3 +285,16 @@ def test_a_contract_named_like_a_standard_is_refused() -> None:
                                           r"\[watch\] wallet_activity"):
         _config({"wallet_activity": ["erc20"]}, name="erc20")
     assert _config({"wallet_activity": ["erc721"]}, name="erc20").contracts[0].name == "erc20"
+
+
+def test_the_token_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airdropped spam tokens must not grow the checkpoint for ever: the oldest leave."""
+    monkeypatch.setattr("chainpush.watcher.stepper.MAX_TOKENS", 1)
+    sim = wallet_sim()
+    sim.bound = replace(sim.bound.only({"Fast"}), confirmations={"Fast": 0})  # Slow: any token
+    sim.stepper = sim._new_stepper()
+    sim.chain.mine(1, logs_of=(OTHER,))
+    sim.chain.mine(1, logs_of=(SLOW,))
+    sim.catch_up()
+    assert sim.checkpoints[sim.stepper.key]["tokens"] == [[checksum(SLOW), "erc20", "OTH", 18]]
+    assert {d["address"] for d in sim.store.docs.values()} == {checksum(OTHER), checksum(SLOW)}
