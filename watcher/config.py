@@ -29,6 +29,8 @@ Sections this module reads (others, e.g. ``[push]``, belong to other components 
     lease_s = 3.0              # one active watcher per name: a standby takes over after this
     lease_renew_s = 1.0        # the leader renews this often (default lease_s / 3)
     metrics_port = 9464        # /metrics and /healthz on 127.0.0.1 (default: not served)
+    wallet_activity = ["erc20", "erc721", "erc1155"]   # standard transfers of any contract
+                               # from/to a wallet with a `user:` subscriber (default: none)
 
     [[contracts]]
     name = "DemoToken"
@@ -68,6 +70,7 @@ from typing import Any, Literal
 from chainpush.logs import redact_url
 from chainpush.watcher.artifacts import DEFAULT_ABI_DIRS, DEFAULT_IGNITION_DIR
 from chainpush.watcher.errors import ConfigError
+from chainpush.watcher.wallets import STANDARDS, check_standards
 
 DEFAULT_MONGO_URI = "mongodb://127.0.0.1:27018/?directConnection=true"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6390/0"
@@ -85,6 +88,14 @@ def _check_keys(data: Mapping[str, Any], allowed: set[str], source: str, section
             f"{source}: unknown key(s) {', '.join(unknown)} in {section} "
             f"(expected: {', '.join(sorted(allowed))})"
         )
+
+
+def _standards(value: Any) -> tuple[str, ...]:
+    """``[watch] wallet_activity``: a list of standard names (checked by ``WatchConfig``)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"[watch] wallet_activity must be a list of some of "
+                          f"{', '.join(map(repr, STANDARDS))}, got {value!r}")
+    return tuple(value)
 
 
 def _as_list(value: Any, key: str) -> list[str]:
@@ -163,6 +174,9 @@ class WatchConfig:
     lease_renew_s: float = 1.0
     #: serve ``/metrics`` and ``/healthz`` on 127.0.0.1:<port> (None: not served)
     metrics_port: int | None = None
+    #: token standards whose transfers of *any* contract from or to a wallet with a ``user:``
+    #: subscriber are recorded (``watcher.wallets``); empty: off
+    wallet_activity: tuple[str, ...] = ()
 
     @property
     def abi_dir(self) -> Path:
@@ -210,6 +224,7 @@ class WatchConfig:
                 f"[watch] metrics_port must be 0 … 65535 (0: any free port), got "
                 f"{self.metrics_port}"
             )
+        check_standards(self.wallet_activity, "[watch] wallet_activity")
 
 
 Trigger = Literal["block"] | tuple[str, ...]
@@ -310,6 +325,11 @@ class Config:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ConfigError(f"[[contracts]] names must be unique, repeated: {', '.join(dupes)}")
+        clash = sorted(set(names) & set(self.watch.wallet_activity))
+        if clash:
+            raise ConfigError(
+                f"[[contracts]] name {clash[0]!r} is taken by [watch] wallet_activity (its "
+                f"records are contract {clash[0]!r}): rename the contract")
         for c in self.contracts:
             k = self.confirmations(c)
             if k >= self.watch.reorg_window:
@@ -360,7 +380,7 @@ class Config:
                                 "reorg_window", "finality_depth", "finality", "abi_dir",
                                 "deployments", "ignition", "live_batch_blocks",
                                 "progress_interval_s", "lease_s", "lease_renew_s",
-                                "metrics_port"},
+                                "metrics_port", "wallet_activity"},
                     source, "[watch]")
         reorg_window = int(watch_raw.get("reorg_window", 64))
         lease_s = float(watch_raw.get("lease_s", 3.0))
@@ -385,6 +405,7 @@ class Config:
             lease_renew_s=float(watch_raw.get("lease_renew_s", lease_s / 3)),
             metrics_port=(int(watch_raw["metrics_port"]) if "metrics_port" in watch_raw
                           else None),
+            wallet_activity=_standards(watch_raw.get("wallet_activity", [])),
         )
         contracts_raw = data.get("contracts", [])
         if not isinstance(contracts_raw, list):
@@ -419,6 +440,7 @@ class Config:
                 "ignition": str(self.watch.ignition) if self.watch.ignition else None,
                 "lease_s": self.watch.lease_s, "lease_renew_s": self.watch.lease_renew_s,
                 "metrics_port": self.watch.metrics_port,
+                "wallet_activity": list(self.watch.wallet_activity),
             },
             "contracts": [
                 {"name": c.name, "abi": c.abi, "address": c.address, "deployment": c.deployment,

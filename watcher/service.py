@@ -180,6 +180,10 @@ class Watcher(AsyncResource):
                   "standby")
         m.counter("chainpush_watch_redis_errors_total", "failed reads of the subscribers' "
                   "topics from the Redis registry (the last answer is kept)")
+        if self.config.watch.wallet_activity:
+            m.gauge("chainpush_watch_wallets", "wallets with a user: subscriber whose token "
+                    "transfers are followed ([watch] wallet_activity)",
+                    lambda: float(self._stepper.wallets_in_force if self._stepper else 0))
 
     def render_metrics(self) -> str:
         """``/metrics``: the Prometheus text of ``metrics``, the stats counters brought up to
