@@ -75,6 +75,10 @@ SUBSCRIBE_TIMEOUT_S = 5.0
 #: how often the contract names watchers claimed (``watcher.claims``) are read again: a
 #: watcher of another chain started after this node is served within this long
 CLAIMS_REFRESH_S = 5.0
+#: the ``contract:`` names of wallet activity (``[watch] wallet_activity``: the standard
+#: transfers of any token, ``watcher.wallets.STANDARDS``): served on every node, one topic per
+#: standard for the whole deployment (every chain's, told apart by ``chain_id``), not claimed
+WALLET_STANDARDS = frozenset({"erc20", "erc721", "erc1155"})
 #: how long one read of the claims may wait for MongoDB (the first delays the node's start)
 CLAIMS_TIMEOUT_S = 2.0
 #: subscribes that read their head (Redis registration + MongoDB) at the same time.
@@ -111,7 +115,7 @@ class PushNode(AsyncResource):
         #: this deployment claimed (any chain: ``watcher.claims``), added by ``_claims_loop``
         #: in place (the sessions share this set)
         self.contract_names: set[str] | None = (
-            None if config.contracts is None else set(config.contracts))
+            None if config.contracts is None else {*config.contracts, *WALLET_STANDARDS})
         self.session_config = SessionConfig(
             node_id=config.node_id, tokens=tokens, heartbeat_s=config.ping_interval_s,
             limits=SessionLimits(

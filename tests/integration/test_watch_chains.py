@@ -151,7 +151,8 @@ async def test_one_watcher_per_chain_and_a_wallets_topic_carries_both_chains(
         tok = token("alice", wallets=(WALLET,))
         async with push_node(cfg, "chains-1", unit, contracts=("DemoToken",)) as node, \
                 Client.connect(node.url, tok) as client:
-            assert node.contract_names == {"DemoToken", "DemoToken_base"}
+            assert node.contract_names == {"DemoToken", "DemoToken_base", "erc20", "erc721",
+                                           "erc1155"}
             for topic in (f"user:{WALLET}", "contract:DemoToken", "contract:DemoToken_base"):
                 answer = await client.subscribe(topic, since=0)
                 assert answer["type"] == "subscribed", answer
@@ -312,6 +313,8 @@ async def test_a_push_node_serves_a_name_claimed_after_it_started(
             Client.connect(node.url, token("alice")) as client:
         refused = await client.subscribe("contract:DemoToken_base", since=0)
         assert refused["type"] == "error" and refused["code"] == "unknown_topic", refused
+        # wallet activity's topics are every chain's: served without a claim
+        assert (await client.subscribe("contract:erc20", since=0))["type"] == "subscribed"
         async with MongoClaims(mongo_uri, mongo_db_name) as claims:
             await claims.claim([Claim(name="DemoToken_base", chain_id=BASE,
                                       watch=f"{BASE}:shop")])

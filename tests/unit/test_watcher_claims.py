@@ -74,3 +74,10 @@ def test_several_configs_of_one_chain_must_not_share_a_watch_name(tmp_path: Path
     check_several([a, config(tmp_path, "c.toml", chain(8453, "B"))])
     check_several([a, config(tmp_path, "d.toml", chain(1, "B", watch="other"))])
     check_several([a, config(tmp_path, "e.toml", chain(None, "B"))])
+
+
+def test_push_nodes_serve_the_wallet_activity_topics_of_every_standard() -> None:
+    from chainpush.push.node import WALLET_STANDARDS
+    from chainpush.watcher.wallets import STANDARDS
+
+    assert frozenset(STANDARDS) == WALLET_STANDARDS
