@@ -59,6 +59,8 @@ class Claim:
     addresses: tuple[str, ...] = ()
     #: the config file, for the error a later clash shows
     source: str = ""
+    #: the ``[[contracts]] abi`` (for the fix the error suggests: a new name, the same ABI)
+    abi: str = ""
 
     def doc(self, now: float) -> dict[str, Any]:
         return {"_id": self.name, "chain_id": self.chain_id, "watch": self.watch,
@@ -81,9 +83,9 @@ def conflict(claim: Claim, held: Mapping[str, Any], *, database: str) -> str | N
             f"({where}) in database {database}.{CONTRACTS}; this watcher ({claim.watch}) is on "
             f"chain {claim.chain_id}. Contract names are unique per deployment (topics "
             f"contract:{name} / state:{name} carry one chain): rename it here (name = "
-            f"\"{name}_{claim.chain_id}\", abi = the same ABI), or, if chain {other} no longer "
-            f"watches it, release the name: chainpush watch --config {claim.source or '…'} "
-            f"--release-claim {name}")
+            f"\"{name}_{claim.chain_id}\", abi = \"{claim.abi or name}\"), or, if chain {other} "
+            f"no longer watches it, release the name: chainpush watch --config "
+            f"{claim.source or '…'} --release-claim {name}")
 
 
 class MongoClaims:
@@ -196,7 +198,8 @@ def claims_of(config: Config, bound: Bound) -> list[Claim]:
     for spec in bound.specs:
         addresses.setdefault(spec.name, []).append(spec.address)
     return [Claim(name=c.name, chain_id=bound.chain_id, watch=key,
-                  addresses=tuple(addresses.get(c.name, ())), source=config.source)
+                  addresses=tuple(addresses.get(c.name, ())), source=config.source,
+                  abi=c.abi)
             for c in config.contracts]
 
 

@@ -37,7 +37,7 @@ def test_a_name_held_by_another_chain_is_refused_naming_both_and_the_fix() -> No
     for part in ("base.toml: [[contracts]] DemoToken", "already used on chain 1",
                  "watcher 1:shop", "mainnet.toml", "0xA0b86991", "shop.contracts",
                  "(8453:demo) is on chain 8453", "unique per deployment",
-                 'name = "DemoToken_8453"',
+                 'name = "DemoToken_8453", abi = "DemoToken"',
                  "chainpush watch --config base.toml --release-claim DemoToken"):
         assert part in message, (part, message)
 
