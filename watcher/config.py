@@ -325,11 +325,14 @@ class Config:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ConfigError(f"[[contracts]] names must be unique, repeated: {', '.join(dupes)}")
-        clash = sorted(set(names) & set(self.watch.wallet_activity))
+        # reserved whether or not this file turns wallet activity on: another chain's watcher
+        # of the same deployment may, and topics are not qualified by chain (seams §3)
+        clash = sorted(set(names) & set(STANDARDS))
         if clash:
             raise ConfigError(
                 f"[[contracts]] name {clash[0]!r} is taken by [watch] wallet_activity (its "
-                f"records are contract {clash[0]!r}): rename the contract")
+                f"records are contract {clash[0]!r}, on every chain of the deployment): "
+                "rename the contract")
         for c in self.contracts:
             k = self.confirmations(c)
             if k >= self.watch.reorg_window:

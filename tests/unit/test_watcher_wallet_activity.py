@@ -284,7 +284,11 @@ def test_a_contract_named_like_a_standard_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"\[\[contracts\]\] name 'erc20' is taken by "
                                           r"\[watch\] wallet_activity"):
         _config({"wallet_activity": ["erc20"]}, name="erc20")
-    assert _config({"wallet_activity": ["erc721"]}, name="erc20").contracts[0].name == "erc20"
+    # reserved even where this file does not turn it on: another chain's watcher may
+    with pytest.raises(ConfigError, match="on every chain of the deployment"):
+        _config({"wallet_activity": ["erc721"]}, name="erc20")
+    with pytest.raises(ConfigError, match="name 'erc1155' is taken"):
+        _config({}, name="erc1155")
 
 
 def test_the_token_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
