@@ -22,6 +22,14 @@ TxEvent = Literal["pending", "mined", "replaced", "dropped"]
 STATUSES: tuple[Status, ...] = ("pending", "confirmed", "removed")
 
 
+class TokenDict(TypedDict):
+    """A wallet-activity record's token (docs/seams.md §1): read once per token."""
+
+    standard: str
+    symbol: str | None
+    decimals: int | None
+
+
 class RecordDict(TypedDict):
     """The JSON-safe record of ``docs/seams.md`` §1."""
 
@@ -42,6 +50,8 @@ class RecordDict(TypedDict):
     incarnation: NotRequired[int]
     #: paths of the address-typed args (docs/seams.md §1); absent on records made before it
     address_paths: NotRequired[list[str]]
+    #: wallet activity only (``[watch] wallet_activity``, docs/seams.md §1)
+    token: NotRequired[TokenDict]
 
 
 def event_id(chain_id: int, block_hash: str, log_index: int) -> str:
@@ -83,10 +93,15 @@ class EventRecord:
     #: paths (filter syntax) of the ``address``-typed args, from the ABI; ``None``: not known
     #: (a record restored from a checkpoint written before the field existed)
     address_paths: tuple[str, ...] | None = None
+    #: wallet activity (``watcher.wallets``): the token's standard, symbol and decimals; its id
+    #: then ends with ``:<standard>`` (a log of a token later added to ``[[contracts]]`` gets
+    #: a record of that contract too, under the plain id: never taken for a duplicate)
+    token: TokenDict | None = None
 
     @property
     def id(self) -> str:
-        return event_id(self.chain_id, self.block_hash, self.log_index)
+        base = event_id(self.chain_id, self.block_hash, self.log_index)
+        return base if self.token is None else f"{base}:{self.token['standard']}"
 
     @property
     def message_id(self) -> str:
@@ -110,6 +125,9 @@ class EventRecord:
         }
         if self.address_paths is not None:
             out["address_paths"] = list(self.address_paths)
+        if self.token is not None:
+            out["token"] = {"standard": self.token["standard"], "symbol": self.token["symbol"],
+                            "decimals": self.token["decimals"]}
         return out
 
 
@@ -278,4 +296,5 @@ def record_from_dict(data: RecordDict | dict[str, Any]) -> Record:
         block_timestamp=d["block_timestamp"], tx_hash=d["tx_hash"], log_index=d["log_index"],
         status=status, incarnation=int(d.get("incarnation") or 0),
         address_paths=tuple(d["address_paths"]) if d.get("address_paths") is not None else None,
+        token=cast(TokenDict, dict(d["token"])) if d.get("token") is not None else None,
     )

@@ -17,6 +17,15 @@ export interface ChainRecord {
   status: "pending" | "confirmed" | "removed";
   incarnation?: number;
   address_paths?: string[];
+  /** Wallet activity only (`contract` "erc20" | "erc721" | "erc1155"): the token, read once. */
+  token?: TokenInfo;
+}
+
+/** A wallet-activity record's token (docs/seams.md §1); null where the token did not answer. */
+export interface TokenInfo {
+  standard: "erc20" | "erc721" | "erc1155";
+  symbol: string | null;
+  decimals: number | null;
 }
 
 /** A `message` frame (docs/protocol.md §5). */

@@ -3,7 +3,8 @@
 // topic; one value per state key that never goes backwards. The client is the @chainpush/client
 // package (clients/js), served at /static/client/.
 import { connect, RecordBook } from "./client/index.js";
-import { amountToken, formatUnits, leaves, shortAddress, valueNode } from "./format.js";
+import { amountToken, chainLabel, formatUnits, leaves, shortAddress, valueNode }
+  from "./format.js";
 import { TxCard } from "./txcard.js";
 
 const $ = (id) => document.getElementById(id);
@@ -78,7 +79,8 @@ function newCard(list, id) {
   card.className = "event";
   card.dataset.id = id;
   card.innerHTML = '<div class="card-head"><span class="name"></span>' +
-    '<span class="status"></span></div><div class="args"></div><div class="meta"></div>';
+    '<span class="tags"><span class="chain"></span><span class="status"></span></span></div>' +
+    '<div class="args"></div><div class="meta"></div>';
   list.prepend(card);
   while (list.children.length > MAX_CARDS) list.lastElementChild.remove();
   return card;
@@ -96,6 +98,9 @@ function fill(card, r, msg) {
   card.dataset.offset = String(msg.offset);
   card.dataset.topic = msg.topic;
   card.querySelector(".name").textContent = r.contract + "." + r.event;
+  // several chains may feed one page (docs/watcher.md, Several chains): say which one
+  card.dataset.chain = r.chain_id === undefined ? "" : String(r.chain_id);
+  card.querySelector(".chain").textContent = chainLabel(r.chain_id);
   card.querySelector(".status").textContent = r.status +
     (r.incarnation ? " (incarnation " + r.incarnation + ")" : "");
   const args = card.querySelector(".args");

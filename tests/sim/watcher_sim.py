@@ -16,6 +16,10 @@ a model world, all in one thread with no clock:
   event — at addresses that, as with ``CREATE``, depend on the factory's nonce alone (a fork
   re-creates them), beside an address no factory created; children are fetched by address or,
   in some seeds, by topic only;
+* in a quarter of the seeds, wallet activity (``[watch] wallet_activity = ["erc20"]``) for the
+  wallet every ``Transfer`` is sent from (and one it may go to), read from a registry that is
+  sometimes away (``Interested`` answers None): the unwatched contract's transfers are recorded
+  as ``erc20`` (configured contracts' are not, twice), with its ``symbol``/``decimals``;
 * a sink that fails before writing or after writing part of a batch, and a checkpoint store
   whose writes fail before or after taking effect;
 * crashes at every action boundary (before or after performing it: the result is lost), then
@@ -29,7 +33,10 @@ until it is caught up; then the invariant: the stored stream equals the canonica
   which is also the greatest by (incarnation, status rank)) that is ``confirmed`` once it is deep
   enough for its contract, ``pending`` (K = 0) before;
 * every id of a block that is not canonical has ``removed`` as its final message;
-* a message id is never stored with two different contents.
+* a message id is never stored with two different contents;
+* wallet activity: every canonical transfer of the unwatched contract has an ``erc20`` record
+  whose final message is as above (K = 0), with the token's metadata (where the config never
+  changes; otherwise: each ``erc20`` record there is).
 """
 
 from __future__ import annotations
@@ -96,6 +103,10 @@ _FACTORY_ABI = load_abi(find_abi(ROOT / "abi", "DemoFactory"))
 _PAIR_ABI = load_abi(find_abi(ROOT / "abi", "DemoPair"))
 CREATED = _FACTORY_ABI.event("PairCreated").topic0
 SYNC = _PAIR_ABI.event("Sync").topic0
+SENDER = "0x" + "11" * 20  # every Transfer's `from`: the wallet of wallet-activity seeds
+RECIPIENT = "0x" + "05" * 20  # a `to` some transfers have (also a subscribed wallet)
+#: what the model token answers to symbol() and decimals() (an ABI string "OTH", and 18)
+SYMBOL_ANSWER = "0x" + f"{32:064x}" + f"{3:064x}" + b"OTH".hex().ljust(64, "0")
 
 
 def child_address(nonce: int) -> str:
@@ -351,6 +362,12 @@ class Sim:
         self.bound = self._bound()
         #: what the registry would answer per topic prefix (Interested): none by default
         self.interest: dict[str, set[str]] = {}
+        #: wallet activity (erc20) for SENDER and RECIPIENT, the registry sometimes away
+        self.wallet_activity = side.random() < 0.25
+        self.redis_away = side.choice((0.0, 0.3)) if self.wallet_activity else 0.0
+        if self.wallet_activity:
+            self.watch = replace(self.watch, wallet_activity=("erc20",))
+            self.interest["user:"] = {checksum(SENDER), checksum(RECIPIENT)}
         self.chain = Chain(rng)
         self.chain.factory = self.factory
         self.chain.mine(rng.choice((0, 1, w, 3 * w)))
@@ -466,6 +483,10 @@ class Sim:
             b = c.blocks.get(params[1]["blockHash"])
             if b is None:
                 raise RPCError(f"unknown block {params[1]['blockHash']}", method=method)
+            if params[0]["data"] == "0x95d89b41":  # symbol()
+                return SYMBOL_ANSWER
+            if params[0]["data"] == "0x313ce567":  # decimals()
+                return f"0x{18:064x}"
             return f"0x{c.supply(b.hash):064x}"
         if method == "eth_getBlockReceipts":
             b = c.blocks.get(params[0])
@@ -495,19 +516,24 @@ class Sim:
         if method == "eth_getLogs":
             flt = params[0]
             addresses = {a.lower() for a in flt.get("address", [])}
-            topic0s = {x.lower() for x in flt["topics"][0]} if flt.get("topics") else None
+            # per position: the values allowed (None: any), ANDed across positions
+            positions = [None if t is None else {x.lower() for x in t}
+                         for t in flt.get("topics") or []]
 
             def selected(lg: dict[str, Any]) -> bool:
                 # no "address": every contract (a topic-only filter for many factory children)
-                return ("address" not in flt or lg["address"] in addresses) and (
-                    topic0s is None or lg["topics"][0] in topic0s)
+                return ("address" not in flt or lg["address"] in addresses) and all(
+                    want is None or (i < len(lg["topics"]) and lg["topics"][i] in want)
+                    for i, want in enumerate(positions))
 
             if "blockHash" in flt:
                 b = c.blocks.get(flt["blockHash"])
                 if b is None:
                     raise RPCError(f"unknown block {flt['blockHash']}", method=method)
                 got = [lg for lg in b.logs if selected(lg)]
-                if got and self.rng.random() < f.lie:
+                # (only for the configured contracts' filters: wallet activity's answers are
+                # not checked against the bloom, docs/watcher.md §Wallet activity)
+                if got and "address" in flt and self.rng.random() < f.lie:
                     return []  # a provider that lies
                 return [_copy(lg) for lg in got]
             lo, hi = int(flt["fromBlock"], 16), int(flt["toBlock"], 16)
@@ -576,10 +602,16 @@ class Sim:
         if isinstance(action, WaitHead):
             return None
         if isinstance(action, Interested):
+            saved = self.checkpoints.get(self.stepper.key) or {}
+            if saved.get("wallets") and rng.random() < self.redis_away:
+                return None  # Redis away (after the set reached the checkpoint once)
             return set(self.interest.get(action.prefix, ()))
         if isinstance(action, Prefetch | Subscribe | Sleep | Backfilling):
             return None
         raise AssertionError(f"unknown action {action!r}")
+
+    def _check_wallets(self, final: dict[str, dict[str, Any]]) -> list[str]:
+        return _wallet_check(self, final)
 
     def _check_depths(self, batch: list[dict[str, Any]]) -> None:
         """No K > 0 record confirmed before it is K deep (or finalized by the node's tag)."""
@@ -704,6 +736,7 @@ class Sim:
                                 f"{message_id(greatest)}")
             final[rid] = last
         canonical = set(c.canon)
+        problems += self._check_wallets(final)
         watched = {FAST: ("Fast", 0), SLOW: ("Slow", self.k)}
         if self.late:
             watched[OTHER] = ("Late", self.late_k)
@@ -784,6 +817,40 @@ class Sim:
                 f"{' txs ' + str(len(self.interest.get('tx:', ()))) if self.txs else ''}")
 
 
+def _wallet_check(sim: Sim, final: dict[str, dict[str, Any]]) -> list[str]:
+    """Wallet activity (see the module docstring): the unwatched contract's canonical transfers
+    have ``erc20`` records (when the config never changed), final as for K = 0, with the
+    token's metadata; nothing else is an ``erc20`` record."""
+    if not sim.wallet_activity:
+        return []
+    c, problems = sim.chain, []
+    token = {"standard": "erc20", "symbol": "OTH", "decimals": 18}
+    for rid, last in final.items():
+        if last.get("contract") != "erc20":
+            continue
+        if last["address"].lower() != OTHER or last.get("token") != token:
+            problems.append(f"{rid}: an erc20 record of {last['address']} with token "
+                            f"{last.get('token')}")
+    for n in range(1, c.head + 1):
+        b = c.blocks[c.canon[n]]
+        depth = c.head - n
+        for lg in b.logs:
+            if lg["address"] != OTHER or lg["topics"][0] != TRANSFER:
+                continue
+            rid = f"{CHAIN_ID}:{b.hash}:{int(lg['logIndex'], 16)}:erc20"
+            got = final[rid]["status"] if rid in final else None
+            if got is None and sim.config_changes:
+                continue  # read while "Late" (this address) was configured: its records
+            want = "confirmed" if depth >= sim.watch.finality_depth else "pending"
+            if sim.watch.finality == "tag" and sim.finality_lag is not None and (
+                    depth < sim.window):
+                want = got if got in ("pending", "confirmed") else "pending"
+            if got != want:
+                problems.append(f"{rid} (erc20, canonical block {n}, depth {depth}): final "
+                                f"message {got}, want {want}")
+    return problems
+
+
 def directed(*, window: int, k: int, finality_depth: int) -> Sim:
     """A quiet world for a directed test: no faults, no random forks or blocks (the test mines
     and forks with ``sim.chain``), the chain at genesis."""
@@ -800,6 +867,7 @@ def directed(*, window: int, k: int, finality_depth: int) -> Sim:
     sim.chain = Chain(sim.rng)
     sim.factory = False
     sim.max_addresses = 500
+    sim.wallet_activity, sim.redis_away, sim.interest = False, 0.0, {}
     sim.faults = Faults.none()
     sim.grow_on_wait = False
     sim.stepper = sim._new_stepper()
