@@ -91,7 +91,6 @@ from chainpush.watcher.stepper import (
 ROOT = Path(__file__).resolve().parents[2]
 TRANSFER = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 CHAIN_ID = 31337
-SENDER = "0x" + "5e" * 20  # every transaction's sender in the model
 FAST = "0x" + "aa" * 20  # K = 0
 SLOW = "0x" + "bb" * 20  # K > 0
 OTHER = "0x" + "cc" * 20  # not watched
@@ -712,6 +711,7 @@ class Sim:
         self.drive(f, chaos=True, budget=self.rng.randint(50, 400), until_caught_up=False)
         # the end: no more faults nor forks; the chain grows past every depth that matters
         self.chain.mine(self.window + 2)
+        self.redis_away = 0.0  # a fault too: the registry answers (tx: hashes added late)
         if not self.drive(Faults.none(), chaos=False, budget=20_000, until_caught_up=True):
             got = self.stepper.committed
             raise SimFailure(f"the watcher did not catch up to head {self.chain.head} "
