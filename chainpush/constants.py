@@ -25,6 +25,11 @@ CHECKPOINTS = "checkpoints"
 #: unchanged for ``[watch] lease_s`` (default 3 s) on its own clock, so a dead leader is replaced
 #: within about lease_s + lease_renew_s; ``generation`` is the checkpoint's fencing token.
 LEASES = "leases"
+#: one document per contract name claimed by a watcher (``watcher.claims``): ``_id`` = the
+#: ``[[contracts]]`` name, ``{chain_id, watch, addresses, source, claimed_at}``. No TTL: a name
+#: belongs to its chain until that chain's watcher drops it from its config (or
+#: ``chainpush watch --release-claim NAME``): its topics hold that chain's records.
+CONTRACTS = "contracts"
 #: webhook delivery state, no TTL (a restart resumes from it): ``hook:<name>`` per webhook
 #: (paused, reason, rev), ``lane:<name>:<topic>`` per (webhook, topic) (acked cursor, pin, error).
 WEBHOOKS = "webhooks"

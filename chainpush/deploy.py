@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 #: ``chainpush deploy`` / ``call`` use the project's directories (:func:`layout`) instead
 DEFAULT_ABI_DIR = Path("abi")
 DEFAULT_DEPLOYMENTS_DIR = Path("deployments")
-DEMO_CONTRACTS = ("CallDemo", "DemoToken")
+DEMO_CONTRACTS = ("CallDemo", "DemoToken", "DemoFactory")
 
 
 class DeployError(RuntimeError):

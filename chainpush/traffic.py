@@ -4,15 +4,24 @@ Every function sends a real transaction from ``w3.eth.default_account`` (see
 ``chainpush.deploy.use_sender``) and waits for its receipt, so when it returns the event is in a
 mined block. Recipients are the node's other dev accounts: the demo's users log in with those
 wallets and see messages addressed to them.
+
+With an :class:`Announcer`, each transaction's hash is published (``POST /v1/publish``) to the
+app topic ``app:demo-txs`` as soon as the node has it and before it is mined, so the page can
+subscribe to ``tx:<hash>`` and show the transaction's lifecycle (docs/push.md §The demo's
+transactions). The factory part creates ``DemoPair`` children through ``DemoFactory`` and
+swaps on them (the watcher follows every child: ``contract:DemoPair``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from eth_typing import ChecksumAddress
@@ -21,8 +30,38 @@ from web3.contract import Contract
 from web3.types import TxReceipt
 
 from chainpush import deploy
+from chainpush.watcher.compile import load_artifact
 
 logger = logging.getLogger(__name__)
+
+
+#: where the demo announces the hashes of its transactions (``POST /v1/publish``)
+ANNOUNCE_TOPIC = "app:demo-txs"
+
+
+@dataclass(frozen=True, slots=True)
+class Announcer:
+    """Publishes ``{"event": "tx.sent", "data": {"hash", "what"}}`` to :data:`ANNOUNCE_TOPIC`.
+
+    ``url`` is the auth service (``http://127.0.0.1:8700``), ``key`` one of its ``[publish]
+    keys``. A failed announcement is logged and the transaction goes on: the demo's traffic
+    never waits on the page."""
+
+    url: str
+    key: str
+    timeout_s: float = 2.0
+
+    def __call__(self, tx_hash: str, what: str) -> None:
+        body = json.dumps({"topic": ANNOUNCE_TOPIC, "id": f"tx-{tx_hash}", "event": "tx.sent",
+                           "data": {"hash": tx_hash, "what": what}}).encode()
+        request = urllib.request.Request(
+            self.url.rstrip("/") + "/v1/publish", data=body, method="POST",
+            headers={"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:
+                answer.read()
+        except (urllib.error.URLError, OSError) as exc:
+            logger.warning("announcing %s to %s failed: %s", tx_hash, self.url, exc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,24 +73,40 @@ class Demo:
     token: Contract
     sender: ChecksumAddress
     recipients: tuple[ChecksumAddress, ...]
+    factory: Contract | None = None
+    announce: Callable[[str, str], None] | None = None
+    #: the DemoPair children created so far (read from the factory at attach)
+    pairs: list[ChecksumAddress] = field(default_factory=list)
 
     @classmethod
-    def attach(cls, w3: Web3, deployments_dir: Path = deploy.DEFAULT_DEPLOYMENTS_DIR) -> Demo:
+    def attach(cls, w3: Web3, deployments_dir: Path = deploy.DEFAULT_DEPLOYMENTS_DIR, *,
+               announce: Callable[[str, str], None] | None = None) -> Demo:
+        """The demo contracts of ``deployments_dir``; DemoFactory only if it is deployed
+        there (deployments made before it existed have none: no pairs then)."""
         sender = w3.eth.default_account
         if not sender:
             raise deploy.DeployError("no sender: call chainpush.deploy.use_sender(w3) first")
         others = tuple(a for a in w3.eth.accounts if a != sender)[:4]
         if not others:
             raise deploy.DeployError("the demo needs at least one other account on the node")
+        factory = None
+        if "DemoFactory" in deploy.read_deployments(int(w3.eth.chain_id), deployments_dir):
+            factory = deploy.contract(w3, "DemoFactory", deployments_dir=deployments_dir)
+        pairs = [] if factory is None else [
+            factory.functions.allPairs(i).call()
+            for i in range(factory.functions.allPairsLength().call())]
         return cls(
             w3=w3, call_demo=deploy.contract(w3, "CallDemo", deployments_dir=deployments_dir),
             token=deploy.contract(w3, "DemoToken", deployments_dir=deployments_dir),
             sender=sender,
             recipients=others,
+            factory=factory, announce=announce, pairs=pairs,
         )
 
     def send(self, what: str, fn: object) -> TxReceipt:
         tx_hash = fn.transact()  # type: ignore[attr-defined]
+        if self.announce is not None:
+            self.announce("0x" + bytes(tx_hash).hex(), what)
         return deploy.wait(self.w3, tx_hash, what)
 
     # one transaction per demo event ------------------------------------------------------
@@ -83,12 +138,39 @@ class Demo:
     def order(self, amount: int, memo: str) -> TxReceipt:
         return self.send("DemoToken.placeOrder", self.token.functions.placeOrder(amount, memo))
 
+    def create_pair(self, other: ChecksumAddress) -> TxReceipt:
+        """A new DemoPair of the token and ``other`` (its constructor emits ``Sync``)."""
+        assert self.factory is not None
+        receipt = self.send("DemoFactory.createPair",
+                            self.factory.functions.createPair(self.token.address, other))
+        index = self.factory.functions.allPairsLength().call()
+        self.pairs.append(self.factory.functions.allPairs(index - 1).call())
+        return receipt
+
+    def swap(self, pair: ChecksumAddress, amount: int, to: ChecksumAddress) -> TxReceipt:
+        contract_ = self.w3.eth.contract(address=pair, abi=load_artifact(
+            deploy.DEFAULT_ABI_DIR, "DemoPair").abi)
+        return self.send("DemoPair.swap", contract_.functions.swap(amount, to))
+
     def emitters(self, rng: random.Random) -> dict[str, Callable[[], TxReceipt]]:
-        """Each demo event name → a thunk that emits one, with random but valid arguments."""
+        """Each demo event name → a thunk that emits one, with random but valid arguments.
+
+        With DemoFactory deployed: ``PairCreated`` (a new child; at most 5 in all) and ``Swap``
+        on a random child (creating the first one if there is none)."""
 
         def pick() -> ChecksumAddress:
             return rng.choice(self.recipients)
 
+        def swap() -> TxReceipt:
+            if not self.pairs:
+                return self.create_pair(pick())
+            return self.swap(rng.choice(self.pairs), rng.randrange(1, 500), pick())
+
+        def pair_created() -> TxReceipt:
+            return self.create_pair(pick()) if len(self.pairs) < 5 else swap()
+
+        factory_part: dict[str, Callable[[], TxReceipt]] = {} if self.factory is None else {
+            "PairCreated": pair_created, "Swap": swap}
         return {
             "ValueChanged": lambda: self.value_changed(rng.randrange(2**64)),
             "Transfer": lambda: self.transfer(pick(), rng.randrange(1, 10**21)),
@@ -99,7 +181,7 @@ class Demo:
             "Batch": lambda: self.batch([1, 2, 3], [pick(), pick(), pick()], "airdrop"),
             "Tagged": lambda: self.tag(b"demo", "label", -rng.randrange(10**6), rng.random() < 0.5),
             "Order": lambda: self.order(rng.randrange(10**20), "limit buy"),
-        }
+        } | factory_part
 
 
 def run(demo: Demo, *, count: int | None, interval_s: float, seed: int | None = None) -> int:

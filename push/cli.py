@@ -41,9 +41,15 @@ logger = logging.getLogger(__name__)
 _PUSH, _AUTH, _STORES = PushConfig(), AuthServiceConfig(), StoresConfig()
 
 
+def _first_config(args: argparse.Namespace) -> Path | None:
+    """``--config`` (the first one, for ``run`` that takes several), else the project's."""
+    given = args.config[0] if isinstance(args.config, list) else args.config
+    return find_config(given)  # --config, else the project's (cwd or above)
+
+
 def _settings(args: argparse.Namespace, push: dict[str, Any] | None = None,
               auth: dict[str, Any] | None = None) -> Settings:
-    path = find_config(args.config)  # --config, else the project's (cwd or above)
+    path = _first_config(args)
     stores = {"mongo_uri": args.mongo_uri, "redis_url": args.redis_url,
               "database": args.database}
     dev: bool | None = args.dev  # --dev / --no-dev win over the environment
@@ -118,14 +124,21 @@ examples:
   chainpush dev up && chainpush run                 # then open http://127.0.0.1:8700/
   chainpush run --auth-port 8800 --push-port 8811   # page on 8800, push nodes on 8811 and 8812
   chainpush run --no-watcher                        # feed collect some other way
+  chainpush run --config mainnet.toml --config base.toml   # several chains: a watcher each
 
 {_CONFIG_HELP}"""
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=None,
-                        help="TOML config (default: the nearest chainpush.toml in the current "
-                             "directory or above, else built-in defaults)")
+def _common(parser: argparse.ArgumentParser, *, several: bool = False) -> None:
+    if several:
+        parser.add_argument("--config", type=Path, action="append", default=None,
+                            help="TOML config; repeat it for several chains: one watcher per "
+                                 "file, [stores]/[push]/[auth] from the first (default: the "
+                                 "nearest chainpush.toml in the current directory or above)")
+    else:
+        parser.add_argument("--config", type=Path, default=None,
+                            help="TOML config (default: the nearest chainpush.toml in the "
+                                 "current directory or above, else built-in defaults)")
     parser.add_argument("--mongo-uri", default=os.environ.get("CHAINPUSH_MONGO_URI"),
                         help="overrides [stores] mongo_uri (env CHAINPUSH_MONGO_URI; default "
                              f"{_STORES.mongo_uri})")
@@ -197,7 +210,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run = _parser(subparsers, "run",
                   "all-in-one demo: watcher, collect, dispatch, two push nodes, auth, page",
                   RUN_DESCRIPTION, RUN_EPILOG)
-    _common(run)
+    _common(run, several=True)
     run.add_argument("--auth-port", type=int, default=None,
                      help="the page / auth service port: overrides [auth] port (default "
                           f"{_AUTH.port})")
@@ -318,21 +331,38 @@ def cmd_push(args: argparse.Namespace) -> int:
     cfg = settings.push
     if cfg.workers > 1 and args.worker is None:
         return _supervise(cfg.workers)
+    metrics_port = cfg.metrics_port
     if args.worker is not None:
-        # one of the workers: its own node id (registry entry, inbox), the host's public URL
+        # one of the workers: its own node id (registry entry, inbox), the host's public URL,
+        # its own scrape port
         cfg = dataclasses.replace(cfg, node_id=f"{cfg.node_id}-{args.worker}",
                                   public_url=cfg.public_url or cfg.url)
+        if metrics_port is not None:
+            metrics_port += args.worker
 
     async def serve() -> None:
+        from chainpush.scrape import serve_scrape
+
         async with contextlib.AsyncExitStack() as stack:
             suggestion = _free_near(cfg.host, cfg.port)
             async with _listening(f"push node {cfg.node_id}", cfg.host, cfg.port,
                                   f"chainpush push --port {suggestion}   # or [push] port"):
                 node = await stack.enter_async_context(
                     PushNode(cfg, tokens=settings.tokens, stores=settings.stores))
+            async with _listening(f"push node {cfg.node_id} metrics", "127.0.0.1",
+                                  metrics_port or 0, "[push] metrics_port = "
+                                  f"{_free_near('127.0.0.1', metrics_port or 0, cfg.workers)}"):
+                await stack.enter_async_context(serve_scrape(
+                    node.metrics.render, lambda: _node_health(node), metrics_port,
+                    setting="[push] metrics_port"))
             await node.run()
 
     return _run_reporting("push", serve)
+
+
+def _node_health(node: Any) -> tuple[int, Any]:
+    health = node.health()
+    return (200 if health["redis"] else 503), health
 
 
 def _supervise(workers: int) -> int:
@@ -450,33 +480,43 @@ def cmd_run(args: argparse.Namespace) -> int:
     from chainpush.watcher.errors import WatcherError
 
     try:
-        webhooks = load_webhooks(find_config(args.config))
+        webhooks = load_webhooks(_first_config(args))
     except ConfigError as exc:
         print(f"chainpush run: {exc}; fix: {_config_fix('run', str(exc))}", file=sys.stderr)
         return 2
-    watch_config: Any = None
-    topics = _demo_topics(find_config(args.config))
+    watch_configs: list[Any] = []
+    topics = _demo_topics(_first_config(args))
     if not args.no_watcher:
         from chainpush.watcher.cli import resolve_config
+        from chainpush.watcher.config import check_several
 
         try:
-            # the watcher's own resolution: --config, ./chainpush.toml, else its demo config,
-            # with its CHAINPUSH_* endpoint overrides
-            watch_config = resolve_config(args.config, dict(os.environ))
+            # the watcher's own resolution of each --config (none: ./chainpush.toml, else its
+            # demo config), with its CHAINPUSH_* endpoint overrides; one watcher per file
+            watch_configs = [resolve_config(path, dict(os.environ))
+                             for path in (args.config or [None])]
+            check_several(watch_configs)
         except WatcherError as exc:
             print(f"chainpush run: {exc}; check the fix with: chainpush watch --check-config",
                   file=sys.stderr)
             return 2
-        # the push side's stores (file, environment, flags) apply to the watcher too
-        watch_config = dataclasses.replace(watch_config, stores=dataclasses.replace(
-            watch_config.stores, mongo_uri=settings.stores.mongo_uri,
-            database=settings.stores.database))
-        topics = [f"contract:{c.name}" for c in watch_config.contracts] + [
-            f"state:{c.name}" for c in watch_config.contracts if c.state]
+        # the push side's stores (file, environment, flags) apply to every watcher too
+        watch_configs = [dataclasses.replace(c, stores=dataclasses.replace(
+            c.stores, mongo_uri=settings.stores.mongo_uri, database=settings.stores.database))
+            for c in watch_configs]
+        contracts = [c for config in watch_configs for c in config.contracts]
+        topics = [f"contract:{c.name}" for c in contracts] + [
+            f"state:{c.name}" for c in contracts if c.state]
+        if settings.push.contracts is not None:
+            # the push nodes serve every file's names (each file's own [[contracts]] are only
+            # the first file's; watchers elsewhere are learnt from their claims)
+            names = list(dict.fromkeys([*settings.push.contracts, *(c.name for c in contracts)]))
+            settings = dataclasses.replace(settings, push=dataclasses.replace(
+                settings.push, contracts=tuple(names)))
     fatal: list[str] = []
     code = 0
     try:
-        code = _run_reporting("run", lambda: run_all(settings, topics, watch_config, webhooks))
+        code = _run_reporting("run", lambda: run_all(settings, topics, watch_configs, webhooks))
     except* WatcherError as group:
         # a fatal watcher error (a chain that no longer links to the checkpoint, ...) stops
         # the demo with its message, not a traceback
@@ -486,10 +526,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if fatal else code
 
 
-async def run_all(settings: Settings, topics: list[str], watch_config: Any,
+async def run_all(settings: Settings, topics: list[str], watch_configs: Any,
                   webhooks: Any = None) -> None:
-    """Collect + dispatch + two push nodes + auth/page (+ the watcher feeding collect when
-    ``watch_config`` is given, + the webhook deliverer when ``webhooks`` has any)."""
+    """Collect + dispatch + two push nodes + auth/page (+ one watcher feeding collect per
+    config in ``watch_configs``, a list, or one config, or None; + the webhook deliverer when
+    ``webhooks`` has any)."""
+    if watch_configs is None:
+        watch_configs = []
+    elif not isinstance(watch_configs, list):
+        watch_configs = [watch_configs]
     from chainpush.push.collect import Collector
     from chainpush.push.dispatch import Dispatcher
     from chainpush.push.metrics import Metrics
@@ -536,7 +581,7 @@ async def run_all(settings: Settings, topics: list[str], watch_config: Any,
         async with asyncio.TaskGroup() as group:
             for node in push_nodes:
                 group.create_task(node.run())
-            if watch_config is not None:
+            for watch_config in watch_configs:
                 group.create_task(_run_watcher(watch_config, collector))
             if webhooks is not None and webhooks.webhooks:
                 from chainpush.push.webhook_delivery import run_webhooks

@@ -79,6 +79,9 @@ class PushConfig:
     #: push node processes sharing ``port`` (SO_REUSEPORT), one per core (push/workers.py);
     #: each registers as ``<node_id>-<i>``
     workers: int = 1
+    #: ``/metrics`` + ``/healthz`` of this node alone on 127.0.0.1:``metrics_port`` (worker
+    #: ``i`` of ``--workers``: ``metrics_port + i``); None: only on the websocket port
+    metrics_port: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("auth_timeout_s", "ping_interval_s", "ping_timeout_s", "rate_per_s",
@@ -97,6 +100,15 @@ class PushConfig:
         if self.workers > 1 and self.port == 0:
             raise ConfigError("push.workers > 1 share one port: set push.port (0 would give "
                               "each worker a port of its own)")
+        if self.metrics_port is not None:
+            if isinstance(self.metrics_port, bool) or not isinstance(self.metrics_port, int) \
+                    or not 0 <= self.metrics_port <= 65536 - self.workers:
+                raise ConfigError(f"push.metrics_port must be in 0..{65536 - self.workers} "
+                                  f"(worker i listens on metrics_port + i), got "
+                                  f"{self.metrics_port!r}")
+            if self.metrics_port == 0 and self.workers > 1:
+                raise ConfigError("push.metrics_port = 0 with push.workers > 1: give a fixed "
+                                  "port (worker i listens on metrics_port + i)")
         if self.node_ttl_s <= self.heartbeat_s:
             raise ConfigError(
                 f"push.node_ttl_s must exceed push.heartbeat_s, got {self.node_ttl_s} <= "
@@ -115,6 +127,7 @@ class AuthServiceConfig:
     host: str = "127.0.0.1"
     port: int = 8700
     token_ttl_s: int = 3600
+    #: a tx: topic is granted only by a ``tx:`` pattern (push.tokens): none by default
     dev_topics: tuple[str, ...] = ("contract:*", "state:*")
     push_urls: tuple[str, ...] = ()
 
@@ -205,6 +218,9 @@ def _section(cls: type[Any], raw: dict[str, Any], section: str, **extra: Any) ->
 _TOKEN_KEYS = {"algorithm", "secret", "public_key", "private_key", "issuer", "audience",
                "leeway_s"}
 _AUTH_KEYS = {"host", "port", "token_ttl_s", "dev_topics", "push_urls"}
+#: what the dev login grants with no config file (the built-in demo, as the watcher's
+#: DEMO_CONFIG): the transaction card's hashes and their announcements too (docs/push.md)
+DEMO_DEV_TOPICS = ("contract:*", "state:*", "tx:*", "app:demo-txs")
 
 
 def _with_contracts(raw: dict[str, Any]) -> dict[str, Any]:
@@ -257,6 +273,8 @@ def load(path: Path | None, *, dev_mode: bool | None, dev_default: bool = False,
     dev = explicit if explicit is not None else dev_default
     token_raw = {k: v for k, v in auth_raw.items() if k in _TOKEN_KEYS}
     service_raw = {k: v for k, v in auth_raw.items() if k in _AUTH_KEYS}
+    if path is None:
+        service_raw.setdefault("dev_topics", DEMO_DEV_TOPICS)
     unknown = set(auth_raw) - _TOKEN_KEYS - _AUTH_KEYS
     if unknown:
         raise ConfigError(f"unknown setting(s) in [auth]: {', '.join(sorted(unknown))}")

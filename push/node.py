@@ -72,6 +72,15 @@ logger = logging.getLogger(__name__)
 
 #: how long a subscribe waits for MongoDB before answering ``unavailable``.
 SUBSCRIBE_TIMEOUT_S = 5.0
+#: how often the contract names watchers claimed (``watcher.claims``) are read again: a
+#: watcher of another chain started after this node is served within this long
+CLAIMS_REFRESH_S = 5.0
+#: the ``contract:`` names of wallet activity (``[watch] wallet_activity``: the standard
+#: transfers of any token, ``watcher.wallets.STANDARDS``): served on every node, one topic per
+#: standard for the whole deployment (every chain's, told apart by ``chain_id``), not claimed
+WALLET_STANDARDS = frozenset({"erc20", "erc721", "erc1155"})
+#: how long one read of the claims may wait for MongoDB (the first delays the node's start)
+CLAIMS_TIMEOUT_S = 2.0
 #: subscribes that read their head (Redis registration + MongoDB) at the same time.
 SUBSCRIBE_CONCURRENCY = 8
 #: pause before re-reading when a repair found MongoDB behind what Redis announced.
@@ -89,8 +98,10 @@ class PushNode(AsyncResource):
     def __init__(
         self, config: PushConfig, *, tokens: TokenConfig, stores: StoresConfig,
         metrics: Metrics | None = None, clock: Callable[[], float] = time.time,
+        claims_refresh_s: float = CLAIMS_REFRESH_S,
     ) -> None:
         self.config = config
+        self.claims_refresh_s = claims_refresh_s
         self.tokens = tokens
         self.stores = stores
         self.names = RedisNames(stores.namespace)
@@ -100,12 +111,16 @@ class PushNode(AsyncResource):
             stores.mongo_uri, stores.database,
             on_error=lambda: self.metrics.inc("chainpush_mongo_errors_total"),
         )
+        #: the contract names served (None: any): the config's, and every name a watcher of
+        #: this deployment claimed (any chain: ``watcher.claims``), added by ``_claims_loop``
+        #: in place (the sessions share this set)
+        self.contract_names: set[str] | None = (
+            None if config.contracts is None else {*config.contracts, *WALLET_STANDARDS})
         self.session_config = SessionConfig(
             node_id=config.node_id, tokens=tokens, heartbeat_s=config.ping_interval_s,
             limits=SessionLimits(
                 max_subscriptions=config.max_subscriptions, rate_per_s=config.rate_per_s,
-                rate_burst=config.rate_burst,
-                contracts=None if config.contracts is None else frozenset(config.contracts),
+                rate_burst=config.rate_burst, contracts=self.contract_names,
             ),
         )
         self.admission = Admission(AdmissionLimits(
@@ -151,6 +166,8 @@ class PushNode(AsyncResource):
         if self.config.allowed_origins is None and not self.tokens.dev_mode:
             logger.warning("push.allowed_origins is not set: pages of any origin may open "
                            "connections (they still need a token)")
+        if self.contract_names is not None:
+            await self._read_claims()  # before the first client: every chain's names
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: Connection(self, next(self._ids)), self.config.host, self.config.port,
@@ -172,6 +189,8 @@ class PushNode(AsyncResource):
         async with asyncio.TaskGroup() as group:
             group.create_task(self.link.run())
             group.create_task(self._reconcile_loop())
+            if self.contract_names is not None:
+                group.create_task(self._claims_loop())
 
     async def run(self) -> None:
         assert self._main is not None, "use `async with PushNode(...)` first"
@@ -513,6 +532,33 @@ class PushNode(AsyncResource):
         while True:
             await asyncio.sleep(self.config.reconcile_s)
             await self.reconcile()
+
+    async def _read_claims(self) -> None:
+        """Add the contract names watchers claimed in MongoDB (several chains: each watcher
+        claims its own, docs/watcher.md §Several chains) to :attr:`contract_names`. MongoDB
+        away: logged, the names known so far stay (the next round tries again)."""
+        from chainpush.watcher.checkpoint import CheckpointError
+        from chainpush.watcher.claims import MongoClaims
+
+        assert self.contract_names is not None
+        try:
+            async with MongoClaims(self.stores.mongo_uri, self.stores.database,
+                                   timeout_s=CLAIMS_TIMEOUT_S) as claims:
+                names = await claims.names()
+        except CheckpointError as exc:
+            logger.warning("%s; serving the %d contract names known so far", exc,
+                           len(self.contract_names))
+            return
+        new = names - self.contract_names
+        if new:
+            logger.info("contract names claimed by watchers, now served: %s",
+                        ", ".join(sorted(new)))
+            self.contract_names.update(new)
+
+    async def _claims_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.claims_refresh_s)
+            await self._read_claims()
 
 
 def _response(status: int, body: str, content_type: str) -> Response:

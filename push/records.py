@@ -8,7 +8,9 @@ Topics (docs/seams.md §3):
 
 * ``contract:<Contract>`` — every ``kind: "event"`` record of that contract, all statuses;
 * ``state:<Contract>`` — every ``kind: "state"`` record of that contract;
-* ``user:<0xChecksummed>`` — event records with an address-typed argument equal to that wallet.
+* ``user:<0xChecksummed>`` — event records with an address-typed argument equal to that wallet;
+* ``tx:<0x + 64 lower-case hex>`` — the ``kind: "tx"`` records of that transaction (its
+  lifecycle, docs/seams.md §1 *Transaction records*).
 
 Which arguments are addresses comes from the ABI: the watcher's decoder puts the paths of the
 ``address``-typed values in ``address_paths`` (docs/seams.md §1), and only those route to
@@ -39,8 +41,9 @@ from eth_utils.address import to_checksum_address
 from chainpush.push.errors import InvalidRecord
 
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+_TX_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
 _STATUSES = frozenset({"pending", "confirmed", "removed"})
-_KINDS = frozenset({"event", "state", "app"})
+_KINDS = frozenset({"event", "state", "app", "tx"})
 #: the topics an app record (``kind: "app"``, published by a backend) may go to
 APP_TOPIC_PREFIXES = ("app:", "inbox:")
 
@@ -74,6 +77,13 @@ def validate(record: Mapping[str, Any]) -> None:
             )
     if record.get("kind") == "app":
         _validate_app(rid, record)
+        return
+    if record.get("kind") == "tx":
+        tx_hash = record.get("tx_hash")
+        if not isinstance(tx_hash, str) or not is_tx_topic_name(tx_hash) or (
+                tx_hash != tx_hash.lower()):
+            raise InvalidRecord(f"record {rid}: a tx record's tx_hash must be 0x + 64 lower-case "
+                                f"hex digits, got {tx_hash!r:.80}")
         return
     contract = record.get("contract")
     if not isinstance(contract, str) or not contract:
@@ -165,6 +175,8 @@ def topics_of(record: Mapping[str, Any]) -> list[str]:
     validate(record)
     if record["kind"] == "app":
         return [record["topic"]]
+    if record["kind"] == "tx":
+        return [f"tx:{record['tx_hash']}"]
     contract = record["contract"]
     if record["kind"] == "state":
         return [f"state:{contract}"]
@@ -179,13 +191,21 @@ def is_user_topic_name(name: str) -> bool:
     return _ADDRESS.fullmatch(name) is not None
 
 
+def is_tx_topic_name(name: str) -> bool:
+    """True if ``name`` (after ``tx:``) is a transaction hash: ``0x`` + 64 hex digits, any case."""
+    return _TX_HASH.fullmatch(name) is not None
+
+
 def normalise_topic(topic: str) -> str:
     """The canonical spelling of ``topic``: ``user:<address>`` in EIP-55 whatever the case it
-    came in (``user:0xab84…`` → ``user:0xAb84…``); any other topic unchanged.
+    came in (``user:0xab84…`` → ``user:0xAb84…``), ``tx:<hash>`` in lower case (``tx:0xAB…`` →
+    ``tx:0xab…``, the topic tx records go to); any other topic unchanged.
 
     Case is not checked against the checksum: addresses compare case-insensitively (as the
     token's ``wallets`` claim does), and a subscription must name the topic records go to."""
     kind, sep, name = topic.partition(":")
     if kind == "user" and sep and is_user_topic_name(name):
         return f"user:{checksum(name)}"
+    if kind == "tx" and sep and is_tx_topic_name(name):
+        return f"tx:{name.lower()}"
     return topic

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -66,8 +67,9 @@ class SessionLimits:
     rate_per_s: float = 20.0
     rate_burst: int = 40
     #: contract names the node serves; a ``contract:``/``state:`` topic of another name gets
-    #: ``unknown_topic``. None: any name (tests, or a node not told its contracts).
-    contracts: frozenset[str] | None = None
+    #: ``unknown_topic``. None: any name (tests, or a node not told its contracts). The node's
+    #: set grows while it runs (names claimed by the watchers of every chain).
+    contracts: AbstractSet[str] | None = None
 
     def __post_init__(self) -> None:
         if self.max_subscriptions < 1:

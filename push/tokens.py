@@ -8,7 +8,9 @@ A token is a JWT (RFC 7519) signed with HS256 and a shared secret, or RS256/ES25
 * ``wallets``: checksummed addresses of the user; grants ``user:<wallet>`` for each;
 * every token grants ``inbox:<sub>``, the user's own inbox of app messages;
 * ``topics``: topic patterns the user may subscribe to: an exact topic, a prefix ending in ``*``
-  (``contract:*``), or ``*`` for all;
+  (``contract:*``), or ``*`` for all — except ``tx:`` topics, granted only by a pattern that
+  starts with ``tx:`` (``tx:*``, or ``tx:<hash>``): each one the watcher follows costs node
+  requests (``[watch] max_tracked_txs``), so no broad pattern hands that out by accident;
 * ``iss`` / ``aud``: checked when the node is configured with an issuer / audience.
 
 Minting for an application's backend: :func:`mint` (``chainpush auth --issue`` uses it too)::
@@ -118,7 +120,10 @@ class Claims:
             return True
         if kind == "inbox" and rest == self.user:  # the user's own inbox (docs/seams.md §3)
             return True
+        explicit = kind == "tx"  # only a `tx:` pattern grants a tx: topic (module docstring)
         for pattern in self.topics:
+            if explicit and not pattern.startswith("tx:"):
+                continue
             if pattern == topic or pattern == "*":
                 return True
             if pattern.endswith("*") and topic.startswith(pattern[:-1]):
@@ -238,7 +243,8 @@ def check_pattern(pattern: object) -> str:
                         "such as 'contract:*'")
     if not valid_topic(pattern):
         raise MintError(f"topic {pattern[:60]!r} is not a topic a node serves (contract:<Name>, "
-                        "state:<Name>, user:<0xaddress>, or a pattern ending in '*'; "
+                        "state:<Name>, user:<0xaddress>, tx:<0xhash>, or a pattern ending in "
+                        "'*'; "
                         "docs/protocol.md §4)")
     return normalise_topic(pattern)
 

@@ -8,6 +8,7 @@ memory to flag duplicates, and nothing else.
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import sys
@@ -25,11 +26,15 @@ def describe(msg: dict[str, Any]) -> str:
     """One line for one message frame."""
     record = msg.get("record") or {}
     what = record.get("event", "?")
+    head = f"{msg.get('topic')} #{msg.get('offset')} {what}"
+    if record.get("kind") == "app":
+        data = json.dumps(record.get("data"), separators=(",", ":"), ensure_ascii=False)
+        return f"{head} {data[:120]}"
     args = record.get("args") or {}
     shown = ", ".join(f"{k}={v}" for k, v in list(args.items())[:3]) if isinstance(
         args, dict) else ""
-    return (f"{msg.get('topic')} #{msg.get('offset')} {what}({shown}) "
-            f"{record.get('status', '?')} block {record.get('block_number', '?')}")
+    return (f"{head}({shown}) {record.get('status', '?')} "
+            f"block {record.get('block_number', '?')}")
 
 
 class Receiver(AsyncResource):

@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from chainpush.push.errors import ProtocolError
-from chainpush.push.records import StoredMessage, is_user_topic_name, normalise_topic
+from chainpush.push.records import (
+    StoredMessage,
+    is_tx_topic_name,
+    is_user_topic_name,
+    normalise_topic,
+)
 from chainpush.push.subscription import compile_path
 
 # --- close codes (RFC 6455 §7.4: 4000-4999 are for applications) -----------------------------
@@ -52,7 +57,7 @@ ERROR_CODES = frozenset({
     "bad_message",  # JSON, but not an object of a known shape (the message says which field)
     "unknown_type",  # an object whose ``type`` is not a client frame type
     "forbidden_topic",  # the token does not grant that topic
-    "unknown_topic",  # not contract:X, state:X, app:X, inbox:<user> or user:0x + 40 hex digits
+    "unknown_topic",  # not contract:X, state:X, app:X, inbox:<user>, user:0x + 40 or tx:0x + 64 hex
     "not_subscribed",  # unsubscribe from a topic that was not subscribed
     "too_many_subscriptions",  # above ``max_subscriptions`` per connection
     "too_many_topics",  # the node already serves ``max_topics`` distinct topics
@@ -61,7 +66,7 @@ ERROR_CODES = frozenset({
     "unavailable",  # history could not be read right now; retry the subscribe
 })
 
-TOPIC_KINDS = ("contract", "state", "user", "app", "inbox")
+TOPIC_KINDS = ("contract", "state", "user", "app", "inbox", "tx")
 #: deepest JSON nesting accepted from a client. The C JSON parser recurses once per level and
 #: trusts ``sys.getrecursionlimit()``, which a dependency may raise (py_ecc, imported by web3, sets
 #: it to 100000): then a 64 KiB frame of ``[`` overflows the C stack and kills the process. So the
@@ -119,10 +124,13 @@ ClientFrame = Auth | Subscribe | Unsubscribe | Ping
 def valid_topic(topic: str) -> bool:
     """``contract:X`` / ``state:X`` / ``app:X`` with a printable X (topic at most
     :data:`MAX_TOPIC_CHARS`), ``inbox:<user id>`` (a token ``sub``: printable, at most
-    :data:`MAX_INBOX_USER_CHARS`), or ``user:0x`` + 40 hex digits."""
+    :data:`MAX_INBOX_USER_CHARS`), ``user:0x`` + 40 hex digits, or ``tx:0x`` + 64 hex digits
+    (a transaction hash, any case: :func:`normalise_topic` lowers it)."""
     kind, sep, name = topic.partition(":")
     if kind == "user":
         return bool(sep) and is_user_topic_name(name)
+    if kind == "tx":
+        return bool(sep) and is_tx_topic_name(name)
     if kind == "inbox":
         return bool(sep) and 0 < len(name) <= MAX_INBOX_USER_CHARS and name.isprintable()
     return (bool(sep) and kind in TOPIC_KINDS and 0 < len(name)
@@ -144,12 +152,17 @@ def _topic(obj: Mapping[str, Any], ref: str | None) -> str:
     if not isinstance(topic, str):
         raise ProtocolError("bad_message", f"topic must be a string, got {type(topic).__name__}",
                             ref)
+    if topic.startswith("tx:") and not valid_topic(topic):
+        raise ProtocolError("unknown_topic", "a tx topic must be tx:<transaction hash>, 0x + 64 "
+                            f"hex digits, got {topic[:80]!r}", ref)
     if not valid_topic(topic):
         raise ProtocolError(
             "unknown_topic", "topic must be contract:<Name>, state:<Name>, app:<Name>, "
-            f"inbox:<user id> or user:<0xaddress> (at most {MAX_TOPIC_CHARS} characters)", ref,
+            f"inbox:<user id>, user:<0xaddress> or tx:<0xhash> (at most {MAX_TOPIC_CHARS} "
+            "characters)", ref,
         )
-    # user:0xab84… (MetaMask's lower case) is the topic user:0xAb84… that records are routed to
+    # user:0xab84… (MetaMask's lower case) is the topic user:0xAb84… that records are routed to;
+    # tx:0xAB… is tx:0xab…
     return normalise_topic(topic)
 
 

@@ -4,6 +4,8 @@
     chainpush watch --config chainpush.toml --sink mongo    # records → `events` only
     chainpush watch --config chainpush.toml --print-config  # resolved configuration as JSON
     chainpush watch --config chainpush.toml --check-config  # validate (and reach the node)
+    chainpush watch --claims                # contract names claimed, and the chain of each
+    chainpush watch --release-claim NAME    # free a name a chain no longer watches
 
 Without ``--config`` it reads the project's ``chainpush.toml``: in the current directory or the
 nearest one above (``chainpush.project.find_config``); without one, it watches the demo
@@ -51,6 +53,8 @@ examples:
   chainpush watch --config chainpush.toml --sink mongo    # records → `events` only
   chainpush watch --check-config                    # check ABIs, names, addresses, the node
   chainpush watch --print-config                    # the resolved configuration as JSON
+  chainpush watch --config base.toml                # a second chain: its own file, same [stores]
+  chainpush watch --claims                          # contract names and the chain of each
   CHAINPUSH_WS=ws://127.0.0.1:8545 chainpush watch  # another node endpoint
 
 environment: CHAINPUSH_WATCH_CONFIG (config path), CHAINPUSH_MONGO_URI, CHAINPUSH_REDIS_URL,
@@ -75,6 +79,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                       help="validate the configuration (ABIs, names; then each [node] "
                            "endpoint's chain id against [node] chain_id and the addresses' "
                            "code) and exit")
+    mode.add_argument("--claims", action="store_true",
+                      help="list the contract names claimed in [stores]'s database (one chain "
+                           "each: docs/watcher.md, Several chains) and exit")
+    mode.add_argument("--release-claim", metavar="NAME", default=None,
+                      help="release the claim of contract name NAME (a chain that no longer "
+                           "watches it) and exit")
     parser.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                         help="serve /metrics (Prometheus) and /healthz on 127.0.0.1:PORT "
                              "(default: [watch] metrics_port; unset: not served)")
@@ -144,9 +154,48 @@ async def _check(config: Config, say: Callable[[str], None]) -> None:
                 raise ConfigError(f"{config.source}: [[contracts]] {spec.name}.address "
                                   f"{spec.address}: no contract code there on chain {chain_id}")
             say(f"{spec.name} at {spec.address} on chain {chain_id}: code present")
+        await _check_claims(config, bound, say)
     finally:
         for rpc, _ in live:
             await rpc.aclose()
+
+
+async def _claims(config: Config, release: str | None) -> int:
+    """``--claims`` / ``--release-claim NAME``."""
+    from chainpush.watcher.claims import MongoClaims
+
+    stores = config.stores
+    async with MongoClaims(stores.mongo_uri, stores.database) as claims:
+        if release is not None:
+            if not await claims.release(release):
+                print(f"chainpush watch: no claim of {release!r} in "
+                      f"{stores.database}.contracts (see: chainpush watch --claims)",
+                      file=sys.stderr)
+                return 1
+            print(f"released {release}: the next watcher to claim it owns it")
+            return 0
+        for doc in await claims.list():
+            print(f"{doc['_id']}\tchain {doc.get('chain_id')}\t{doc.get('watch')}\t"
+                  f"{','.join(doc.get('addresses') or []) or '-'}\t{doc.get('source', '')}")
+    return 0
+
+
+async def _check_claims(config: Config, bound: Any, say: Callable[[str], None]) -> None:
+    """The names against those other chains claimed in ``[stores]`` (docs/watcher.md, Several
+    chains): a clash is a ``ConfigError``; MongoDB unreachable is said, not an error."""
+    from chainpush.watcher.checkpoint import CheckpointError
+    from chainpush.watcher.claims import MongoClaims, claims_of
+
+    stores = config.stores
+    try:
+        async with MongoClaims(stores.mongo_uri, stores.database, timeout_s=2.0) as claims:
+            clashes = await claims.conflicts(claims_of(config, bound))
+    except CheckpointError as exc:
+        say(f"contract names not checked against other chains' claims ({exc})")
+        return
+    if clashes:
+        raise ConfigError(clashes[0])
+    say(f"contract names: none claimed by another chain in {stores.database}.contracts")
 
 
 def _sink_kind(requested: str | None) -> str:
@@ -160,37 +209,14 @@ async def serve_metrics(watcher: Any, port: int | None) -> AsyncIterator[int | N
     """``/metrics`` (Prometheus text: leader 0|1, lease generation, blocks, records, reorgs,
     fenced writes) and ``/healthz`` (JSON) of ``watcher`` on 127.0.0.1:``port`` (0: a free
     port; None: nothing served). Yields the port."""
-    if port is None:
-        yield None
-        return
-    from aiohttp import web
+    from chainpush.scrape import ScrapePortError, serve_scrape
 
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(text=watcher.render_metrics(),
-                            content_type="text/plain", charset="utf-8")
-
-    async def healthz(_: web.Request) -> web.Response:
-        return web.json_response(watcher.health())
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
     try:
-        site = web.TCPSite(runner, "127.0.0.1", port)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise ConfigError(f"[watch] metrics_port {port}: cannot listen on 127.0.0.1 "
-                              f"({exc})") from exc
-        bound = port
-        for sock in runner.addresses:
-            bound = int(sock[1])
-        logger.info("metrics on http://127.0.0.1:%d/metrics", bound)
-        yield bound
-    finally:
-        await runner.cleanup()
+        async with serve_scrape(watcher.render_metrics, lambda: (200, watcher.health()), port,
+                                setting="[watch] metrics_port") as bound:
+            yield bound
+    except ScrapePortError as exc:
+        raise ConfigError(str(exc.strerror)) from exc
 
 
 async def _run(config: Config, sink_kind: str) -> None:
@@ -249,6 +275,8 @@ def main(args: argparse.Namespace) -> int:
         if args.print_config:
             print(json.dumps(config.describe(), indent=2))
             return 0
+        if args.claims or args.release_claim is not None:
+            return asyncio.run(_claims(config, args.release_claim))
         if args.check_config:
             asyncio.run(_check(config, lambda line: print(line, flush=True)))
             print("config ok")

@@ -29,6 +29,8 @@ Sections this module reads (others, e.g. ``[push]``, belong to other components 
     lease_s = 3.0              # one active watcher per name: a standby takes over after this
     lease_renew_s = 1.0        # the leader renews this often (default lease_s / 3)
     metrics_port = 9464        # /metrics and /healthz on 127.0.0.1 (default: not served)
+    wallet_activity = ["erc20", "erc721", "erc1155"]   # standard transfers of any contract
+                               # from/to a wallet with a `user:` subscriber (default: none)
 
     [[contracts]]
     name = "DemoToken"
@@ -60,7 +62,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -68,6 +70,7 @@ from typing import Any, Literal
 from chainpush.logs import redact_url
 from chainpush.watcher.artifacts import DEFAULT_ABI_DIRS, DEFAULT_IGNITION_DIR
 from chainpush.watcher.errors import ConfigError
+from chainpush.watcher.wallets import STANDARDS, check_standards
 
 DEFAULT_MONGO_URI = "mongodb://127.0.0.1:27018/?directConnection=true"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6390/0"
@@ -85,6 +88,14 @@ def _check_keys(data: Mapping[str, Any], allowed: set[str], source: str, section
             f"{source}: unknown key(s) {', '.join(unknown)} in {section} "
             f"(expected: {', '.join(sorted(allowed))})"
         )
+
+
+def _standards(value: Any) -> tuple[str, ...]:
+    """``[watch] wallet_activity``: a list of standard names (checked by ``WatchConfig``)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"[watch] wallet_activity must be a list of some of "
+                          f"{', '.join(map(repr, STANDARDS))}, got {value!r}")
+    return tuple(value)
 
 
 def _as_list(value: Any, key: str) -> list[str]:
@@ -163,6 +174,14 @@ class WatchConfig:
     lease_renew_s: float = 1.0
     #: serve ``/metrics`` and ``/healthz`` on 127.0.0.1:<port> (None: not served)
     metrics_port: int | None = None
+    #: follow the lifecycle of transactions someone subscribed to (``tx:<hash>``,
+    #: ``watcher.txs``): needs the push nodes' Redis registry (``[stores] redis_url``)
+    tx_lifecycle: bool = False
+    #: at most this many subscribed hashes followed at once (the rest wait for a place)
+    max_tracked_txs: int = 10_000
+    #: token standards whose transfers of *any* contract from or to a wallet with a ``user:``
+    #: subscriber are recorded (``watcher.wallets``); empty: off
+    wallet_activity: tuple[str, ...] = ()
 
     @property
     def abi_dir(self) -> Path:
@@ -205,11 +224,19 @@ class WatchConfig:
                 f"[watch] lease_renew_s must be > 0 and at most [watch] lease_s / 2 "
                 f"({self.lease_s / 2:g}), got {self.lease_renew_s}"
             )
+        if not isinstance(self.tx_lifecycle, bool):
+            raise ConfigError(f"[watch] tx_lifecycle must be true or false, got "
+                              f"{self.tx_lifecycle!r}")
+        if isinstance(self.max_tracked_txs, bool) or not isinstance(
+                self.max_tracked_txs, int) or self.max_tracked_txs < 1:
+            raise ConfigError(f"[watch] max_tracked_txs must be an integer >= 1, got "
+                              f"{self.max_tracked_txs!r}")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigError(
                 f"[watch] metrics_port must be 0 … 65535 (0: any free port), got "
                 f"{self.metrics_port}"
             )
+        check_standards(self.wallet_activity, "[watch] wallet_activity")
 
 
 Trigger = Literal["block"] | tuple[str, ...]
@@ -310,6 +337,14 @@ class Config:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ConfigError(f"[[contracts]] names must be unique, repeated: {', '.join(dupes)}")
+        # reserved whether or not this file turns wallet activity on: another chain's watcher
+        # of the same deployment may, and topics are not qualified by chain (seams §3)
+        clash = sorted(set(names) & set(STANDARDS))
+        if clash:
+            raise ConfigError(
+                f"[[contracts]] name {clash[0]!r} is taken by [watch] wallet_activity (its "
+                f"records are contract {clash[0]!r}, on every chain of the deployment): "
+                "rename the contract")
         for c in self.contracts:
             k = self.confirmations(c)
             if k >= self.watch.reorg_window:
@@ -360,7 +395,8 @@ class Config:
                                 "reorg_window", "finality_depth", "finality", "abi_dir",
                                 "deployments", "ignition", "live_batch_blocks",
                                 "progress_interval_s", "lease_s", "lease_renew_s",
-                                "metrics_port"},
+                                "metrics_port", "wallet_activity", "tx_lifecycle",
+                                "max_tracked_txs"},
                     source, "[watch]")
         reorg_window = int(watch_raw.get("reorg_window", 64))
         lease_s = float(watch_raw.get("lease_s", 3.0))
@@ -385,6 +421,9 @@ class Config:
             lease_renew_s=float(watch_raw.get("lease_renew_s", lease_s / 3)),
             metrics_port=(int(watch_raw["metrics_port"]) if "metrics_port" in watch_raw
                           else None),
+            tx_lifecycle=watch_raw.get("tx_lifecycle", False),
+            max_tracked_txs=watch_raw.get("max_tracked_txs", 10_000),
+            wallet_activity=_standards(watch_raw.get("wallet_activity", [])),
         )
         contracts_raw = data.get("contracts", [])
         if not isinstance(contracts_raw, list):
@@ -419,6 +458,7 @@ class Config:
                 "ignition": str(self.watch.ignition) if self.watch.ignition else None,
                 "lease_s": self.watch.lease_s, "lease_renew_s": self.watch.lease_renew_s,
                 "metrics_port": self.watch.metrics_port,
+                "wallet_activity": list(self.watch.wallet_activity),
             },
             "contracts": [
                 {"name": c.name, "abi": c.abi, "address": c.address, "deployment": c.deployment,
@@ -529,6 +569,7 @@ rpc = "http://127.0.0.1:8545"
 name = "demo"
 abi_dir = "abi"
 deployments = "deployments"
+tx_lifecycle = true
 
 [[contracts]]
 name = "DemoToken"
@@ -538,6 +579,13 @@ name = "CallDemo"
 [[contracts.state]]
 function = "get"
 on = ["ValueChanged"]
+
+[[contracts]]
+name = "DemoFactory"
+
+[[contracts]]
+name = "DemoPair"                       # every pair DemoFactory creates, from its creation block
+factory = {contract = "DemoFactory", event = "PairCreated", arg = "pair"}
 """
 
 
@@ -582,3 +630,31 @@ def read_deployments(path: Path, chain_id: int, source: str) -> dict[str, dict[s
             f"the node serves {chain_id}"
         )
     return dict(doc["contracts"])
+
+
+def check_several(configs: Sequence[Config]) -> None:
+    """Several watch configs run in one process (``chainpush run --config A --config B``): one
+    watcher per chain. Refuses what would clash before anything starts (``docs/watcher.md``,
+    Several chains): a contract name in two files (names are unique per deployment: topics are
+    not qualified by chain), and two files of one chain (the same ``[node] chain_id``) with the
+    same ``[watch] name`` (one lease: the second would wait as a standby forever). Across
+    processes the watchers' claims in MongoDB check the names (``watcher.claims``)."""
+    owner: dict[str, Config] = {}
+    for config in configs:
+        for c in config.contracts:
+            first = owner.setdefault(c.name, config)
+            if first is not config:
+                raise ConfigError(
+                    f"{config.source}: [[contracts]] {c.name} is also in {first.source}: "
+                    f"contract names are unique per deployment (topic contract:{c.name} carries "
+                    f"one chain); rename one (name = \"{c.name}_<chain>\", abi = \"{c.abi}\")")
+    keys: dict[tuple[int, str], Config] = {}
+    for config in configs:
+        if config.node.chain_id is None:
+            continue
+        first = keys.setdefault((config.node.chain_id, config.watch.name), config)
+        if first is not config:
+            raise ConfigError(
+                f"{config.source}: [watch] name {config.watch.name!r} on chain "
+                f"{config.node.chain_id} is also {first.source}'s: one lease and checkpoint "
+                f"per (chain, name); merge the two files or give one another [watch] name")

@@ -16,8 +16,18 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, NotRequired, TypedDict, cast
 
 Status = Literal["pending", "confirmed", "removed"]
-Kind = Literal["event", "state"]
+Kind = Literal["event", "state", "tx"]
+#: what a tx record says happened (docs/seams.md §1 *Transaction records*)
+TxEvent = Literal["pending", "mined", "replaced", "dropped"]
 STATUSES: tuple[Status, ...] = ("pending", "confirmed", "removed")
+
+
+class TokenDict(TypedDict):
+    """A wallet-activity record's token (docs/seams.md §1): read once per token."""
+
+    standard: str
+    symbol: str | None
+    decimals: int | None
 
 
 class RecordDict(TypedDict):
@@ -40,6 +50,8 @@ class RecordDict(TypedDict):
     incarnation: NotRequired[int]
     #: paths of the address-typed args (docs/seams.md §1); absent on records made before it
     address_paths: NotRequired[list[str]]
+    #: wallet activity only (``[watch] wallet_activity``, docs/seams.md §1)
+    token: NotRequired[TokenDict]
 
 
 def event_id(chain_id: int, block_hash: str, log_index: int) -> str:
@@ -81,10 +93,15 @@ class EventRecord:
     #: paths (filter syntax) of the ``address``-typed args, from the ABI; ``None``: not known
     #: (a record restored from a checkpoint written before the field existed)
     address_paths: tuple[str, ...] | None = None
+    #: wallet activity (``watcher.wallets``): the token's standard, symbol and decimals; its id
+    #: then ends with ``:<standard>`` (a log of a token later added to ``[[contracts]]`` gets
+    #: a record of that contract too, under the plain id: never taken for a duplicate)
+    token: TokenDict | None = None
 
     @property
     def id(self) -> str:
-        return event_id(self.chain_id, self.block_hash, self.log_index)
+        base = event_id(self.chain_id, self.block_hash, self.log_index)
+        return base if self.token is None else f"{base}:{self.token['standard']}"
 
     @property
     def message_id(self) -> str:
@@ -108,6 +125,9 @@ class EventRecord:
         }
         if self.address_paths is not None:
             out["address_paths"] = list(self.address_paths)
+        if self.token is not None:
+            out["token"] = {"standard": self.token["standard"], "symbol": self.token["symbol"],
+                            "decimals": self.token["decimals"]}
         return out
 
 
@@ -158,7 +178,90 @@ class StateRecord:
         }
 
 
-Record = EventRecord | StateRecord
+def tx_stage(event: str, status: str) -> str:
+    """The lifecycle word of a tx record (docs/seams.md §1): ``pending`` (in the node's pool),
+    ``mined``, ``confirmed``, ``removed`` (its block was orphaned), ``replaced``, ``dropped``."""
+    if event == "mined":
+        return {"pending": "mined"}.get(status, status)
+    return event
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxRecord:
+    """One transaction's lifecycle step (``tx:<hash>``, docs/seams.md §1 *Transaction records*).
+
+    ``event = "mined"``: a record *of its block* (``block_*`` set, id ``<chain>:<block
+    hash>:tx:<hash>``): the ledger emits it ``pending`` (just mined), ``confirmed`` when the
+    block is final, ``removed`` when a reorg orphans it, with incarnations like any record of a
+    block. ``pending`` (in the pool), ``replaced`` and ``dropped`` have no block (id
+    ``<chain>:tx:<hash>``): ``pending`` status ``pending`` (incarnation n: the n-th time it was
+    seen back in the pool), the final two status ``confirmed``.
+    """
+
+    chain_id: int
+    tx_hash: str
+    event: TxEvent
+    status: Status = "pending"
+    incarnation: int = 0
+    sender: str | None = None
+    to: str | None = None
+    nonce: int | None = None
+    block_number: int | None = None
+    block_hash: str | None = None
+    block_timestamp: int | None = None
+    #: mined: "success" or "reverted" (the receipt's status)
+    result: str | None = None
+    gas_used: str | None = None
+    effective_gas_price: str | None = None
+    #: mined: the decoded events of watched contracts in its receipt
+    events: tuple[dict[str, Any], ...] = ()
+    #: replaced: the hash of the transaction that took its nonce
+    replaced_by: str | None = None
+
+    #: the ledger asks every record for its contract's K: a tx follows K = 0 (``confirmed``
+    #: at finality), and no ``[[contracts]]`` name is empty
+    contract = ""
+
+    @property
+    def id(self) -> str:
+        return tx_record_id(self.chain_id, self.tx_hash, self.block_hash)
+
+    @property
+    def message_id(self) -> str:
+        return message_id({"id": self.id, "status": self.status,
+                           "incarnation": self.incarnation})
+
+    @property
+    def stage(self) -> str:
+        return tx_stage(self.event, self.status)
+
+    def with_status(self, status: Status) -> TxRecord:
+        return replace(self, status=status)
+
+    def with_incarnation(self, incarnation: int) -> TxRecord:
+        return replace(self, incarnation=incarnation)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "tx", "id": self.id, "chain_id": self.chain_id, "tx_hash": self.tx_hash,
+            "event": self.event, "stage": self.stage, "status": self.status,
+            "incarnation": self.incarnation, "from": self.sender, "to": self.to,
+            "nonce": self.nonce, "block_number": self.block_number,
+            "block_hash": self.block_hash, "block_timestamp": self.block_timestamp,
+            "result": self.result, "gas_used": self.gas_used,
+            "effective_gas_price": self.effective_gas_price, "events": list(self.events),
+            "replaced_by": self.replaced_by, "address_paths": [],
+        }
+
+
+def tx_record_id(chain_id: int, tx_hash: str, block_hash: str | None = None) -> str:
+    """``<chain>:<block hash>:tx:<hash>`` (mined) or ``<chain>:tx:<hash>`` (no block)."""
+    if block_hash is None:
+        return f"{chain_id}:tx:{tx_hash}"
+    return f"{chain_id}:{block_hash}:tx:{tx_hash}"
+
+
+Record = EventRecord | StateRecord | TxRecord
 
 
 def record_from_dict(data: RecordDict | dict[str, Any]) -> Record:
@@ -175,12 +278,23 @@ def record_from_dict(data: RecordDict | dict[str, Any]) -> Record:
             block_timestamp=d["block_timestamp"], status=status,
             incarnation=int(d.get("incarnation") or 0),
         )
+    if d["kind"] == "tx":
+        return TxRecord(
+            chain_id=d["chain_id"], tx_hash=d["tx_hash"], event=d["event"], status=status,
+            incarnation=int(d.get("incarnation") or 0), sender=d.get("from"), to=d.get("to"),
+            nonce=d.get("nonce"), block_number=d.get("block_number"),
+            block_hash=d.get("block_hash"), block_timestamp=d.get("block_timestamp"),
+            result=d.get("result"), gas_used=d.get("gas_used"),
+            effective_gas_price=d.get("effective_gas_price"),
+            events=tuple(d.get("events") or ()), replaced_by=d.get("replaced_by"),
+        )
     if d["kind"] != "event":
-        raise ValueError(f"record kind must be 'event' or 'state', got {d['kind']!r}")
+        raise ValueError(f"record kind must be 'event', 'state' or 'tx', got {d['kind']!r}")
     return EventRecord(
         chain_id=d["chain_id"], contract=d["contract"], address=d["address"], event=d["event"],
         args=dict(d["args"]), block_number=d["block_number"], block_hash=d["block_hash"],
         block_timestamp=d["block_timestamp"], tx_hash=d["tx_hash"], log_index=d["log_index"],
         status=status, incarnation=int(d.get("incarnation") or 0),
         address_paths=tuple(d["address_paths"]) if d.get("address_paths") is not None else None,
+        token=cast(TokenDict, dict(d["token"])) if d.get("token") is not None else None,
     )

@@ -45,6 +45,7 @@ from chainpush.push.metrics import Metrics
 from chainpush.resource import AsyncResource, raise_if_cancelling
 from chainpush.watcher.binding import Bound, bind
 from chainpush.watcher.checkpoint import CheckpointError, LeaseLost, MongoCheckpoints
+from chainpush.watcher.claims import claim_names
 from chainpush.watcher.config import Config
 from chainpush.watcher.decode import DecodeStats, RawLog
 from chainpush.watcher.errors import (
@@ -171,6 +172,9 @@ class Watcher(AsyncResource):
                 lambda: float(self.lease_generation or 0))
         m.gauge("chainpush_watch_tip", "the committed tip block number (-1: none yet)",
                 lambda: float(-1 if self.tip is None else self.tip))
+        m.gauge("chainpush_watch_tracked_txs", "transactions followed now (tx:<hash> with a "
+                "subscriber, not final yet; [watch] max_tracked_txs)",
+                lambda: float(len(self._stepper.txs.tracked)) if self._stepper else 0.0)
         for name, what in _STAT_COUNTERS.items():
             m.counter(f"chainpush_watch_{name}_total", f"{what} by this process")
         m.counter("chainpush_watch_fenced_writes_total", "writes (lease renewals, checkpoint "
@@ -179,6 +183,10 @@ class Watcher(AsyncResource):
                   "standby")
         m.counter("chainpush_watch_redis_errors_total", "failed reads of the subscribers' "
                   "topics from the Redis registry (the last answer is kept)")
+        if self.config.watch.wallet_activity:
+            m.gauge("chainpush_watch_wallets", "wallets with a user: subscriber whose token "
+                    "transfers are followed ([watch] wallet_activity)",
+                    lambda: float(self._stepper.wallets_in_force if self._stepper else 0))
 
     def render_metrics(self) -> str:
         """``/metrics``: the Prometheus text of ``metrics``, the stats counters brought up to
@@ -318,6 +326,8 @@ class Watcher(AsyncResource):
         if self._stepper is None:
             bound = bind(cfg, chain_id)
             await self._check_code(rpc, bound)
+            if self._own_checkpoints:  # a deployment's MongoDB (not a test's own store)
+                await claim_names(cfg, bound)  # unique per deployment: docs/seams.md §3
             self._stepper = Stepper(bound, cfg.watch, poll_interval_s=cfg.node.poll_interval_s)
             self._stepper.stats = self.stats
         elif self._stepper.bound.chain_id != chain_id:

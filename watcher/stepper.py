@@ -36,6 +36,12 @@ fetch are read by a request of their own (by address, or by topic once there are
 ``max_filter_addresses``); a reorg un-discovers the children of the blocks it orphans before the
 new branch is read. The child set is part of the committed state (``children``).
 
+Wallet activity (``watcher.wallets``, ``[watch] wallet_activity``): every pass of the loop asks
+``Interested("user:")`` for the wallets with a subscriber (None: keep the set in force, which is
+part of the committed state, ``wallets``); live steps and backfill chunks fetch those wallets'
+standard transfers of any contract with filters of their own, skip configured contracts' and
+children's logs, and read each new token's ``symbol()``/``decimals()`` once (``tokens``).
+
 Invariants (checked by the simulation at the end of every run): every canonical log has exactly
 one live final message; every record emitted for a block that left the canonical chain has a
 ``removed`` after it; nothing confirmed that is not canonical; each message id stored once —
@@ -46,7 +52,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from chainpush.watcher.binding import Bound
@@ -54,16 +60,28 @@ from chainpush.watcher.bloom import LogBloom
 from chainpush.watcher.calls import ViewCall
 from chainpush.watcher.config import WatchConfig
 from chainpush.watcher.cursor import BlockCursor, Event, Header, Reorg
-from chainpush.watcher.decode import LogDecoder, RawLog
+from chainpush.watcher.decode import LogDecoder, RawLog, checksum
 from chainpush.watcher.errors import RangeTooLarge, RateLimited, RPCError, WatcherError
 from chainpush.watcher.factory import MAX_FILTER_ADDRESSES, Child, Children, discovered
 from chainpush.watcher.ledger import Ledger, apply_events, surviving_blocks
 from chainpush.watcher.ranges import RangePlanner
-from chainpush.watcher.record import Record, StateRecord
+from chainpush.watcher.record import EventRecord, Record, StateRecord, TxRecord
+from chainpush.watcher.txs import TxTracker
+from chainpush.watcher.wallets import (
+    TokenInfo,
+    WalletActivity,
+    is_wallet,
+    metadata_calls,
+    pad,
+    token_info,
+)
 
 logger = logging.getLogger(__name__)
 
 BACKOFF_BASE_S = 0.2
+#: token metadata kept (wallet activity; in the checkpoint, ~70 bytes each): airdropped spam
+#: tokens must not grow the checkpoint without bound; a token that left is read again
+MAX_TOKENS = 10_000
 BACKOFF_MAX_S = 15.0
 
 RpcCall = tuple[str, list[Any]]
@@ -200,6 +218,11 @@ class _Session:
     has_tag: bool = True  # False once the node answered that it has no `finalized` tag
     #: factory children known at the tip (``watcher.factory``; in the checkpoint)
     children: Children = field(default_factory=Children)
+    #: wallet activity: the wallets with a ``user:`` subscriber in force (in the checkpoint:
+    #: a restart with Redis away goes on with them)
+    wallets: frozenset[str] = frozenset()
+    #: wallet activity: token metadata read so far, (standard, address) → info (checkpoint)
+    tokens: dict[tuple[str, str], TokenInfo] = field(default_factory=dict)
 
 
 #: fetches the logs of blocks ``lo … hi`` with a filter (by ranges, or by block hashes)
@@ -232,6 +255,9 @@ class Stepper:
         #: decodes the factories' logs for discovery only (its counts are not reported)
         self._discovery = LogDecoder(bound.chain_id,
                                      [s for s in bound.specs if s.name in factories])
+        #: transaction lifecycles (``watcher.txs``; restored from the checkpoint each session)
+        self.txs = TxTracker(bound.chain_id, max_tracked=watch.max_tracked_txs)
+        self._init_wallets()
 
     # --- the session ---------------------------------------------------------------------------
 
@@ -248,6 +274,7 @@ class Stepper:
             yield Subscribe()
         window = self.watch.reorg_window
         while True:
+            yield from self._read_wallets()
             (raw_head,) = yield Call((("eth_blockNumber", []),))
             head = int(raw_head, 16)
             if self.watch.finality == "tag" and s.has_tag:
@@ -266,7 +293,9 @@ class Stepper:
                     continue
                 yield from self._backfill(target)
                 continue
-            if not (yield from self._live_step(head)):
+            stepped = yield from self._live_step(head)
+            yield from self._track_txs()
+            if not stepped:
                 yield WaitHead(self.poll_interval_s)
 
     def _sess(self) -> _Session:
@@ -285,6 +314,10 @@ class Stepper:
             yield Accept(batch)
             yield Save(self.key, proposed)
             doc = proposed
+        # what the tracker knew when that state was proposed (nothing learnt since is lost:
+        # the node is asked again)
+        self.txs = TxTracker.from_doc((doc or {}).get("txs"), self.bound.chain_id,
+                                      max_tracked=self.watch.max_tracked_txs)
         if doc is not None and doc.get("cursor"):
             committed = {k: doc[k] for k in ("block_number", "block_hash", "cursor", "ledger",
                                              "chain_id", "name")}
@@ -294,6 +327,8 @@ class Stepper:
             committed["catchup"] = doc.get("catchup")
             committed["backfill_to"] = doc.get("backfill_to")
             committed["children"] = doc.get("children")
+            committed["txs"] = doc.get("txs")
+            committed.update({k: doc[k] for k in ("wallets", "tokens") if k in doc})
             logger.info("resuming from checkpoint %s at block %d", self.key, doc["block_number"])
             self.committed = committed
             self._restore(committed)
@@ -329,6 +364,7 @@ class Stepper:
                            current if covered is None else [e for e in current if e in covered],
                            catchup, backfill_to=committed.get("backfill_to"),
                            children=children)
+        self._restore_wallets(committed)
 
     def _doc(self) -> dict[str, Any]:
         s = self._sess()
@@ -337,13 +373,15 @@ class Stepper:
             "block_number": s.cursor.tip.number, "block_hash": s.cursor.tip.hash,
             "cursor": s.cursor.to_doc(), "ledger": s.ledger.to_doc(),
             "contracts": list(s.covered), "catchup": s.catchup, "backfill_to": s.backfill_to,
-            "children": s.children.to_doc(),
+            "children": s.children.to_doc(), **self._wallets_doc(),
+            "txs": self.txs.to_doc(),
         }
 
     def _commit(self, records: Sequence[Record], *, propose: bool) -> Steps:
         """Hand ``records`` to the sink, then store the checkpoint (see ``watcher.checkpoint``)."""
         s = self._sess()
         s.children.finalize(s.cursor.chain[0].number)  # at or below the anchor: final
+        self.txs.emitted(records)
         state = self._doc()
         batch: list[dict[str, Any]] = [dict(r.to_dict()) for r in records]
         if batch:
@@ -446,14 +484,17 @@ class Stepper:
             logs = yield from self._complete(logs, used, span, self._range_fetch,
                                              {t.name for t in self.bound.templates},
                                              self.decoder)
-            timestamps = yield from self._timestamps(logs)
+            wallet_logs = yield from self._wallet_range(span)
+            timestamps = yield from self._timestamps(logs + wallet_logs)
             # records of final blocks: ``confirmed`` at once, whatever the contract's K (a block
             # deeper than the window is deeper than every K and than ``finality_depth``)
             # (a block orphaned earlier may be back: its records are a new incarnation)
             inc = s.ledger.incarnation
+            found = self.decoder.decode_many(logs, timestamps)
+            found = yield from self._with_wallet_records(found, wallet_logs, timestamps or {})
             records: list[Record] = [
                 rec.with_status("confirmed").with_incarnation(inc(rec.block_hash))
-                for rec in self.decoder.decode_many(logs, timestamps)
+                for rec in found
             ]
             done["records"] += len(records)
             s.cursor = BlockCursor([end], window=self.watch.reorg_window)
@@ -539,13 +580,13 @@ class Stepper:
         logger.info("catch-up of %s done: %d records", ", ".join(sorted(names)),
                     count["records"])
 
-    def _catch_up_records(self, records: Sequence[Record]) -> tuple[list[Record], bool]:
+    def _catch_up_records(self, records: Sequence[EventRecord]) -> tuple[list[Record], bool]:
         """What to emit for caught-up ``records``; True when the ledger took some."""
         s = self._sess()
         chain = s.cursor.chain
         anchor, tip = chain[0].number, chain[-1].number
         out: list[Record] = []
-        late: dict[int, list[Record]] = {}
+        late: dict[int, list[EventRecord]] = {}
         for rec in records:
             if rec.block_number <= anchor:
                 out.append(rec.with_status("confirmed").with_incarnation(
@@ -645,12 +686,13 @@ class Stepper:
                                 child.hash)
         survivors = surviving_blocks(events)
         logs_by_block, values = yield from self._live_fetch(list(survivors.values()), blooms)
+        wallet = yield from self._wallet_live(list(survivors.values()), blooms)
         decoder = self.decoder
 
         def records_of(header: Header) -> list[Record]:
-            recs: list[Record] = list(decoder.decode_many(
+            recs: list[Record] = list(_merged(decoder.decode_many(
                 logs_by_block[header.hash], {header.hash: header.timestamp}
-            ))
+            ), wallet.get(header.hash, [])))
             self.stats.blocks += 1
             return recs + self._state_records(header, values.get(header.hash, []))
 
@@ -788,9 +830,10 @@ class Stepper:
         s = self._sess()
         return [a for a in s.children.addresses() if s.children.template_of(a) in templates]
 
-    def _range_fetch(self, flt: dict[str, object], lo: int, hi: int
+    def _range_fetch(self, flt: dict[str, object], lo: int, hi: int, *, key: str = "children"
                      ) -> Generator[Action, Any, list[RawLog]]:
-        """Every log of ``lo … hi`` with ``flt``, by ranges (no prefetch)."""
+        """Every log of ``lo … hi`` with ``flt``, by ranges (no prefetch; ``key``: whose
+        range planner)."""
         out: list[RawLog] = []
 
         def collect(_span: tuple[int, int], logs: list[RawLog], _end: Header,
@@ -799,7 +842,7 @@ class Stepper:
             return
             yield
 
-        yield from self._chunks(lo, hi, flt, collect, key="children", prefetch=False)
+        yield from self._chunks(lo, hi, flt, collect, key=key, prefetch=False)
         return out
 
     def _complete(
@@ -945,3 +988,305 @@ class Stepper:
                 block_timestamp=header.timestamp,
             ))
         return out
+
+    # --- transaction lifecycles (``watcher.txs``) ---------------------------------------------
+
+    def _track_txs(self) -> Steps:
+        """One step of the subscribed ``tx:`` hashes (``watcher.txs``): ask the node about
+        those whose fate the ledger does not hold, emit what changed (a commit of its own)."""
+        if not self.watch.tx_lifecycle:
+            return
+        self.txs.interest((yield Interested("tx:")))
+        hashes = self.txs.to_poll()
+        if not hashes:
+            return
+        s = self._sess()
+        chain = s.cursor.chain
+        anchor, tip = chain[0].number, chain[-1].number
+        canonical = {h.number: h.hash for h in chain[1:]}
+        answers = yield Call(self.txs.calls(hashes))
+        out: list[Record] = []
+        gone: list[str] = []
+        final: list[TxRecord] = []
+        for i, tx_hash in enumerate(hashes):
+            try:
+                v = self.txs.seen(tx_hash, answers[2 * i], answers[2 * i + 1], anchor=anchor,
+                                  tip=tip, canonical=canonical)
+                header = chain[v.block_number - anchor] if (
+                    v.what == "mined" and not v.final) else None
+                stamp = header.timestamp if header is not None else None
+                rec = self.txs.mined_record(v, timestamp=stamp, events=self._tx_events(
+                    v.receipt, stamp)) if v.what == "mined" else None
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                raise RPCError(f"the node's answer about transaction {tx_hash} is malformed: "
+                               f"{exc!r:.120}", method="eth_getTransactionReceipt") from exc
+            if v.what == "pending" and v.record is not None:
+                out.append(v.record)
+            elif v.what == "gone":
+                gone.append(tx_hash)
+            elif rec is not None and header is None:
+                final.append(rec)
+            elif rec is not None and header is not None:
+                out += s.ledger.adopt(header, [rec], tip)
+        if final:
+            # mined below the window (subscribed late): final at once, as backfilled records —
+            # once the block at that height is the receipt's (a node behind a load balancer
+            # may serve a receipt of a block it no longer has as canonical)
+            blocks = yield Call(tuple(("eth_getBlockByNumber", [hex(r.block_number or 0), False])
+                                      for r in final))
+            for rec, block in zip(final, blocks, strict=True):
+                if not block or str(block.get("hash", "")).lower() != rec.block_hash:
+                    logger.debug("transaction %s: its receipt's block %s %s is not canonical "
+                                "on the node; asking again", rec.tx_hash, rec.block_number,
+                                rec.block_hash)
+                    continue
+                out.append(replace(rec, block_timestamp=int(block["timestamp"], 16))
+                           .with_status("confirmed")
+                           .with_incarnation(s.ledger.incarnation(str(rec.block_hash))))
+        if gone:
+            out += yield from self._gone_txs(gone)
+        if out:
+            yield from self._commit(out, propose=True)
+
+    def _tx_events(self, receipt: Any, timestamp: int | None) -> list[dict[str, Any]]:
+        """The decoded events of watched contracts (factory children included) in a receipt."""
+        out: list[dict[str, Any]] = []
+        for lg in (receipt or {}).get("logs") or []:
+            try:
+                rec = self.decoder.decode(lg, timestamp if timestamp is not None else 0)
+            except WatcherError:
+                continue  # not a watched contract's (or not decodable): not one of ours
+            if rec is not None:
+                out.append({"contract": rec.contract, "address": rec.address,
+                            "event": rec.event, "args": rec.args, "log_index": rec.log_index})
+        return out
+
+    def _gone_txs(self, gone: list[str]) -> Generator[Action, Any, list[Record]]:
+        """Hashes the node knows nothing of: ``replaced`` / ``dropped`` once their sender's
+        nonce is used in the chain the cursor holds (``latest`` first: cheap, and most often
+        not yet)."""
+        known = [(h, *self.txs.sender_nonce(h)) for h in gone]
+        counts = yield Call(tuple(("eth_getTransactionCount", [sender, "latest"])
+                                  for _, sender, _ in known))
+        out: list[Record] = []
+        for (tx_hash, sender, nonce), count in zip(known, counts, strict=True):
+            if not self.txs.nonce_used(tx_hash, _quantity(count, sender)):
+                continue
+            found, replaced_by = yield from self._nonce_user(sender, nonce)
+            if not found:
+                continue  # used in a block the cursor has not reached: decided there
+            logger.info("transaction %s: its nonce %d was used by %s", tx_hash, nonce,
+                        replaced_by or "a transaction below the window")
+            out.append(self.txs.gone_record(tx_hash, replaced_by))
+        return out
+
+    def _nonce_user(self, sender: str, nonce: int
+                    ) -> Generator[Action, Any, tuple[bool, str | None]]:
+        """Whether ``sender``'s ``nonce`` is used in the blocks the cursor holds (its count at
+        the tip is past it, EIP-1898 block hashes), and by which transaction: the one of the
+        first held block after which the count is past ``nonce`` (None: at or below the
+        anchor). A held block the node no longer has (a reorg the next live step will see):
+        not decided."""
+        chain = self._sess().cursor.chain
+        counts = yield Call(tuple(("eth_getTransactionCount", [sender, {"blockHash": h.hash}])
+                                  for h in chain), optional=True)
+        if counts is None:
+            return False, None
+        used = [i for i, c in enumerate(counts) if _quantity(c, sender) > nonce]
+        if not used:
+            return False, None
+        if used[0] == 0:
+            return True, None
+        (block,) = yield Call((("eth_getBlockByHash", [chain[used[0]].hash, True]),))
+        for tx in (block or {}).get("transactions") or []:
+            if (isinstance(tx, dict) and str(tx.get("from", "")).lower() == sender.lower()
+                    and int(str(tx.get("nonce", "0x0")), 16) == nonce):
+                return True, str(tx["hash"]).lower()
+        return True, None
+
+    # --- wallet activity (``watcher.wallets``; docs/watcher.md §Wallet activity) --------------
+
+    def _init_wallets(self) -> None:
+        watch = self.watch
+        #: wallet activity (``[watch] wallet_activity``); None: off
+        self.wallets: WalletActivity | None = (
+            WalletActivity(self.bound.chain_id, watch.wallet_activity)
+            if watch.wallet_activity else None)
+        #: token metadata read in this process (a failed session does not read it again)
+        self._tokens: dict[tuple[str, str], TokenInfo] = {}
+        self._bloom_of_wallets: tuple[frozenset[str], LogBloom] | None = None
+        if watch.wallet_activity:
+            # records of the standards are confirmed like a contract's: `[watch] confirmations`
+            self.bound = replace(self.bound, confirmations={
+                **dict.fromkeys(watch.wallet_activity, watch.confirmations),
+                **self.bound.confirmations})
+
+    @property
+    def wallets_in_force(self) -> int:
+        """How many wallets' activity the current session follows (0 without one)."""
+        return 0 if self._s is None else len(self._s.wallets)
+
+    def _wallets_doc(self) -> dict[str, Any]:
+        """The checkpoint's part: the wallets in force and the token metadata read (compact:
+        one address per wallet, one row per token)."""
+        if self.wallets is None:
+            return {}
+        s = self._sess()
+        return {"wallets": sorted(s.wallets),
+                "tokens": [[address, standard, info.symbol, info.decimals]
+                           for (standard, address), info in s.tokens.items()]}
+
+    def _restore_wallets(self, committed: dict[str, Any]) -> None:
+        s = self._sess()
+        s.wallets = frozenset(str(w) for w in committed.get("wallets") or ())
+        s.tokens = dict(self._tokens)
+        for address, standard, symbol, decimals in committed.get("tokens") or ():
+            s.tokens[(standard, address)] = TokenInfo(standard, symbol, decimals)
+
+    def _read_wallets(self) -> Steps:
+        """The wallets in force from this step on: those with a ``user:`` subscriber now. An
+        answer of None (Redis away) keeps the set in force, stored with every commit."""
+        if self.wallets is None:
+            return
+        got = yield Interested("user:")
+        if got is None:
+            return
+        s = self._sess()
+        wallets = frozenset(checksum(w) for w in got if is_wallet(w))
+        if wallets != s.wallets:
+            logger.debug("wallet activity: %d wallets with a subscriber (was %d)",
+                         len(wallets), len(s.wallets))
+            s.wallets = wallets
+
+    def _wallet_filters(self) -> list[dict[str, object]]:
+        if self.wallets is None:
+            return []
+        self.wallets.max_addresses = self.max_filter_addresses
+        return self.wallets.filters(self._sess().wallets)
+
+    def _wallet_live(self, headers: list[Header], blooms: dict[str, str | None]
+                     ) -> Generator[Action, Any, dict[str, list[EventRecord]]]:
+        """The wallet-activity records of ``headers`` (logs by block hash, every filter in one
+        batch), per block hash. A block whose ``logsBloom`` proves it holds no standard
+        transfer from or to a wallet in force is not asked (most blocks, for few wallets)."""
+        filters = self._wallet_filters()
+        if filters:
+            bloom = self._wallet_bloom()
+            headers = [h for h in headers if bloom.may_match(blooms.get(h.hash))]
+        if not filters or not headers:
+            return {}
+        pairs = [(h, flt) for flt in filters for h in headers]
+        results = yield Call(tuple(("eth_getLogs", [{"blockHash": h.hash, **flt}])
+                                   for h, flt in pairs))
+        logs: list[RawLog] = []
+        for (h, _), got in zip(pairs, results, strict=True):
+            for lg in got:
+                if str(lg.get("blockHash", "")).lower() != h.hash:
+                    raise RPCError(f"eth_getLogs for block {h.hash} returned a log of block "
+                                   f"{lg.get('blockHash')}", method="eth_getLogs")
+                logs.append(lg)
+        recs = yield from self._wallet_records(logs, {h.hash: h.timestamp for h in headers})
+        out: dict[str, list[EventRecord]] = {}
+        for rec in recs:
+            out.setdefault(rec.block_hash, []).append(rec)
+        return out
+
+    def _wallet_bloom(self) -> LogBloom:
+        """The bloom check of the wallets in force (as topics) and the standards' topic0s."""
+        wa, s = self.wallets, self._sess()
+        assert wa is not None
+        if self._bloom_of_wallets is None or self._bloom_of_wallets[0] is not s.wallets:
+            self._bloom_of_wallets = (s.wallets, LogBloom([pad(w) for w in s.wallets],
+                                                          wa.topic0s()))
+        return self._bloom_of_wallets[1]
+
+    def _wallet_range(self, span: tuple[int, int]) -> Generator[Action, Any, list[RawLog]]:
+        """The logs of blocks ``span`` that the wallet filters find (by ranges)."""
+        out: list[RawLog] = []
+        for flt in self._wallet_filters():
+            out += yield from self._range_fetch(flt, span[0], span[1], key="wallets")
+        return out
+
+    def _with_wallet_records(self, found: list[EventRecord], wallet_logs: list[RawLog],
+                             timestamps: dict[str, int]
+                             ) -> Generator[Action, Any, list[EventRecord]]:
+        """``found`` (the configured contracts' records of a range) with the wallet-activity
+        records of ``wallet_logs``, in (block, log index) order."""
+        if not wallet_logs:
+            return found
+        recs = yield from self._wallet_records(wallet_logs, timestamps)
+        return sorted([*found, *recs], key=lambda r: (r.block_number, r.log_index))
+
+    def _wallet_records(self, logs: list[RawLog], timestamps: dict[str, int]
+                        ) -> Generator[Action, Any, list[EventRecord]]:
+        """The records of the standard transfers among ``logs`` from or to a wallet in force,
+        except logs of a configured contract or a factory child (their own records win); each
+        with its token's metadata (read once per token, at the block of its first record)."""
+        wa = self.wallets
+        assert wa is not None
+        s = self._sess()
+        out: list[EventRecord] = []
+        for lg in wa.select(logs, s.wallets):
+            address = str(lg.get("address", ""))
+            if address.lower() in self._addresses or s.children.template_of(address):
+                continue
+            raw_ts = lg.get("blockTimestamp")
+            ts = (int(raw_ts, 16) if isinstance(raw_ts, str)
+                  else timestamps.get(str(lg["blockHash"]).lower(), 0))
+            rec = wa.decode(lg, ts)
+            if rec is None:
+                self.decoder.stats.undecodable += 1
+                logger.warning("skipped log %s:%s of %s: not the standard's shape",
+                               lg.get("transactionHash"), lg.get("logIndex"), address)
+                continue
+            self.decoder.stats.decoded += 1
+            out.append(rec)
+        found: dict[tuple[str, str], TokenInfo] = {}
+        for rec in out:
+            key = (rec.contract, rec.address)
+            if key not in found:
+                info = s.tokens.get(key)
+                if info is None:
+                    info = self._tokens[key] = yield from self._read_token(rec)
+                found[key] = info
+        for key, info in found.items():  # the most recent last: the oldest leave first
+            s.tokens.pop(key, None)
+            s.tokens[key] = info
+        for cache in (s.tokens, self._tokens):
+            while len(cache) > MAX_TOKENS:
+                del cache[next(iter(cache))]
+        return [replace(rec, token=found[(rec.contract, rec.address)].to_dict())
+                for rec in out]
+
+    def _read_token(self, rec: EventRecord) -> Generator[Action, Any, TokenInfo]:
+        """``symbol()`` / ``decimals()`` of ``rec``'s token at its block, one optional call
+        each; an error there (a revert, or state a non-archive node pruned: a backfill of old
+        blocks) is asked again at ``latest``, and a second error gives None for good."""
+        answers: dict[str, str | None] = {}
+        for selector in metadata_calls(rec.contract):
+            call = {"to": rec.address, "data": selector}
+            got = yield Call((("eth_call", [call, {"blockHash": rec.block_hash}]),),
+                             optional=True)
+            if got is None:
+                got = yield Call((("eth_call", [call, "latest"]),), optional=True)
+            answers[selector] = None if got is None else got[0]
+        info = token_info(rec.contract, answers)
+        logger.info("token %s (%s): symbol %r, decimals %s", rec.address, rec.contract,
+                    info.symbol, info.decimals)
+        return info
+
+
+def _quantity(value: object, sender: str) -> int:
+    """An ``eth_getTransactionCount`` answer (a hex quantity), or ``RPCError``."""
+    try:
+        return int(str(value), 16)
+    except ValueError:
+        raise RPCError(f"eth_getTransactionCount of {sender} answered {value!r:.60}, not a "
+                       "hex quantity", method="eth_getTransactionCount") from None
+
+
+def _merged(found: Sequence[EventRecord], wallet: Sequence[EventRecord]) -> list[EventRecord]:
+    """A block's records of the configured contracts and of wallet activity, by log index."""
+    if not wallet:
+        return list(found)
+    return sorted([*found, *wallet], key=lambda r: r.log_index)

@@ -1,5 +1,6 @@
-"""Wallet activity across every token (issue 13.4): the pure core. Not wired into the watcher
-yet (``docs/watcher.md`` §Wallet activity says what is decided and what is left).
+"""Wallet activity across every token (issue 13.4, ``[watch] wallet_activity``): the pure core.
+``watcher.stepper`` feeds it the wallets with a ``user:`` subscriber (the ``Interested`` action)
+and performs the fetches and metadata calls it describes (``docs/watcher.md`` §Wallet activity).
 
 Given the set of wallets with a subscriber, ``WalletActivity`` says which ``eth_getLogs``
 filters find the standard transfers of *any* contract from or to them, keeps the logs that
@@ -21,6 +22,7 @@ filtering (providers limit the size of topic arrays as of address arrays).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +34,7 @@ from chainpush.watcher.abi import ContractABI, parse_abi
 from chainpush.watcher.decode import EventDecoder, RawLog, checksum
 from chainpush.watcher.errors import ConfigError
 from chainpush.watcher.factory import MAX_FILTER_ADDRESSES
-from chainpush.watcher.record import EventRecord
+from chainpush.watcher.record import EventRecord, TokenDict
 
 STANDARDS = ("erc20", "erc721", "erc1155")
 
@@ -73,6 +75,15 @@ def check_standards(values: Sequence[str], where: str) -> tuple[str, ...]:
     return tuple(values)
 
 
+_WALLET = re.compile(r"0x[0-9a-fA-F]{40}")
+
+
+def is_wallet(text: str) -> bool:
+    """True for an address (``0x`` + 40 hex digits, any case): a ``user:`` topic's suffix
+    that names a wallet."""
+    return _WALLET.fullmatch(text) is not None
+
+
 def pad(wallet: str) -> str:
     """A wallet as a 32-byte topic (left-padded, lower case)."""
     return "0x" + "00" * 12 + wallet.lower()[2:]
@@ -100,6 +111,10 @@ class WalletActivity:
                 positions = (2, 3) if std == "erc1155" else (1, 2)
                 self._shapes[(ev.topic0, ev.topic_count)] = _Shape(
                     std, EventDecoder.compile(std, ev), positions)
+
+    def topic0s(self) -> list[str]:
+        """The topic0s of the enabled standards' transfer events."""
+        return sorted({topic0 for topic0, _ in self._shapes})
 
     def filters(self, wallets: Collection[str]) -> list[dict[str, object]]:
         """The ``eth_getLogs`` filters (no ``address``: any contract) of transfers from or to
@@ -173,7 +188,8 @@ class TokenInfo:
     symbol: str | None
     decimals: int | None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> TokenDict:
+        """The record's ``token`` field (docs/seams.md §1)."""
         return {"standard": self.standard, "symbol": self.symbol, "decimals": self.decimals}
 
 

@@ -17,6 +17,15 @@ export interface ChainRecord {
   status: "pending" | "confirmed" | "removed";
   incarnation?: number;
   address_paths?: string[];
+  /** Wallet activity only (`contract` "erc20" | "erc721" | "erc1155"): the token, read once. */
+  token?: TokenInfo;
+}
+
+/** A wallet-activity record's token (docs/seams.md §1); null where the token did not answer. */
+export interface TokenInfo {
+  standard: "erc20" | "erc721" | "erc1155";
+  symbol: string | null;
+  decimals: number | null;
 }
 
 /** A `message` frame (docs/protocol.md §5). */
@@ -51,7 +60,9 @@ export interface ClientError {
 
 export type ConnectionState =
   | { state: "connecting"; url: string; attempt: number }
-  | { state: "open"; url: string; user: string; node?: string; expiresAt?: number }
+  | { state: "open"; url: string; user: string; node?: string; expiresAt?: number;
+      /** the token's topic patterns, from the welcome frame (see grants()) */
+      topics?: string[] }
   /** why it is not connected and when it tries again (retryAt: ms since the epoch) */
   | { state: "waiting"; reason: string; code?: number; delayMs: number; retryAt: number }
   | { state: "closed"; reason: string; code?: number };
@@ -143,8 +154,10 @@ export declare class ChainpushClient {
 /** Open a client: it connects at once and keeps reconnecting until close(). */
 export declare function connect(options: ConnectOptions): ChainpushClient;
 
-/** user: topics compare case-insensitively; others exactly. */
+/** user: and tx: topics compare case-insensitively; others exactly. */
 export declare function topicKey(topic: string): string;
+/** Whether token topic patterns grant `topic` (a tx: topic only through a `tx:` pattern). */
+export declare function grants(patterns: readonly string[] | undefined, topic: string): boolean;
 export declare function backoffDelay(attempt: number, random: () => number,
                                      options?: { baseMs?: number; capMs?: number }): number;
 /** When to fetch a new token, in ms since the epoch. */
@@ -171,4 +184,51 @@ export declare class RecordBook {
   constructor(options?: { maxRecords?: number; maxPerKey?: number });
   apply(record: ChainRecord): Applied;
   current(key: string): ChainRecord | null;
+}
+
+/** A transaction's lifecycle record on `tx:<hash>` (docs/seams.md §1 "Transaction records"). */
+export interface TxRecord {
+  kind: "tx";
+  id: string;
+  chain_id: number;
+  tx_hash: string;
+  event: "pending" | "mined" | "replaced" | "dropped";
+  stage: TxStage;
+  status: "pending" | "confirmed" | "removed";
+  incarnation?: number;
+  from: string | null;
+  to: string | null;
+  nonce: number | null;
+  block_number: number | null;
+  block_hash: string | null;
+  block_timestamp: number | null;
+  result: "success" | "reverted" | null;
+  /** decimal strings */
+  gas_used: string | null;
+  effective_gas_price: string | null;
+  /** the decoded events of watched contracts in its receipt */
+  events: { contract: string; address: string; event: string;
+            args: Record<string, unknown>; log_index: number }[];
+  replaced_by: string | null;
+}
+
+export type TxStage = "pending" | "mined" | "confirmed" | "removed" | "replaced" | "dropped";
+export declare function txStage(r: TxRecord): TxStage;
+export declare const FINAL_TX_STAGES: readonly TxStage[];
+
+export interface TxApplied {
+  hash: string;
+  record: TxRecord;
+  stage: TxStage;
+  /** every stage so far, in order */
+  stages: TxStage[];
+  /** false: a message already applied (a replay) */
+  changed: boolean;
+}
+
+/** Where each followed transaction stands: the last step its topic delivered. */
+export declare class TxBook {
+  constructor(options?: { maxTxs?: number });
+  apply(record: TxRecord): TxApplied;
+  get(hash: string): { record: TxRecord; stage: TxStage; stages: TxStage[] } | undefined;
 }

@@ -10,7 +10,9 @@
 // followed, duplicates dropped by message id, reconnects with exponential backoff and full
 // jitter, and a new token fetched before the current one expires.
 
-export { RecordBook, compareTransitions, stateKey, STATUS_RANK } from "./recordbook.js";
+export {
+  RecordBook, compareTransitions, stateKey, STATUS_RANK, TxBook, txStage, FINAL_TX_STAGES,
+} from "./recordbook.js";
 
 /** Close codes after which the same token will not do (docs/protocol.md §7). */
 const NEW_TOKEN_CODES = new Set([4001, 4003]);
@@ -29,10 +31,23 @@ const MAX_TIMER_MS = 2 ** 31 - 1; // setTimeout's limit
 
 /**
  * The node answers user:<address> topics in EIP-55 case whatever case they were asked in
- * (MetaMask gives lower case): subscriptions are keyed case-insensitively for those.
+ * (MetaMask gives lower case), and tx:<hash> in lower case: subscriptions are keyed
+ * case-insensitively for those.
  */
 export function topicKey(topic) {
-  return topic.startsWith("user:") ? topic.toLowerCase() : topic;
+  return topic.startsWith("user:") || topic.startsWith("tx:") ? topic.toLowerCase() : topic;
+}
+
+/**
+ * Whether a token's topic patterns (the welcome frame's `topics`, in the "open" state) grant
+ * `topic` (docs/push.md §Tokens): an exact topic, a prefix ending in `*`, or `*` — except a
+ * tx: topic, which only a pattern starting with `tx:` grants. (user:<wallet> and the user's
+ * inbox come with the token's wallets and sub: not checked here.)
+ */
+export function grants(patterns, topic) {
+  const tx = topic.startsWith("tx:");
+  return (patterns || []).some((p) => (!tx || p.startsWith("tx:")) &&
+    (p === topic || p === "*" || (p.endsWith("*") && topic.startsWith(p.slice(0, -1)))));
 }
 
 /** Exponential backoff with full jitter: a random delay in [0, min(cap, base × 2^attempt)). */
@@ -245,7 +260,7 @@ export class ChainpushClient {
         this.ready = true;
         this.attempt = 0;
         this._state({ state: "open", url: this.ws.url, user: msg.user, node: msg.node,
-          expiresAt: msg.expires_at });
+          expiresAt: msg.expires_at, topics: msg.topics || [] });
         for (const s of this.subs.values()) this._send(this._subscribeFrame(s));
         this._scheduleRenewal(msg.expires_at);
         break;

@@ -89,3 +89,54 @@ export class RecordBook {
     for (const [id] of byBlock.slice(0, live.size - this.maxPerKey)) live.delete(id);
   }
 }
+
+// --- transactions (tx:<hash>, docs/seams.md §1 "Transaction records") -------------------------
+
+/** A tx record's lifecycle word: pending | mined | confirmed | removed | replaced | dropped. */
+export function txStage(r) {
+  if (r.stage) return r.stage;
+  return r.event === "mined" ? (r.status === "pending" ? "mined" : r.status) : r.event;
+}
+
+/** Stages after which a transaction changes no more. */
+export const FINAL_TX_STAGES = Object.freeze(["confirmed", "replaced", "dropped"]);
+
+/**
+ * Where each followed transaction stands. Feed it the records of its tx:<hash> topics with
+ * apply(), in the order the topic delivers them (offsets: the watcher emits a transaction's
+ * steps in the order they happened, so the last one is where it stands). A message already
+ * applied (same id, status and incarnation: a replay) changes nothing. At most maxTxs hashes
+ * (the least recently changed go first).
+ */
+export class TxBook {
+  constructor({ maxTxs = 1000 } = {}) {
+    this.maxTxs = maxTxs;
+    this.txs = new Map(); // tx hash -> {record, stage, stages: [...], seen: Set(message ids)}
+  }
+
+  /** Apply one tx record: {hash, record, stage, stages, changed}. */
+  apply(record) {
+    const hash = record.tx_hash;
+    let tx = this.txs.get(hash);
+    if (!tx) tx = { record: null, stage: null, stages: [], seen: new Set() };
+    const mid = record.id + "/" + record.status +
+      (record.incarnation ? "/" + record.incarnation : "");
+    const changed = !tx.seen.has(mid);
+    if (changed) {
+      tx.seen.add(mid);
+      tx.record = record;
+      tx.stage = txStage(record);
+      tx.stages.push(tx.stage);
+      this.txs.delete(hash); // re-insert: eviction goes by last change
+      this.txs.set(hash, tx);
+      if (this.txs.size > this.maxTxs) this.txs.delete(this.txs.keys().next().value);
+    }
+    return { hash, record: tx.record, stage: tx.stage, stages: [...tx.stages], changed };
+  }
+
+  /** Where ``hash`` stands: {record, stage, stages}, or undefined. */
+  get(hash) {
+    const tx = this.txs.get(hash);
+    return tx && { record: tx.record, stage: tx.stage, stages: [...tx.stages] };
+  }
+}

@@ -3,7 +3,9 @@
 // topic; one value per state key that never goes backwards. The client is the @chainpush/client
 // package (clients/js), served at /static/client/.
 import { connect, RecordBook } from "./client/index.js";
-import { amountToken, formatUnits, leaves, shortAddress, valueNode } from "./format.js";
+import { amountToken, chainLabel, formatUnits, leaves, shortAddress, valueNode }
+  from "./format.js";
+import { TxCard } from "./txcard.js";
 
 const $ = (id) => document.getElementById(id);
 const MAX_CARDS = 500; // per list
@@ -12,6 +14,7 @@ let config = null;
 let book = null;
 let subscribed = 0; // topics the node confirmed on this connection
 let countdown = null;
+let txCard = null; // the "Transactions" card (txcard.js)
 
 // --- connection state and errors ------------------------------------------------------------
 
@@ -76,7 +79,8 @@ function newCard(list, id) {
   card.className = "event";
   card.dataset.id = id;
   card.innerHTML = '<div class="card-head"><span class="name"></span>' +
-    '<span class="status"></span></div><div class="args"></div><div class="meta"></div>';
+    '<span class="tags"><span class="chain"></span><span class="status"></span></span></div>' +
+    '<div class="args"></div><div class="meta"></div>';
   list.prepend(card);
   while (list.children.length > MAX_CARDS) list.lastElementChild.remove();
   return card;
@@ -94,6 +98,9 @@ function fill(card, r, msg) {
   card.dataset.offset = String(msg.offset);
   card.dataset.topic = msg.topic;
   card.querySelector(".name").textContent = r.contract + "." + r.event;
+  // several chains may feed one page (docs/watcher.md, Several chains): say which one
+  card.dataset.chain = r.chain_id === undefined ? "" : String(r.chain_id);
+  card.querySelector(".chain").textContent = chainLabel(r.chain_id);
   card.querySelector(".status").textContent = r.status +
     (r.incarnation ? " (incarnation " + r.incarnation + ")" : "");
   const args = card.querySelector(".args");
@@ -176,6 +183,7 @@ async function start(ev) {
     getToken: async () => (await login(user, wallet)).token,
   });
   client.on("state", showState);
+  txCard.start(client);
   client.on("subscribed", () => {
     subscribed += 1;
     if (client.state.state === "open") { $("state").textContent = "subscribed";
@@ -211,6 +219,7 @@ async function init() {
     showError("dev login is off on this server: tokens come from your backend (docs/push.md)");
   }
   $("login").addEventListener("submit", start);
+  txCard = new TxCard();
 }
 
 init();

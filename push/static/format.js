@@ -101,3 +101,16 @@ async function copyText(text, button) {
   }
   setTimeout(() => { button.textContent = "copy"; }, 1500);
 }
+
+/** Names of well-known chains, for the chain label on each card; any other id shows as is. */
+export const CHAINS = {
+  1: "Ethereum", 10: "OP", 56: "BNB", 100: "Gnosis", 137: "Polygon", 8453: "Base",
+  42161: "Arbitrum", 43114: "Avalanche", 59144: "Linea", 11155111: "Sepolia", 31337: "dev",
+};
+
+/** 8453 → "Base · 8453", 777 → "chain 777", undefined (an app record) → "". */
+export function chainLabel(id) {
+  if (id === undefined || id === null) return "";
+  const name = CHAINS[id];
+  return name ? name + " · " + id : "chain " + id;
+}

@@ -41,7 +41,7 @@ def test_deploy_then_call_returns_2020(anvil: Anvil, tmp_path: Path, transport: 
     deployed = script("deploy.py", *flags)
     assert deployed.returncode == 0, deployed.stderr
     record = json.loads((tmp_path / "31337.json").read_text())
-    assert set(record["contracts"]) == {"CallDemo", "DemoToken"}
+    assert set(record["contracts"]) == {"CallDemo", "DemoToken", "DemoFactory"}
     assert record["chain_id"] == 31337
 
     called = script("call.py", *flags)

@@ -189,3 +189,48 @@ async def test_chainpush_run_publishes_through_its_collector(
                 assert resp.status == 201, await resp.text()
             (msg,) = await client.until(1, "inbox:alice")
             assert msg["record"]["data"] == {"text": "hello"} and msg["offset"] == 1
+
+
+async def test_demo_traffic_announces_each_transaction_and_grows_pairs(
+        stack: Stack, anvil: Any, tmp_path: Path) -> None:
+    """The demo's generator (chainpush/traffic.py): every transaction's hash reaches
+    ``app:demo-txs`` through the real publish API, and the factory part creates DemoPair
+    children and swaps on them."""
+    from chainpush import deploy, traffic
+    from chainpush.watcher.node import Endpoint, connect
+
+    w3 = connect(Endpoint("http", anvil.http_url))
+    deploy.use_sender(w3)
+    await asyncio.to_thread(deploy.deploy, w3, deployments_dir=tmp_path)
+    demo = traffic.Demo.attach(w3, tmp_path,
+                               announce=traffic.Announcer(stack.svc.url, KEY))
+    assert demo.factory is not None and demo.pairs == []
+    emit = demo.emitters(__import__("random").Random(3))
+    receipts = [await asyncio.to_thread(emit[name])
+                for name in ("Swap", "PairCreated", "Swap", "Transfer")]
+    assert len(demo.pairs) == 2  # the first Swap had no pair to swap on: it created one
+    assert demo.pairs == [demo.factory.functions.allPairs(i).call() for i in range(2)]
+    swap = receipts[2]
+    assert swap["to"] in demo.pairs and swap["status"] == 1
+    rows = stored_rows(stack.cfg, traffic.ANNOUNCE_TOPIC)
+    assert [r["record"]["data"]["hash"] for r in rows] == [
+        "0x" + bytes(r["transactionHash"]).hex() for r in receipts]
+    assert [r["record"]["data"]["what"] for r in rows] == [
+        "DemoFactory.createPair", "DemoFactory.createPair", "DemoPair.swap", "DemoToken.transfer"]
+    assert {r["record"]["event"] for r in rows} == {"tx.sent"}
+
+
+async def test_demo_announcer_failure_never_stops_the_traffic(anvil: Any, tmp_path: Path,
+                                                              caplog: Any) -> None:
+    from chainpush import deploy, traffic
+    from chainpush.procs import free_port
+    from chainpush.watcher.node import Endpoint, connect
+
+    w3 = connect(Endpoint("http", anvil.http_url))
+    deploy.use_sender(w3)
+    await asyncio.to_thread(deploy.deploy, w3, deployments_dir=tmp_path)
+    nobody = traffic.Announcer(f"http://127.0.0.1:{free_port()}", KEY, timeout_s=1.0)
+    demo = traffic.Demo.attach(w3, tmp_path, announce=nobody)
+    receipt = await asyncio.to_thread(demo.value_changed, 7)
+    assert receipt["status"] == 1
+    assert "announcing 0x" in caplog.text and "failed" in caplog.text

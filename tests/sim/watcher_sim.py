@@ -16,6 +16,10 @@ a model world, all in one thread with no clock:
   event — at addresses that, as with ``CREATE``, depend on the factory's nonce alone (a fork
   re-creates them), beside an address no factory created; children are fetched by address or,
   in some seeds, by topic only;
+* in a quarter of the seeds, wallet activity (``[watch] wallet_activity = ["erc20"]``) for the
+  wallet every ``Transfer`` is sent from (and one it may go to), read from a registry that is
+  sometimes away (``Interested`` answers None): the unwatched contract's transfers are recorded
+  as ``erc20`` (configured contracts' are not, twice), with its ``symbol``/``decimals``;
 * a sink that fails before writing or after writing part of a batch, and a checkpoint store
   whose writes fail before or after taking effect;
 * crashes at every action boundary (before or after performing it: the result is lost), then
@@ -29,7 +33,10 @@ until it is caught up; then the invariant: the stored stream equals the canonica
   which is also the greatest by (incarnation, status rank)) that is ``confirmed`` once it is deep
   enough for its contract, ``pending`` (K = 0) before;
 * every id of a block that is not canonical has ``removed`` as its final message;
-* a message id is never stored with two different contents.
+* a message id is never stored with two different contents;
+* wallet activity: every canonical transfer of the unwatched contract has an ``erc20`` record
+  whose final message is as above (K = 0), with the token's metadata (where the config never
+  changes; otherwise: each ``erc20`` record there is).
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +102,10 @@ _FACTORY_ABI = load_abi(find_abi(ROOT / "abi", "DemoFactory"))
 _PAIR_ABI = load_abi(find_abi(ROOT / "abi", "DemoPair"))
 CREATED = _FACTORY_ABI.event("PairCreated").topic0
 SYNC = _PAIR_ABI.event("Sync").topic0
+SENDER = "0x" + "11" * 20  # every Transfer's `from`: the wallet of wallet-activity seeds
+RECIPIENT = "0x" + "05" * 20  # a `to` some transfers have (also a subscribed wallet)
+#: what the model token answers to symbol() and decimals() (an ABI string "OTH", and 18)
+SYMBOL_ANSWER = "0x" + f"{32:064x}" + f"{3:064x}" + b"OTH".hex().ljust(64, "0")
 
 
 def child_address(nonce: int) -> str:
@@ -342,9 +353,20 @@ class Sim:
         self.factory = side.random() < 0.3
         #: children beyond this many are fetched by topic only (0: always)
         self.max_addresses = side.choice((500, 2, 0))
+        #: transaction lifecycles: clients subscribe to tx:<hash> of mined transactions (the
+        #: model has no pool: a transaction is in one block, gone when that block is orphaned)
+        self.txs = random.Random(seed * 104729 + 7).random() < 0.3
+        if self.txs:
+            self.watch = replace(self.watch, tx_lifecycle=True)
         self.bound = self._bound()
         #: what the registry would answer per topic prefix (Interested): none by default
         self.interest: dict[str, set[str]] = {}
+        #: wallet activity (erc20) for SENDER and RECIPIENT, the registry sometimes away
+        self.wallet_activity = side.random() < 0.25
+        self.redis_away = side.choice((0.0, 0.3)) if self.wallet_activity else 0.0
+        if self.wallet_activity:
+            self.watch = replace(self.watch, wallet_activity=("erc20",))
+            self.interest["user:"] = {checksum(SENDER), checksum(RECIPIENT)}
         self.chain = Chain(rng)
         self.chain.factory = self.factory
         self.chain.mine(rng.choice((0, 1, w, 3 * w)))
@@ -407,11 +429,24 @@ class Sim:
         c.fork(self.rng.randint(lo, c.head - 1))
 
     def _world_moves(self, chaos: bool) -> None:
+        if self.txs:
+            self._subscribers()
         r = self.rng.random()
         if r < 0.15:
             self.chain.mine()
         elif chaos and r < 0.18:
             self._fork(2 * self.window)
+
+    def _subscribers(self) -> None:
+        """Clients come and go on tx:<hash> of transactions in recent blocks (canonical now)."""
+        rng, c = self.rng, self.chain
+        wanted = self.interest.setdefault("tx:", set())
+        if rng.random() < 0.05 and c.head > 0:
+            block = c.blocks[c.canon[rng.randint(max(1, c.head - 2 * self.window), c.head)]]
+            if block.logs:
+                wanted.add(rng.choice(block.logs)["transactionHash"])
+        if wanted and rng.random() < 0.01:
+            wanted.discard(rng.choice(sorted(wanted)))
 
     def _downtime(self) -> None:
         for _ in range(self.rng.choice((0, 1, 2, self.window, self.window + 1, 3 * self.window))):
@@ -447,6 +482,10 @@ class Sim:
             b = c.blocks.get(params[1]["blockHash"])
             if b is None:
                 raise RPCError(f"unknown block {params[1]['blockHash']}", method=method)
+            if params[0]["data"] == "0x95d89b41":  # symbol()
+                return SYMBOL_ANSWER
+            if params[0]["data"] == "0x313ce567":  # decimals()
+                return f"0x{18:064x}"
             return f"0x{c.supply(b.hash):064x}"
         if method == "eth_getBlockReceipts":
             b = c.blocks.get(params[0])
@@ -461,23 +500,39 @@ class Sim:
             return {**b.header(), "transactions": [lg["transactionHash"] for lg in b.logs]}
         if method == "eth_getTransactionReceipt":
             lg = c.txs.get(params[0])
-            return {"transactionHash": params[0], "logs": [_copy(lg)]} if lg else None
+            # (also for a transaction of an orphaned block: a provider behind a balancer may)
+            return {"transactionHash": params[0], "logs": [_copy(lg)],
+                    "blockHash": lg["blockHash"], "blockNumber": lg["blockNumber"],
+                    "status": "0x1", "gasUsed": "0x5208", "from": SENDER} if lg else None
+        if method == "eth_getTransactionByHash":
+            lg = c.txs.get(params[0])
+            if lg is None or c.at(int(lg["blockNumber"], 16)) is not c.blocks[lg["blockHash"]]:
+                return None  # its block was orphaned: gone (the model has no pool)
+            return {"hash": params[0], "from": SENDER, "to": lg["address"], "nonce": "0x1",
+                    "blockHash": lg["blockHash"], "blockNumber": lg["blockNumber"]}
+        if method == "eth_getTransactionCount":
+            return "0x0"  # the model's senders never use a nonce again: nothing is replaced
         if method == "eth_getLogs":
             flt = params[0]
             addresses = {a.lower() for a in flt.get("address", [])}
-            topic0s = {x.lower() for x in flt["topics"][0]} if flt.get("topics") else None
+            # per position: the values allowed (None: any), ANDed across positions
+            positions = [None if t is None else {x.lower() for x in t}
+                         for t in flt.get("topics") or []]
 
             def selected(lg: dict[str, Any]) -> bool:
                 # no "address": every contract (a topic-only filter for many factory children)
-                return ("address" not in flt or lg["address"] in addresses) and (
-                    topic0s is None or lg["topics"][0] in topic0s)
+                return ("address" not in flt or lg["address"] in addresses) and all(
+                    want is None or (i < len(lg["topics"]) and lg["topics"][i] in want)
+                    for i, want in enumerate(positions))
 
             if "blockHash" in flt:
                 b = c.blocks.get(flt["blockHash"])
                 if b is None:
                     raise RPCError(f"unknown block {flt['blockHash']}", method=method)
                 got = [lg for lg in b.logs if selected(lg)]
-                if got and self.rng.random() < f.lie:
+                # (only for the configured contracts' filters: wallet activity's answers are
+                # not checked against the bloom, docs/watcher.md §Wallet activity)
+                if got and "address" in flt and self.rng.random() < f.lie:
                     return []  # a provider that lies
                 return [_copy(lg) for lg in got]
             lo, hi = int(flt["fromBlock"], 16), int(flt["toBlock"], 16)
@@ -546,17 +601,23 @@ class Sim:
         if isinstance(action, WaitHead):
             return None
         if isinstance(action, Interested):
+            saved = self.checkpoints.get(self.stepper.key) or {}
+            if saved.get("wallets") and rng.random() < self.redis_away:
+                return None  # Redis away (after the set reached the checkpoint once)
             return set(self.interest.get(action.prefix, ()))
         if isinstance(action, Prefetch | Subscribe | Sleep | Backfilling):
             return None
         raise AssertionError(f"unknown action {action!r}")
+
+    def _check_wallets(self, final: dict[str, dict[str, Any]]) -> list[str]:
+        return _wallet_check(self, final)
 
     def _check_depths(self, batch: list[dict[str, Any]]) -> None:
         """No K > 0 record confirmed before it is K deep (or finalized by the node's tag)."""
         ks = {"Slow": self.k, "Late": self.late_k}
         lag = self.finality_lag if self.watch.finality == "tag" else None
         for rec in batch:
-            k = ks.get(rec["contract"], 0)
+            k = ks.get(rec.get("contract", ""), 0)
             if rec["status"] != "confirmed" or not k:
                 continue
             need = min(k, lag) if lag is not None else k
@@ -650,6 +711,7 @@ class Sim:
         self.drive(f, chaos=True, budget=self.rng.randint(50, 400), until_caught_up=False)
         # the end: no more faults nor forks; the chain grows past every depth that matters
         self.chain.mine(self.window + 2)
+        self.redis_away = 0.0  # a fault too: the registry answers (tx: hashes added late)
         if not self.drive(Faults.none(), chaos=False, budget=20_000, until_caught_up=True):
             got = self.stepper.committed
             raise SimFailure(f"the watcher did not catch up to head {self.chain.head} "
@@ -674,6 +736,7 @@ class Sim:
                                 f"{message_id(greatest)}")
             final[rid] = last
         canonical = set(c.canon)
+        problems += self._check_wallets(final)
         watched = {FAST: ("Fast", 0), SLOW: ("Slow", self.k)}
         if self.late:
             watched[OTHER] = ("Late", self.late_k)
@@ -715,19 +778,77 @@ class Sim:
                     int(last["args"]["value"]) != c.supply(last["block_hash"])):
                 problems.append(f"{rid}: value {last['args']['value']}, the block's is "
                                 f"{c.supply(last['block_hash'])}")
-            if last["block_hash"] not in canonical and last["status"] != "removed":
+            if last.get("block_hash") is not None and last["block_hash"] not in canonical and (
+                    last["status"] != "removed"):
                 problems.append(f"{rid} (orphaned block {last['block_number']}): final message "
                                 f"{message_id(last)}, want removed")
+        problems += self._check_txs(final)
         if problems:
             more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
             raise SimFailure("; ".join(problems[:5]) + more)
+
+    def _check_txs(self, final: dict[str, dict[str, Any]]) -> list[str]:
+        """Each followed transaction of a canonical (final) block ends ``confirmed`` in that
+        block; one of an orphaned block ends with nothing live (the generic check: its mined
+        records are ``removed``)."""
+        c, problems = self.chain, []
+        for h in sorted(self.interest.get("tx:", ())):
+            lg = c.txs[h]
+            mine = [self.store.docs[m] for m in self.store.order
+                    if self.store.docs[m].get("kind") == "tx"
+                    and self.store.docs[m]["tx_hash"] == h]
+            canonical = c.at(int(lg["blockNumber"], 16)) is c.blocks[lg["blockHash"]]
+            if not canonical:
+                continue
+            last = final.get(f"{CHAIN_ID}:{lg['blockHash']}:tx:{h}")
+            if last is None or last["status"] != "confirmed" or (
+                    mine and mine[-1] is not last):
+                problems.append(f"tx {h} (canonical block {int(lg['blockNumber'], 16)}): last "
+                                f"stored {[message_id(r) for r in mine[-2:]]}, want its mined "
+                                "record confirmed")
+        return problems
 
     def summary(self) -> str:
         return (f"window {self.window} K {self.k} late {self.late} finality {self.watch.finality} "
                 f"{self.watch.finality_depth} lag {self.finality_lag} "
                 f"head {self.chain.head} reorgs {self.chain.reorgs} flip-flops "
                 f"{self.chain.flipflops} crashes {self.crashes} failures {self.failures} "
-                f"actions {self.actions} messages {len(self.store.order)}")
+                f"actions {self.actions} messages {len(self.store.order)}"
+                f"{' txs ' + str(len(self.interest.get('tx:', ()))) if self.txs else ''}")
+
+
+def _wallet_check(sim: Sim, final: dict[str, dict[str, Any]]) -> list[str]:
+    """Wallet activity (see the module docstring): the unwatched contract's canonical transfers
+    have ``erc20`` records (when the config never changed), final as for K = 0, with the
+    token's metadata; nothing else is an ``erc20`` record."""
+    if not sim.wallet_activity:
+        return []
+    c, problems = sim.chain, []
+    token = {"standard": "erc20", "symbol": "OTH", "decimals": 18}
+    for rid, last in final.items():
+        if last.get("contract") != "erc20":
+            continue
+        if last["address"].lower() != OTHER or last.get("token") != token:
+            problems.append(f"{rid}: an erc20 record of {last['address']} with token "
+                            f"{last.get('token')}")
+    for n in range(1, c.head + 1):
+        b = c.blocks[c.canon[n]]
+        depth = c.head - n
+        for lg in b.logs:
+            if lg["address"] != OTHER or lg["topics"][0] != TRANSFER:
+                continue
+            rid = f"{CHAIN_ID}:{b.hash}:{int(lg['logIndex'], 16)}:erc20"
+            got = final[rid]["status"] if rid in final else None
+            if got is None and sim.config_changes:
+                continue  # read while "Late" (this address) was configured: its records
+            want = "confirmed" if depth >= sim.watch.finality_depth else "pending"
+            if sim.watch.finality == "tag" and sim.finality_lag is not None and (
+                    depth < sim.window):
+                want = got if got in ("pending", "confirmed") else "pending"
+            if got != want:
+                problems.append(f"{rid} (erc20, canonical block {n}, depth {depth}): final "
+                                f"message {got}, want {want}")
+    return problems
 
 
 def directed(*, window: int, k: int, finality_depth: int) -> Sim:
@@ -746,6 +867,7 @@ def directed(*, window: int, k: int, finality_depth: int) -> Sim:
     sim.chain = Chain(sim.rng)
     sim.factory = False
     sim.max_addresses = 500
+    sim.wallet_activity, sim.redis_away, sim.interest = False, 0.0, {}
     sim.faults = Faults.none()
     sim.grow_on_wait = False
     sim.stepper = sim._new_stepper()

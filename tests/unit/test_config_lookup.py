@@ -70,3 +70,31 @@ def test_push_and_auth_find_the_project_config_above(
     assert chainpush_main([command, "--print-config", "--dev"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed[section]["port"] == port
+
+
+def test_the_demo_config_file_is_the_built_in_one_plus_a_webhook(tmp_path: Path) -> None:
+    """scripts/demo_config.py writes what scripts/demo.sh runs: valid for the watcher (the
+    same contracts as the built-in demo config, from anywhere) and for the webhook deliverer."""
+    import importlib.util
+
+    from chainpush.push.webhook_cli import load_webhooks
+    from chainpush.watcher.config import demo_config, load_config
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("demo_config", root / "scripts/demo_config.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    path = tmp_path / "elsewhere" / "demo.toml"
+    assert module.main([str(path), "--webhook-url", "http://127.0.0.1:8790/hooks"]) == 0
+    config = load_config(path)
+    assert [c.name for c in config.contracts] == [c.name for c in demo_config(root).contracts]
+    assert "DemoPair" in [c.name for c in config.contracts]
+    (hook,) = load_webhooks(path).webhooks
+    assert hook.name == "demo-receiver" and hook.url == "http://127.0.0.1:8790/hooks"
+    assert hook.secret.startswith("whsec_")
+    from chainpush.push.config import load as load_push
+
+    # the page's dev token follows transactions and their announcements (issue 13.3)
+    dev_topics = load_push(path, dev_mode=True).auth.dev_topics
+    assert "tx:*" in dev_topics and "app:demo-txs" in dev_topics

@@ -54,3 +54,21 @@ def test_arguments_for_people(tmp_path: Path) -> None:
     assert r["isAddress"] == [True, False, False]
     assert r["leaves"] == [["id", "7"], ["order.maker", "0xab"], ["order.amount", "5"],
                            ["ids", ["1", "2"]]]
+
+
+CHAIN_HARNESS = r"""
+const { pathToFileURL } = await import("node:url");
+const f = await import(pathToFileURL(process.argv[2]).href);
+console.log(JSON.stringify([8453, 1, 31337, 777, undefined, null].map(f.chainLabel)));
+"""
+
+
+def test_a_records_chain_is_labelled_by_name_or_id(tmp_path: Path) -> None:
+    harness = tmp_path / "chain.mjs"
+    harness.write_text(CHAIN_HARNESS)
+    done = subprocess.run(["node", str(harness), str(FORMAT)], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    # an app record (no chain_id) has no label
+    assert json.loads(done.stdout) == ["Base · 8453", "Ethereum · 1", "dev · 31337",
+                                       "chain 777", "", ""]

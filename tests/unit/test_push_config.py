@@ -21,10 +21,19 @@ SECRET = "z" * 40
     ({"max_frame_bytes": 0}, "push.max_frame_bytes"),
     ({"port": 70000}, "push.port"),
     ({"heartbeat_s": 5, "node_ttl_s": 5}, "push.node_ttl_s"),
+    ({"metrics_port": -1}, "push.metrics_port"),
+    ({"metrics_port": 65535, "workers": 2, "port": 8701}, "push.metrics_port"),
+    ({"metrics_port": 0, "workers": 2, "port": 8701}, "push.metrics_port"),
+    ({"metrics_port": "9470"}, "push.metrics_port"),
 ])
 def test_push_config_names_the_setting(kw: dict[str, float], name: str) -> None:
     with pytest.raises(ConfigError, match=name.replace(".", r"\.")):
         PushConfig(**kw)  # type: ignore[arg-type]
+
+
+def test_metrics_port_leaves_room_for_every_worker() -> None:
+    assert PushConfig(metrics_port=65534, workers=2, port=8701).metrics_port == 65534
+    assert PushConfig(metrics_port=0).metrics_port == 0  # one node: any free port
 
 
 def test_stores_config() -> None:

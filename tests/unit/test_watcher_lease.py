@@ -171,3 +171,28 @@ async def test_a_refused_write_names_the_checkpoints_fence() -> None:
     with pytest.raises(LeaseLost) as info:
         await store.load("1:w", fence=1)
     assert info.value.fence_seen == 7
+
+
+def test_a_taken_watch_metrics_port_is_a_config_error_naming_the_key() -> None:
+    import asyncio
+    import socket
+
+    from chainpush.watcher.cli import serve_metrics
+
+    class Quiet:
+        def render_metrics(self) -> str:
+            return ""
+
+        def health(self) -> dict[str, object]:
+            return {}
+
+    async def main(port: int) -> None:
+        async with serve_metrics(Quiet(), port):
+            raise AssertionError("served on a taken port")
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=rf"^\[watch\] metrics_port {busy}: cannot listen"):
+            asyncio.run(main(busy))

@@ -324,3 +324,16 @@ def test_retry_after_lengthens_the_delay_within_the_cap() -> None:
     assert isinstance(decision, Retry) and decision.until == 3.0
     decision = ln.result(Response(503, retry_after_s=3600.0), 10.0)
     assert isinstance(decision, Retry) and decision.until == 15.0
+
+
+def test_dev_receiver_lines_show_app_data_and_event_args() -> None:
+    from chainpush.push.webhook_receiver import describe
+
+    app = {"topic": "app:demo-txs", "offset": 3, "record": {
+        "kind": "app", "event": "tx.sent", "data": {"hash": "0xab", "what": "DemoPair.swap"}}}
+    assert describe(app) == 'app:demo-txs #3 tx.sent {"hash":"0xab","what":"DemoPair.swap"}'
+    event = {"topic": "contract:DemoPair", "offset": 1, "record": {
+        "kind": "event", "event": "Sync", "args": {"reserve0": "1000", "reserve1": "1000"},
+        "status": "pending", "block_number": 56}}
+    assert describe(event) == ("contract:DemoPair #1 Sync(reserve0=1000, reserve1=1000) "
+                               "pending block 56")
