@@ -51,7 +51,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -60,6 +60,7 @@ from chainpush.logs import Throttle, client_text
 from chainpush.push.dispatch import ERROR_LOG_INTERVAL_S, Dispatcher
 from chainpush.push.errors import ConfigError, StoreUnavailable
 from chainpush.push.metrics import Metrics
+from chainpush.push.offsets import Stream
 from chainpush.push.records import StoredMessage, topics_of
 from chainpush.push.retry import RetryPolicy
 from chainpush.push.store import MessageStore, Reserve
@@ -140,6 +141,12 @@ class Collector(AsyncResource):
         #: per topic without ``next`` yet: the rows' highest offset, where reservations start
         self._start: dict[str, int] = {}
         self._repair_task: asyncio.Task[None] | None = None
+        #: per topic, the last ``streams`` document read
+        self._seen: dict[str, Stream] = {}
+        #: per topic, (epoch, next) as of the last look at the rows — or of the read made
+        #: before this batch's events existed: a reservation of one of our messages by anyone
+        #: else can only come after it (docs/seams.md §2)
+        self._trusted: dict[str, tuple[str, int]] = {}
 
     async def __aenter__(self) -> Collector:
         if self._owns_store:
@@ -187,7 +194,9 @@ class Collector(AsyncResource):
             # handles one of these messages (a replay elsewhere) learns of it after, so its
             # reservation moves ``next`` and fails our compare-and-swap — no new message needs
             # a look for rows of its own (docs/seams.md §2)
+            self._trusted.clear()
             slots = await self._read_streams(list(wanted), wanted)
+            self._trust(wanted)  # no message of ours had an event yet: nothing to look for
             fresh = await self.store.insert_events(
                 [(msg_id, {**record, "topics": topics}) for record, msg_id, topics in plans])
             replayed = {msg_id for (_, msg_id, _), new in zip(plans, fresh, strict=True)
@@ -315,7 +324,26 @@ class Collector(AsyncResource):
         — in that order: a reservation is cleared only after its row is stored, so a message
         found in neither has neither. Adds what it finds to ``slots``; refreshes the cache."""
         slots.update(await self._read_streams(topics, wanted))
-        await self._read_rows([(t, m) for t in topics for m in wanted[t]], slots, legacy=legacy)
+        # the rows can only hold a message of ours whose reservation came after the last look
+        # (``_trusted``): if every reservation since is still open, none was completed, and
+        # what they hold for our messages is in ``slots`` already — no need to read the rows
+        look = [t for t in topics if not self._unchanged_since_trusted(t)]
+        await self._read_rows([(t, m) for t in look for m in wanted[t]], slots, legacy=legacy)
+        self._trust(look)
+
+    def _unchanged_since_trusted(self, topic: str) -> bool:
+        trusted, stream = self._trusted.get(topic), self._seen[topic]
+        if trusted is None or stream.next is None or trusted[0] != stream.epoch:
+            return False
+        return all(o in stream.reserved for o in range(trusted[1] + 1, stream.next + 1))
+
+    def _trust(self, topics: Iterable[str]) -> None:
+        """The rows were looked at after the last read of these topics' ``streams``."""
+        for topic in topics:
+            stream = self._seen[topic]
+            if stream.epoch is not None:
+                self._trusted[topic] = (stream.epoch, self._start.get(topic, 0)
+                                        if stream.next is None else stream.next)
 
     async def _read_streams(self, topics: list[str], wanted: Mapping[str, Sequence[str]]
                             ) -> dict[tuple[str, str], Slot]:
@@ -337,6 +365,7 @@ class Collector(AsyncResource):
                 if offset is not None:
                     slots[(topic, m)] = Slot(offset, stream.epoch, stored=False, reserved=True)
             self._cache[topic] = (stream.epoch, stream.next)
+            self._seen[topic] = stream
             if stream.next is None:
                 # a new document (or one from before reservations): start after the rows
                 self._start[topic] = await self.store.max_offset(topic)
