@@ -178,6 +178,7 @@ class LeaseSim(Sim):
                 self._step(1, Faults.none())
         self._stop(0)
         self._stop(1)
+        self.redis_away = 0.0  # a fault too: the registry answers (as in Sim.run's end)
         self.me = leader
         self.stepper = self.steppers[leader]
         if not self.drive(Faults.none(), chaos=False, budget=20_000, until_caught_up=True):
