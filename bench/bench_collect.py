@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/bench_collect.py                       # the record (docs/benchmarks.md)
     .venv/bin/python bench/bench_collect.py --records 500 --batch 10
+    .venv/bin/python bench/bench_collect.py --rtt-ms 1      # the store one network hop away
 
 Every record goes to ``contract:DemoToken``, to ``user:<from>`` (one wallet for all) and to one of
 ``--wallets`` ``user:<to>`` topics: every topic is shared by every writer. Each writer is its own
@@ -17,6 +18,13 @@ Two algorithms, same records, same nx-27017, fresh database per run:
 * ``max_plus_one``: the collector before it, kept here as the baseline: per record one event
   insert and per topic a row at ``max(offset) + 1``, the unique index as arbiter (re-read the
   maximum on a collision).
+
+``--rtt-ms R`` puts the writers one network hop from the store: they reach nx-27017 through
+``bench/delay_proxy.py``, which delays every chunk R/2 ms each way (the offsets check reads
+directly). On loopback a writer waits microseconds per round trip and nx-27017 (SQLite: one
+writer at a time) is the limit; a collector and a store on two machines wait a round trip per
+step, which is what a second writer can overlap — and what the offset algorithm must not
+serialise.
 """
 
 from __future__ import annotations
@@ -161,14 +169,16 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(args: argparse.Namespace, uri: str, algorithm: str, writers: int, server_pid: int
-        ) -> dict[str, Any]:
+def run(args: argparse.Namespace, uri: str, algorithm: str, writers: int, server_pid: int,
+        writers_uri: str) -> dict[str, Any]:
+    """One run; the writers reach the store at ``writers_uri`` (``uri`` or the delay proxy)."""
     from chainpush.push.records import topics_of
 
     db = f"bench_{uuid.uuid4().hex[:8]}"
     ensure_indexes(uri, db)
     procs = [subprocess.Popen(
-        [sys.executable, __file__, "--role", "worker", "--algorithm", algorithm, "--mongo", uri,
+        [sys.executable, __file__, "--role", "worker", "--algorithm", algorithm,
+         "--mongo", writers_uri,
          "--db", db, "--first", str(w * 10_000_000), "--records", str(args.records),
          "--batch", str(args.batch), "--wallets", str(args.wallets),
          *(["--disjoint"] if args.disjoint else [])],
@@ -209,16 +219,33 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="cp-bench-collect-"))
     mongo = procs.start_mongo(port=procs.free_port(), state_dir=tmp)
     results: dict[str, Any] = {"records_per_writer": args.records, "batch": args.batch,
-                               "topics_per_record": 3, "user_topics": args.wallets + 1}
+                               "topics_per_record": 3, "user_topics": args.wallets + 1,
+                               "rtt_ms": args.rtt_ms}
+    proxy = None
     try:
+        writers_uri = mongo.url
+        if args.rtt_ms:
+            port = procs.free_port()
+            target = mongo.url.split("//", 1)[1].split("/", 1)[0]
+            proxy = subprocess.Popen(
+                [sys.executable, str(ROOT / "bench" / "delay_proxy.py"), "--listen", str(port),
+                 "--target", target, "--delay-ms", str(args.rtt_ms / 2)],
+                stdout=subprocess.PIPE, text=True)
+            assert proxy.stdout is not None
+            if proxy.stdout.readline().strip() != "ready":
+                raise RuntimeError("the delay proxy did not start")
+            writers_uri = mongo.url.replace(target, f"127.0.0.1:{port}", 1)
         for algorithm in args.algorithms:
-            one = run(args, mongo.url, algorithm, 1, mongo.pid)
+            one = run(args, mongo.url, algorithm, 1, mongo.pid, writers_uri)
             print(f"{algorithm} one: {one}", file=sys.stderr)
-            two = run(args, mongo.url, algorithm, 2, mongo.pid)
+            two = run(args, mongo.url, algorithm, 2, mongo.pid, writers_uri)
             print(f"{algorithm} two: {two}", file=sys.stderr)
             results[algorithm] = {"one": one, "two": two, "ratio_two_vs_one": round(
                 two["records_per_s"] / one["records_per_s"], 2)}
     finally:
+        if proxy is not None:
+            proxy.terminate()
+            proxy.wait()
         mongo.stop()
     if "reserve" in results and "max_plus_one" in results:
         results["reserve_vs_max_plus_one_two_writers"] = round(
@@ -239,6 +266,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--records", type=int, default=2000, help="records per writer")
     p.add_argument("--batch", type=int, default=20, help="records per accept (a block's worth)")
     p.add_argument("--wallets", type=int, default=4, help="distinct user:<to> topics")
+    p.add_argument("--rtt-ms", type=float, default=0.0,
+                   help="writers reach the store through a proxy adding this round trip")
     p.add_argument("--disjoint", action="store_true",
                    help="each writer its own topics: the ceiling without any sharing")
     return p.parse_args(argv)
