@@ -499,8 +499,7 @@ class _Performer:
             await self._subscribe()
             return None
         if isinstance(action, WaitHead):
-            await rpc.next_head(action.timeout_s)
-            return None
+            return await rpc.next_head(action.timeout_s) is not None
         if isinstance(action, Sleep):
             await asyncio.sleep(action.delay_s)
             return None

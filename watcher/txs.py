@@ -142,6 +142,12 @@ class TxTracker:
         """Followed hashes whose fate the ledger does not hold: ask the node about these."""
         return sorted(h for h, t in self._tracked.items() if t.held is None)
 
+    def unseen(self) -> list[str]:
+        """Followed hashes the node has not been seen to know yet (newly subscribed, or sent
+        after their subscription): between heads, only these are looked up."""
+        return sorted(h for h, t in self._tracked.items()
+                      if t.held is None and t.sender is None and not t.in_pool)
+
     @staticmethod
     def calls(hashes: Sequence[str]) -> tuple[RpcCall, ...]:
         """The batch for ``hashes``: transaction, then receipt, per hash."""
@@ -243,6 +249,12 @@ class TxTracker:
                     del self._tracked[rec.tx_hash]
                     self._finish(rec.tx_hash)
                 continue
+            if t is None and rec.status == "removed" and rec.tx_hash in self._done:
+                # its confirmed block was orphaned after all (a reorg deeper than finality,
+                # within the window): follow it again, so that the block it lands in next (the
+                # same one back, as a new incarnation, or another) is recorded
+                del self._done[rec.tx_hash]
+                t = self._tracked[rec.tx_hash] = _Tracked(rec.sender, rec.nonce, rec.to)
             if t is None:
                 continue
             if rec.status == "removed":

@@ -251,3 +251,41 @@ async def test_a_restart_loses_no_transition_and_repeats_none(
     block = msgs[1]["record"]["block_hash"]
     assert ids == sorted([f"31337:tx:{h}/pending", f"31337:{block}:tx:{h}/pending",
                           f"31337:{block}:tx:{h}/confirmed"])
+
+
+async def test_pending_is_seen_on_a_chain_faster_than_the_poll_interval(
+    anvil: Anvil, mongo_uri: str, redis_url: str, mongo_db_name: str, tmp_path: Path,
+    unit: float,
+) -> None:
+    """Blocks every 2 s, the watcher on newHeads with ``poll_interval_s = 5``: its loop runs
+    once per head, so a transaction sent just after a block would be mined before the loop's
+    next look (``pending`` never seen). Between heads the watcher looks up newly subscribed
+    hashes every ``TX_LOOK_S``: each transaction's first message is ``pending``."""
+    url = anvil.http_url
+    demo, cfg, _ = await asyncio.to_thread(setup, anvil, mongo_uri, redis_url, mongo_db_name,
+                                           tmp_path)
+    path = tmp_path / "w.toml"
+    text = path.read_text().replace(json_list(url), json_list(anvil.ws_url))
+    path.write_text(text.replace("poll_interval_s = 0.1", "poll_interval_s = 5.0"))
+    config = load_config(path)
+    await asyncio.to_thread(ws.rpc, url, "evm_setIntervalMining", [2])
+    data = ws.calldata("transfer(address,uint256)", ["address", "uint256"],
+                       [ws.ACCOUNTS[1], 10**18])
+    async with collector_for(cfg) as collector, push_node(cfg, "n1", unit) as node, \
+            watching(config, collector), \
+            Client.connect(node.url, token(topics=("tx:*",))) as client:
+        for _ in range(2):
+            height = int(await asyncio.to_thread(ws.rpc, url, "eth_blockNumber"), 16)
+            async with asyncio.timeout(10 * unit):
+                while int(await asyncio.to_thread(  # noqa: ASYNC110 - the node's block
+                        ws.rpc, url, "eth_blockNumber"), 16) == height:
+                    await asyncio.sleep(0.02)
+            sent = await asyncio.to_thread(send, url, to=demo, data=data)  # just after a block
+            assert (await client.subscribe(f"tx:{sent}", since=0))["type"] == "subscribed"
+            await until(client, "pending then mined",
+                        lambda h=sent: stages(client, h)[-1:] == ["mined"], 20 * unit)
+            assert stages(client, sent) == ["pending", "mined"]
+
+
+def json_list(url: str) -> str:
+    return f'["{url}"]'

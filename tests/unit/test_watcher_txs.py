@@ -90,6 +90,24 @@ def test_pending_once_per_stay_in_the_pool_then_mined_held_by_the_ledger() -> No
     assert t.tracked == [A]
 
 
+def test_a_confirmed_block_orphaned_after_all_is_followed_again() -> None:
+    """Confirmed by the node's finality tag, then orphaned by a deeper reorg within the window
+    (the ledger emits ``removed``): the hash is followed again, so the block it lands in next
+    is recorded (simulation seed 3088: it stayed ``removed`` for good, its block canonical)."""
+    t = TxTracker(CHAIN)
+    t.interest({A})
+    v = seen(t, A, tx(A, block=B11), receipt(A, B11, 11))
+    mined = t.mined_record(v, timestamp=123, events=[])
+    t.emitted([mined])
+    t.emitted([mined.with_status("confirmed")])
+    assert t.tracked == []
+    t.emitted([mined.with_status("removed")])
+    assert t.tracked == [A] and t.to_poll() == [A]
+    again = seen(t, A, tx(A, block=B11), receipt(A, B11, 11))
+    assert (again.what, again.block_hash) == ("mined", B11)
+    assert t.sender_nonce(A) == (SENDER, 3)  # what it knew of the transaction is kept
+
+
 def test_a_receipt_the_cursor_does_not_hold_waits_and_a_deep_one_is_final() -> None:
     t = TxTracker(CHAIN)
     t.interest({A})
@@ -256,3 +274,52 @@ def test_a_malformed_answer_is_an_rpc_error_naming_the_transaction() -> None:
     (mined,) = [sim.store.docs[m] for m in sim.store.order
                 if sim.store.docs[m].get("kind") == "tx"]
     assert (mined["stage"], mined["block_hash"]) == ("mined", block.hash)
+
+
+def test_between_heads_newly_subscribed_hashes_are_looked_up_at_once() -> None:
+    """On a chain whose blocks come faster than ``poll_interval_s``, a transaction is mined
+    before the watcher's next loop: its ``pending`` would never be seen. With tx lifecycles on,
+    a wait for a head is cut in ``TX_LOOK_S`` slices, and each timed-out slice looks up the
+    hashes subscribed since (only those: the followed ones wait for the next head)."""
+    from dataclasses import replace
+
+    from chainpush.watcher.stepper import TX_LOOK_S, Call, Interested, WaitHead
+    from tests.sim.watcher_sim import FAST, Faults, directed
+
+    sim = directed(window=4, k=1, finality_depth=2)
+    sim.watch = replace(sim.watch, tx_lifecycle=True)
+    sim.stepper = sim._new_stepper()  # poll_interval_s = 1.0
+    sim.chain.mine(2, logs_of=(FAST,))
+    followed = sim.chain.blocks[sim.chain.canon[2]].logs[0]["transactionHash"]
+    sim.interest["tx:"] = {followed}
+    sim.catch_up()
+    gen = sim.stepper.session(subscriptions=True)
+    action = next(gen)
+    while not isinstance(action, WaitHead):
+        action = gen.send(sim._perform(action, Faults.none()))
+    assert action.timeout_s == TX_LOOK_S
+    fresh = "0x" + "ee" * 32  # subscribed while the watcher waits; the node knows it not yet
+    sim.interest["tx:"] = {followed, fresh}
+    looked: list[tuple[str, ...]] = []
+    slices = 1
+    action = gen.send(False)  # the slice ran out, no head
+    while not (isinstance(action, Call) and action.calls[0][0] == "eth_blockNumber"):
+        if isinstance(action, WaitHead):
+            slices += 1
+            action = gen.send(False)
+            continue
+        if isinstance(action, Call):
+            looked.append(tuple(str(p[0]) for _, p in action.calls))
+        else:
+            assert isinstance(action, Interested) and action.prefix == "tx:"
+        action = gen.send(sim._perform(action, Faults.none()))
+    # every slice looked the fresh hash up (it stays unseen), never the followed one; after
+    # poll_interval_s of slices the loop asks for the head again
+    assert slices == round(1.0 / TX_LOOK_S)
+    assert looked == [(fresh, fresh)] * slices
+    # a head (or a performer that cannot tell) ends the wait at once
+    while not isinstance(action, WaitHead):
+        action = gen.send(sim._perform(action, Faults.none()))
+    action = gen.send(None)
+    assert isinstance(action, Call) and action.calls[0][0] == "eth_blockNumber"
+    gen.close()
