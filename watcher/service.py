@@ -499,7 +499,8 @@ class _Performer:
             await self._subscribe()
             return None
         if isinstance(action, WaitHead):
-            return await rpc.next_head(action.timeout_s) is not None
+            await rpc.next_head(action.timeout_s)
+            return None
         if isinstance(action, Sleep):
             await asyncio.sleep(action.delay_s)
             return None

@@ -83,10 +83,6 @@ BACKOFF_BASE_S = 0.2
 #: tokens must not grow the checkpoint without bound; a token that left is read again
 MAX_TOKENS = 10_000
 BACKOFF_MAX_S = 15.0
-#: with ``[watch] tx_lifecycle``, a wait for the next head is cut in slices this long, and each
-#: slice looks up the newly subscribed ``tx:`` hashes: on a chain whose blocks come faster than
-#: ``poll_interval_s`` a transaction would otherwise be mined before the watcher's first look
-TX_LOOK_S = 0.25
 
 RpcCall = tuple[str, list[Any]]
 
@@ -162,9 +158,7 @@ class Subscribe:
 
 @dataclass(frozen=True, slots=True)
 class WaitHead:
-    """Nothing new: wait for a new head notification or ``timeout_s``; send back True if a
-    head arrived, False if the time ran out, None if the performer cannot tell (taken as a
-    head)."""
+    """Nothing new: wait for a new head notification or ``timeout_s``; send back None."""
 
     timeout_s: float
 
@@ -302,7 +296,7 @@ class Stepper:
             stepped = yield from self._live_step(head)
             yield from self._track_txs()
             if not stepped:
-                yield from self._wait_head()
+                yield WaitHead(self.poll_interval_s)
 
     def _sess(self) -> _Session:
         assert self._s is not None
@@ -997,28 +991,13 @@ class Stepper:
 
     # --- transaction lifecycles (``watcher.txs``) ---------------------------------------------
 
-    def _wait_head(self) -> Steps:
-        """Wait up to ``poll_interval_s`` for a head; with tx lifecycles on, in slices of
-        ``TX_LOOK_S``, looking up newly subscribed hashes between them (their ``pending``)."""
-        if not self.watch.tx_lifecycle:
-            yield WaitHead(self.poll_interval_s)
-            return
-        left = self.poll_interval_s
-        while left > 0:
-            wait = min(TX_LOOK_S, left)
-            if (yield WaitHead(wait)) is not False:
-                return  # a head (or a performer that cannot tell): the next step reads it
-            left -= wait
-            yield from self._track_txs(new_only=True)
-
-    def _track_txs(self, *, new_only: bool = False) -> Steps:
+    def _track_txs(self) -> Steps:
         """One step of the subscribed ``tx:`` hashes (``watcher.txs``): ask the node about
-        those whose fate the ledger does not hold (``new_only``: only those never seen yet),
-        emit what changed (a commit of its own)."""
+        those whose fate the ledger does not hold, emit what changed (a commit of its own)."""
         if not self.watch.tx_lifecycle:
             return
         self.txs.interest((yield Interested("tx:")))
-        hashes = self.txs.unseen() if new_only else self.txs.to_poll()
+        hashes = self.txs.to_poll()
         if not hashes:
             return
         s = self._sess()

@@ -142,12 +142,6 @@ class TxTracker:
         """Followed hashes whose fate the ledger does not hold: ask the node about these."""
         return sorted(h for h, t in self._tracked.items() if t.held is None)
 
-    def unseen(self) -> list[str]:
-        """Followed hashes the node has not been seen to know yet (newly subscribed, or sent
-        after their subscription): between heads, only these are looked up."""
-        return sorted(h for h, t in self._tracked.items()
-                      if t.held is None and t.sender is None and not t.in_pool)
-
     @staticmethod
     def calls(hashes: Sequence[str]) -> tuple[RpcCall, ...]:
         """The batch for ``hashes``: transaction, then receipt, per hash."""

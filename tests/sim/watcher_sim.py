@@ -358,9 +358,6 @@ class Sim:
         self.txs = random.Random(seed * 104729 + 7).random() < 0.3
         if self.txs:
             self.watch = replace(self.watch, tx_lifecycle=True)
-        #: how a wait for a head ends (True: a head, False: the time ran out, None: cannot
-        #: tell); drawn apart so that the seeds without tx lifecycles stay what they were
-        self.wait_rng = random.Random(seed * 6151 + 3)
         self.bound = self._bound()
         #: what the registry would answer per topic prefix (Interested): none by default
         self.interest: dict[str, set[str]] = {}
@@ -602,8 +599,7 @@ class Sim:
                 self.store.put(rec)
             return None
         if isinstance(action, WaitHead):
-            # a timed-out wait makes a tx-lifecycle stepper look up new hashes between heads
-            return self.wait_rng.choice((True, False, None)) if self.txs else None
+            return None
         if isinstance(action, Interested):
             saved = self.checkpoints.get(self.stepper.key) or {}
             if saved.get("wallets") and rng.random() < self.redis_away:
