@@ -95,6 +95,21 @@ def mongo_db_name() -> str:
     return f"cp_test_{uuid.uuid4().hex[:12]}"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "requires(ok, what): the test needs a tool the test "
+                            "command installs; without it the test fails (never skips)")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``@pytest.mark.requires(ok, what)``: a tool the suite needs is missing — an error of the
+    machine's setup, reported as a failure naming it and the command that installs it."""
+    for mark in item.iter_markers("requires"):
+        ok, what = mark.args
+        if not ok:
+            pytest.fail(f"{what}; the test command installs it: ./scripts/test.sh",
+                        pytrace=False)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """A skipped test is not a passing one: the test command installs everything the suite
     needs, so any skip (a missing tool, a missing package) fails the run. Set

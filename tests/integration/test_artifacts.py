@@ -145,7 +145,7 @@ async def test_foundry_hardhat_and_ignition_decode_like_our_abi(
     anvil: Anvil, tmp_path: Path, mongo_uri: str, mongo_db_name: str, unit: float,
 ) -> None:
     if not HARDHAT.exists():
-        pytest.skip("hardhat not installed: run `npm install`")
+        pytest.fail("hardhat not installed: run `npm install`")
     url = anvil.http_url
     artifacts = await asyncio.to_thread(hardhat_artifacts, tmp_path / "hardhat-build", unit)
     first_block = ws.head(url) + 1

@@ -73,7 +73,7 @@ def page_url(log: Path) -> str | None:
     return found.group(1) if found else None
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")
+@pytest.mark.requires(os.path.exists(CHROMIUM), "Debian chromium is not installed")
 def test_page_shows_an_event_emitted_on_anvil(
     anvil: object, mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float,
     tmp_path: Path,
@@ -148,7 +148,7 @@ def test_page_shows_an_event_emitted_on_anvil(
             print(log.read_text()[-3000:], file=sys.stderr)
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")
+@pytest.mark.requires(os.path.exists(CHROMIUM), "Debian chromium is not installed")
 async def test_page_survives_its_push_node_being_killed(
     mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float, tmp_path: Path,
 ) -> None:
@@ -243,7 +243,7 @@ async def page_on(urls: list[str], unit: float,
             await browser.close()
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")
+@pytest.mark.requires(os.path.exists(CHROMIUM), "Debian chromium is not installed")
 async def test_page_state_value_and_rows_never_go_backwards(
     mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float
 ) -> None:
@@ -304,7 +304,7 @@ async def test_page_state_value_and_rows_never_go_backwards(
         assert sent >= 7, node.metrics.counters
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")
+@pytest.mark.requires(os.path.exists(CHROMIUM), "Debian chromium is not installed")
 async def test_page_resumes_into_a_new_stream_after_a_wipe(
     mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float
 ) -> None:
@@ -344,7 +344,7 @@ async def test_page_resumes_into_a_new_stream_after_a_wipe(
         await node_up.aclose()
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")
+@pytest.mark.requires(os.path.exists(CHROMIUM), "Debian chromium is not installed")
 def test_page_calldemo_value_never_goes_back_under_demo_traffic(
     anvil: object, mongo_uri: str, redis_url: str, mongo_db_name: str, unit: float,
     tmp_path: Path,

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 HARDHAT = ROOT / "node_modules" / ".bin" / "hardhat"
 
 
-@pytest.mark.skipif(not HARDHAT.exists(), reason="hardhat not installed: run `npm install`")
+@pytest.mark.requires(HARDHAT.exists(), "hardhat is not installed (npm install)")
 def test_hardhat_compiles_offline_to_our_abi_and_bytecode(tmp_path: Path, unit: float) -> None:
     # A copy, so artifacts/ and cache/ never land in the shared work tree.
     shutil.copytree(ROOT / "contracts", tmp_path / "contracts")

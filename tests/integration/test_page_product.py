@@ -27,7 +27,7 @@ from tests.integration.test_browser import CHROMIUM, CHROMIUM_ARGS, call_demo_st
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed"),
+    pytest.mark.requires(os.path.exists(CHROMIUM), "Debian chromium is not installed"),
 ]
 
 

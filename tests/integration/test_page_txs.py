@@ -24,7 +24,7 @@ from tests.integration.test_watch_txs import STRANGER, send, stack
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed"),
+    pytest.mark.requires(os.path.exists(CHROMIUM), "Debian chromium is not installed"),
 ]
 
 DEV_TOPICS = ("contract:*", "state:*", "tx:*", "app:demo-txs")

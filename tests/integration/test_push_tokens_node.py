@@ -63,11 +63,11 @@ def node_env() -> dict[str, str]:
 def run_snippet(tmp_path: Path, secret: str) -> str:
     node_bin = shutil.which("node")
     if node_bin is None:
-        pytest.skip("node is not on PATH")
+        pytest.fail("node is not on PATH")
     probe = subprocess.run([node_bin, "-e", "require.resolve('jsonwebtoken')"], env=node_env(),
                            cwd=tmp_path, capture_output=True, timeout=30)
     if probe.returncode != 0:
-        pytest.skip("npm jsonwebtoken is not installed: package.json devDependencies need "
+        pytest.fail("npm jsonwebtoken is not installed: package.json devDependencies need "
                     "jsonwebtoken (then npm ci)")
     found = SNIPPET.search((ROOT / "docs" / "push.md").read_text())
     assert found is not None, "docs/push.md lost its node-token-snippet"

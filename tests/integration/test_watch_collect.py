@@ -31,7 +31,8 @@ def collections(mongo_uri: str, db: str) -> tuple[list[dict[str, Any]], list[dic
 async def test_records_flow_into_collect_through_a_reorg(
     anvil: Anvil, mongo_uri: str, mongo_db_name: str, tmp_path: Path, unit: float
 ) -> None:
-    push_collect = pytest.importorskip("chainpush.push.collect")
+    from chainpush.push import collect as push_collect
+
     url = anvil.http_url
     token, _ = ws.deploy(url, "DemoToken")
     calldemo, _ = ws.deploy(url, "CallDemo")

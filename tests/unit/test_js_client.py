@@ -17,7 +17,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "clients" / "js"
 
-pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+pytestmark = pytest.mark.requires(shutil.which("node") is not None, "node is not installed")
 
 # A fake world: sockets opened, timers pending (run by hand), a clock that moves only when told.
 PRELUDE = r"""
@@ -366,7 +366,7 @@ def test_package_is_packable_with_its_types(tmp_path: Path) -> None:
     """`npm pack` ships the module, its record book and its declarations, and `exports` points
     at files that exist (npm pack --dry-run: nothing is written)."""
     if shutil.which("npm") is None:
-        pytest.skip("npm is not installed")
+        pytest.fail("npm is not installed")
     done = subprocess.run(["npm", "pack", "--dry-run", "--json"], cwd=PACKAGE,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -385,7 +385,7 @@ def test_declarations_type_check() -> None:
     root = PACKAGE.parents[1]
     tsc = root / "node_modules" / ".bin" / "tsc"
     if not tsc.exists():
-        pytest.skip("typescript is not in node_modules (npm install -D typescript to check)")
+        pytest.fail("typescript is not in node_modules (npm install -D typescript to check)")
     done = subprocess.run(
         [str(tsc), "--noEmit", "--strict", "--target", "es2022", "--module", "nodenext",
          "--moduleResolution", "nodenext", "--lib", "es2022,dom",

@@ -13,7 +13,7 @@ import pytest
 
 FORMAT = Path(__file__).resolve().parents[2] / "push" / "static" / "format.js"
 
-pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+pytestmark = pytest.mark.requires(shutil.which("node") is not None, "node is not installed")
 
 HARNESS = r"""
 const { pathToFileURL } = await import("node:url");

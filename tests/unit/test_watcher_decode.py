@@ -250,7 +250,6 @@ def test_invalid_abi_names_the_file(tmp_path: Path) -> None:
     assert issubclass(InvalidABI, ValueError)
 
 
-@pytest.mark.skipif(not (DATA / "demo_logs.json").exists(), reason="recorded logs not yet captured")
 def test_recorded_real_logs_equal_web3() -> None:
     recorded = json.loads((DATA / "demo_logs.json").read_text())
     abi = parse_abi(recorded["abi"], "DemoToken.abi")

@@ -36,7 +36,7 @@ def signed() -> tuple[str, dict[str, str]]:
                                 int(time.time()), body)
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node not on PATH")
+@pytest.mark.requires(shutil.which("node") is not None, "node is not on PATH")
 def test_node_example_verifies() -> None:
     code = block("<!-- verify-node -->", "js") + (
         "const [secret, headers, body] = JSON.parse(process.argv[1]);\n"
