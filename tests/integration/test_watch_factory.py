@@ -27,27 +27,12 @@ CREATED = load_abi(find_abi(ws.ABI_DIR, "DemoFactory")).event("PairCreated").top
 TOKEN_A, TOKEN_B = ws.ACCOUNTS[2], ws.ACCOUNTS[3]
 
 
-def receipt(url: str, tx: str) -> dict[str, Any]:
-    """The receipt of ``tx`` once anvil (automine) has it."""
-    got: list[dict[str, Any]] = []
-
-    def mined() -> bool:
-        r = ws.rpc(url, "eth_getTransactionReceipt", [tx])
-        if r is not None:
-            got.append(r)
-        return r is not None
-
-    ws.wait_for(mined, 10.0, f"the receipt of {tx}")
-    assert got[0]["status"] == "0x1", got[0]
-    return got[0]
-
-
 def create_pair(url: str, factory: str) -> tuple[str, int]:
     """``factory.createPair`` in a block of its own: (the pair's address, the block)."""
     data = ws.calldata("createPair(address,address)", ["address", "address"], [TOKEN_A, TOKEN_B])
     tx = ws.rpc(url, "eth_sendTransaction", [{"from": ws.OWNER, "to": factory, "data": data,
                                               "gas": hex(3_000_000)}])
-    got = receipt(url, tx)
+    got = ws.receipt(url, tx)
     log = next(lg for lg in got["logs"] if lg["topics"][0] == CREATED)
     return checksum("0x" + log["data"][2 + 24:2 + 64]), int(got["blockNumber"], 16)
 
@@ -56,7 +41,7 @@ def swap(url: str, pair: str, amount: int) -> int:
     data = ws.calldata("swap(uint112,address)", ["uint112", "address"], [amount, ws.ACCOUNTS[1]])
     tx = ws.rpc(url, "eth_sendTransaction", [{"from": ws.OWNER, "to": pair, "data": data,
                                               "gas": hex(200_000)}])
-    return int(receipt(url, tx)["blockNumber"], 16)
+    return int(ws.receipt(url, tx)["blockNumber"], 16)
 
 
 def of(docs: list[dict[str, Any]], pair: str) -> list[tuple[int, str, str]]:

@@ -41,17 +41,7 @@ def send(url: str, to: str, sig: str, types: list[str], values: list[Any]) -> in
     """A transaction from the first account, mined (automine): its block number."""
     tx = ws.rpc(url, "eth_sendTransaction", [{"from": ws.OWNER, "to": to, "gas": hex(300_000),
                                               "data": ws.calldata(sig, types, values)}])
-    got: list[dict[str, Any]] = []
-
-    def mined() -> bool:
-        r = ws.rpc(url, "eth_getTransactionReceipt", [tx])
-        if r is not None:
-            got.append(r)
-        return r is not None
-
-    ws.wait_for(mined, 10.0, f"the receipt of {tx}")
-    assert got[0]["status"] == "0x1", got[0]
-    return int(got[0]["blockNumber"], 16)
+    return int(ws.receipt(url, tx)["blockNumber"], 16)
 
 
 def transfer(url: str, token_address: str, to: str, value: int) -> int:

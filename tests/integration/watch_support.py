@@ -72,6 +72,21 @@ def deploy(url: str, name: str) -> tuple[str, int]:
     return receipt["contractAddress"], int(receipt["blockNumber"], 16)
 
 
+def receipt(url: str, tx: str) -> dict[str, Any]:
+    """The receipt of ``tx`` once the node (automine) has it; it must have succeeded."""
+    got: list[dict[str, Any]] = []
+
+    def mined() -> bool:
+        r = rpc(url, "eth_getTransactionReceipt", [tx])
+        if r is not None:
+            got.append(r)
+        return r is not None
+
+    wait_for(mined, 10.0, f"the receipt of {tx}")
+    assert got[0]["status"] == "0x1", got[0]
+    return got[0]
+
+
 def token_tx(token: str, i: int) -> dict[str, Any]:
     """The ``i``-th demo transaction: a mix of every DemoToken event shape (one log each)."""
     to = ACCOUNTS[1 + i % 3]
