@@ -23,6 +23,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from eth_typing import ChecksumAddress
 from web3 import Web3
@@ -77,6 +78,8 @@ class Demo:
     announce: Callable[[str, str], None] | None = None
     #: the DemoPair children created so far (read from the factory at attach)
     pairs: list[ChecksumAddress] = field(default_factory=list)
+    #: DemoPair's ABI, read once (every child shares it)
+    pair_abi: list[Any] = field(default_factory=list)
 
     @classmethod
     def attach(cls, w3: Web3, deployments_dir: Path = deploy.DEFAULT_DEPLOYMENTS_DIR, *,
@@ -101,6 +104,8 @@ class Demo:
             sender=sender,
             recipients=others,
             factory=factory, announce=announce, pairs=pairs,
+            pair_abi=[] if factory is None else load_artifact(
+                deploy.DEFAULT_ABI_DIR, "DemoPair").abi,
         )
 
     def send(self, what: str, fn: object) -> TxReceipt:
@@ -148,8 +153,7 @@ class Demo:
         return receipt
 
     def swap(self, pair: ChecksumAddress, amount: int, to: ChecksumAddress) -> TxReceipt:
-        contract_ = self.w3.eth.contract(address=pair, abi=load_artifact(
-            deploy.DEFAULT_ABI_DIR, "DemoPair").abi)
+        contract_ = self.w3.eth.contract(address=pair, abi=self.pair_abi)
         return self.send("DemoPair.swap", contract_.functions.swap(amount, to))
 
     def emitters(self, rng: random.Random) -> dict[str, Callable[[], TxReceipt]]:

@@ -349,9 +349,11 @@ def cmd_push(args: argparse.Namespace) -> int:
                                   f"chainpush push --port {suggestion}   # or [push] port"):
                 node = await stack.enter_async_context(
                     PushNode(cfg, tokens=settings.tokens, stores=settings.stores))
+            # the suggested fix is looked up only when there is a port to fail on
+            fix = "" if metrics_port is None else (
+                f"[push] metrics_port = {_free_near('127.0.0.1', metrics_port, cfg.workers)}")
             async with _listening(f"push node {cfg.node_id} metrics", "127.0.0.1",
-                                  metrics_port or 0, "[push] metrics_port = "
-                                  f"{_free_near('127.0.0.1', metrics_port or 0, cfg.workers)}"):
+                                  metrics_port or 0, fix):
                 await stack.enter_async_context(serve_scrape(
                     node.metrics.render, lambda: _node_health(node), metrics_port,
                     setting="[push] metrics_port"))
